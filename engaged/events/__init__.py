@@ -1,0 +1,1 @@
+"""Events: SparkPost-format event records, their ids, and the event stores."""

@@ -1,0 +1,201 @@
+"""SparkPost-format event records: one Struct per event type, the wire shape of every event we emit."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+Envelope = Literal["message_event", "track_event", "unsubscribe_event"]
+
+
+class _EventBase(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="type"):
+    """Fields every event carries (interface.md §6); optional extras are omitted when empty."""
+
+    event_id: str
+    timestamp: str
+    message_id: str
+    transmission_id: str
+    campaign_id: str
+    customer_id: str
+    rcpt_to: str
+    raw_rcpt_to: str
+    rcpt_meta: dict[str, Any]
+    rcpt_tags: list[str]
+    rcpt_type: str | None = None
+    subaccount_id: str | None = None
+    template_id: str | None = None
+    template_version: str | None = None
+
+
+class _MessageFields(_EventBase, kw_only=True, omit_defaults=True):
+    """Fields of the message_event family (injection, delivery, delay, bounce)."""
+
+    friendly_from: str = ""
+    msg_from: str = ""
+    msg_size: str = "0"
+    subject: str = ""
+    ip_pool: str = ""
+    sending_ip: str = ""
+    routing_domain: str = ""
+    recipient_domain: str = ""
+    recv_method: str = "esmtp"
+    injection_time: str = ""
+    transactional: str = "0"
+    sandbox: str | None = None
+    open_tracking: bool = False
+    click_tracking: bool = False
+    initial_pixel: bool = False
+    warnings: list[str] | None = None
+
+
+class InjectionEvent(_MessageFields, tag="injection", kw_only=True, omit_defaults=True):
+    """The message was received by engaged (one event per envelope recipient)."""
+
+
+class DeliveryEvent(_MessageFields, tag="delivery", kw_only=True, omit_defaults=True):
+    """The next hop (or capture) accepted the recipient's copy."""
+
+    delv_method: str = "esmtp"
+    ip_address: str = ""
+    num_retries: str = "0"
+    queue_time: str = "0"
+    outbound_tls: str = "0"
+
+
+class DelayEvent(_MessageFields, tag="delay", kw_only=True, omit_defaults=True):
+    """A delivery attempt failed temporarily; the recipient stays queued."""
+
+    delv_method: str = "esmtp"
+    ip_address: str = ""
+    num_retries: str = "0"
+    queue_time: str = "0"
+    outbound_tls: str = "0"
+    bounce_class: str = ""
+    error_code: str = ""
+    reason: str = ""
+    raw_reason: str = ""
+
+
+class BounceEvent(_MessageFields, tag="bounce", kw_only=True, omit_defaults=True):
+    """Delivery failed permanently (5xx reply, or too long in the queue)."""
+
+    delv_method: str = "esmtp"
+    ip_address: str = ""
+    num_retries: str = "0"
+    bounce_class: str = ""
+    error_code: str = ""
+    reason: str = ""
+    raw_reason: str = ""
+
+
+class PolicyRejectionEvent(_MessageFields, tag="policy_rejection", kw_only=True, omit_defaults=True):
+    """Policy refused the message or recipient before acceptance."""
+
+    remote_addr: str = ""
+    error_code: str = ""
+    reason: str = ""
+    raw_reason: str = ""
+
+
+class MachineEngagement(msgspec.Struct, frozen=True, kw_only=True):
+    """Why the tracker thinks a request came from software rather than a person."""
+
+    kind: str | None
+    reason: str
+
+
+class _TrackFields(_EventBase, kw_only=True, omit_defaults=True):
+    """Fields of engagement events answered by the tracker."""
+
+    delv_method: str = "esmtp"
+    sending_ip: str = ""
+    ip_address: str = ""
+    user_agent: str = ""
+    accept_language: str = ""
+    geo_ip: dict[str, Any] | None = None
+    machine_engagement: MachineEngagement | None = None
+    injection_time: str = ""
+
+
+class OpenEvent(_TrackFields, tag="open", kw_only=True, omit_defaults=True):
+    """The recipient's client fetched the bottom open pixel."""
+
+
+class InitialOpenEvent(_TrackFields, tag="initial_open", kw_only=True, omit_defaults=True):
+    """The recipient's client fetched the top open pixel."""
+
+
+class ClickEvent(_TrackFields, tag="click", kw_only=True, omit_defaults=True):
+    """The recipient followed a click-tracked link."""
+
+    target_link_url: str = ""
+    target_link_name: str = ""
+
+
+class LinkUnsubscribeEvent(_TrackFields, tag="link_unsubscribe", kw_only=True, omit_defaults=True):
+    """The recipient followed a link marked data-msys-unsubscribe."""
+
+    mailfrom: str = ""
+    target_link_url: str = ""
+    target_link_name: str = ""
+
+
+Event = (
+    InjectionEvent
+    | DeliveryEvent
+    | DelayEvent
+    | BounceEvent
+    | PolicyRejectionEvent
+    | OpenEvent
+    | InitialOpenEvent
+    | ClickEvent
+    | LinkUnsubscribeEvent
+)
+
+EVENT_TYPES: tuple[str, ...] = (
+    "injection",
+    "delivery",
+    "delay",
+    "bounce",
+    "policy_rejection",
+    "initial_open",
+    "open",
+    "click",
+    "link_unsubscribe",
+)
+
+_ENVELOPES: dict[str, Envelope] = {
+    "injection": "message_event",
+    "delivery": "message_event",
+    "delay": "message_event",
+    "bounce": "message_event",
+    "policy_rejection": "message_event",
+    "open": "track_event",
+    "initial_open": "track_event",
+    "click": "track_event",
+    "link_unsubscribe": "unsubscribe_event",
+}
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)  # type: ignore[arg-type]
+
+
+def event_type(event: Event) -> str:
+    """The SparkPost `type` of an event."""
+    return str(type(event).__struct_config__.tag)
+
+
+def envelope_of(type_name: str) -> Envelope:
+    """The webhook envelope (`message_event`, `track_event`, …) an event type travels in."""
+    return _ENVELOPES[type_name]
+
+
+def encode_event(event: Event) -> bytes:
+    """The event as SparkPost JSON, `type` first."""
+    return _encoder.encode(event)
+
+
+def decode_event(data: bytes | str) -> Event:
+    """Parse one event from its JSON; raises msgspec.ValidationError on a malformed record."""
+    return _decoder.decode(data)
