@@ -31,21 +31,21 @@ class _EventBase(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="ty
 class _MessageFields(_EventBase, kw_only=True, omit_defaults=True):
     """Fields of the message_event family (injection, delivery, delay, bounce)."""
 
-    friendly_from: str = ""
-    msg_from: str = ""
-    msg_size: str = "0"
-    subject: str = ""
-    ip_pool: str = ""
+    friendly_from: str
+    msg_from: str
+    msg_size: str
+    subject: str
+    ip_pool: str
+    routing_domain: str
+    recipient_domain: str
+    injection_time: str
+    transactional: str
+    open_tracking: bool
+    click_tracking: bool
+    initial_pixel: bool
+    recv_method: str
     sending_ip: str = ""
-    routing_domain: str = ""
-    recipient_domain: str = ""
-    recv_method: str = "esmtp"
-    injection_time: str = ""
-    transactional: str = "0"
     sandbox: str | None = None
-    open_tracking: bool = False
-    click_tracking: bool = False
-    initial_pixel: bool = False
     warnings: list[str] | None = None
 
 
@@ -56,37 +56,37 @@ class InjectionEvent(_MessageFields, tag="injection", kw_only=True, omit_default
 class DeliveryEvent(_MessageFields, tag="delivery", kw_only=True, omit_defaults=True):
     """The next hop (or capture) accepted the recipient's copy."""
 
-    delv_method: str = "esmtp"
-    ip_address: str = ""
-    num_retries: str = "0"
-    queue_time: str = "0"
-    outbound_tls: str = "0"
+    delv_method: str
+    ip_address: str
+    num_retries: str
+    queue_time: str
+    outbound_tls: str
 
 
 class DelayEvent(_MessageFields, tag="delay", kw_only=True, omit_defaults=True):
     """A delivery attempt failed temporarily; the recipient stays queued."""
 
-    delv_method: str = "esmtp"
-    ip_address: str = ""
-    num_retries: str = "0"
-    queue_time: str = "0"
-    outbound_tls: str = "0"
-    bounce_class: str = ""
-    error_code: str = ""
-    reason: str = ""
-    raw_reason: str = ""
+    delv_method: str
+    ip_address: str
+    num_retries: str
+    queue_time: str
+    outbound_tls: str
+    bounce_class: str
+    error_code: str
+    reason: str
+    raw_reason: str
 
 
 class BounceEvent(_MessageFields, tag="bounce", kw_only=True, omit_defaults=True):
     """Delivery failed permanently (5xx reply, or too long in the queue)."""
 
-    delv_method: str = "esmtp"
-    ip_address: str = ""
-    num_retries: str = "0"
-    bounce_class: str = ""
-    error_code: str = ""
-    reason: str = ""
-    raw_reason: str = ""
+    delv_method: str
+    ip_address: str
+    num_retries: str
+    bounce_class: str
+    error_code: str
+    reason: str
+    raw_reason: str
 
 
 class PolicyRejectionEvent(_MessageFields, tag="policy_rejection", kw_only=True, omit_defaults=True):

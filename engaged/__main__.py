@@ -1,0 +1,5 @@
+"""`python -m engaged`: the CLI."""
+
+from engaged.cli import main
+
+main()

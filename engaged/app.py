@@ -1,0 +1,90 @@
+"""Composition root: builds every part from Config, owns the start and stop order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from engaged.config import Config
+from engaged.delivery.capture import CaptureTransport
+from engaged.delivery.compose import compose_copy
+from engaged.delivery.outcome import Transport
+from engaged.delivery.queue import DeliveryQueue
+from engaged.events.ids import EventIdGenerator
+from engaged.events.store_sqlite import SqliteEventStore
+from engaged.inject import Injector
+from engaged.smtp.listener import SmtpListeners
+from engaged.spool.record import SpoolRecord
+from engaged.spool.store import FileSpool
+from engaged.types import EventStore
+
+log = logging.getLogger("engaged")
+
+
+def build_store(config: Config) -> EventStore:
+    """The configured event store (not yet opened)."""
+    return SqliteEventStore(config.data_path / "events.sqlite3")
+
+
+def build_transport(config: Config) -> Transport:
+    """The configured delivery transport."""
+    return CaptureTransport(config.data_path / "captured", fsync=config.smtp.fsync)
+
+
+class App:
+    """Every component of `engaged serve`, started in dependency order and stopped in reverse."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        data = config.data_path
+        self.ids = EventIdGenerator()
+        self.store = build_store(config)
+        self.spool = FileSpool(data / "spool", fsync=config.smtp.fsync)
+        self.delivery = DeliveryQueue(
+            self.spool,
+            self.store,
+            build_transport(config),
+            compose_copy,
+            max_attempt_age=config.delivery.max_attempt_age,
+            ids=self.ids,
+        )
+        self.injector = Injector(config, self.spool, self._accepted, ids=self.ids)
+        self.smtp = SmtpListeners(config, self.injector)
+
+    async def _accepted(self, record: SpoolRecord) -> None:
+        await self.delivery.submit(record)
+
+    async def start(self) -> None:
+        data: Path = self.config.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        await self.store.open()
+        log.info("events store sqlite %s", data / "events.sqlite3")
+        self.spool.open()
+        resumed = await self.delivery.start()
+        log.info("delivery %s: %d spooled message(s) resumed", self.config.delivery.mode, resumed)
+        await self.smtp.start()
+        for configured, bound in self.smtp.addresses:
+            log.info("smtp listening on %s (configured %s)", bound, configured)
+        log.info("ready")
+
+    async def stop(self) -> None:
+        await self.smtp.stop()
+        await self.delivery.stop()
+        await self.store.close()
+        self.spool.close()
+        log.info("stopped")
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    app = App(config)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await app.stop()

@@ -1,0 +1,141 @@
+"""Command line: serve, check-config, events, keys rotate, hash-password."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import sys
+from datetime import datetime
+
+import click
+
+from engaged.config import Config, load_config, render_config
+from engaged.errors import ConfigError
+from engaged.events.model import EVENT_TYPES, encode_event
+from engaged.types import EventQuery
+
+_config_option = click.option("--config", "config_path", default=None, metavar="FILE",
+                              help="TOML configuration (default: ./engaged.toml if present, else built-ins).")
+
+
+def _load(config_path: str | None) -> Config:
+    try:
+        return load_config(config_path)
+    except ConfigError as error:
+        for line in error.problems:
+            click.echo(line, err=True)
+        sys.exit(2)
+
+
+@click.group()
+@click.version_option(package_name="engaged")
+def main() -> None:
+    """engaged: SMTP injection with SparkPost-style engagement tracking."""
+
+
+@main.command()
+@_config_option
+def serve(config_path: str | None) -> None:
+    """Run every configured component until SIGTERM/SIGINT."""
+    config = _load(config_path)
+    logging.basicConfig(level=logging.INFO, format="engaged: %(message)s", stream=sys.stderr)
+    for noisy in ("mail.log", "aiosmtpd", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from engaged.app import serve as run
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(run(config))
+
+
+@main.command("check-config")
+@_config_option
+def check_config(config_path: str | None) -> None:
+    """Validate the configuration and print the effective settings."""
+    config = _load(config_path)
+    click.echo(render_config(config), nl=False)
+
+
+def _parse_since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"not an ISO-8601 time or epoch seconds: {value}") from None
+
+
+@main.command()
+@_config_option
+@click.option("--type", "types", multiple=True, type=click.Choice(EVENT_TYPES), help="Only these types.")
+@click.option("--since", default=None, help="Only events at or after this time (ISO-8601 or epoch).")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--follow", is_flag=True, help="Keep printing new events as they are stored.")
+def events(config_path: str | None, types: tuple[str, ...], since: str | None, limit: int, follow: bool) -> None:
+    """Print stored events, one JSON object a line, oldest first."""
+    config = _load(config_path)
+    asyncio.run(_print_events(config, types, _parse_since(since), limit, follow))
+
+
+async def _print_events(config: Config, types: tuple[str, ...], since: float | None, limit: int,
+                        follow: bool) -> None:
+    from engaged.app import build_store
+
+    store = build_store(config)
+    await store.open()
+    try:
+        after = 0
+        printed = 0
+        while True:
+            batch = await store.query(EventQuery(types=types, since=since, after_seq=after,
+                                                 limit=min(limit - printed, 1000) if not follow else 1000))
+            for stored in batch:
+                sys.stdout.write(encode_event(stored.event).decode() + "\n")
+                after = stored.seq
+            printed += len(batch)
+            sys.stdout.flush()
+            if not follow and (not batch or printed >= limit):
+                return
+            if follow and not batch:
+                await asyncio.sleep(0.25)
+    except KeyboardInterrupt:
+        return
+    finally:
+        await store.close()
+
+
+@main.group()
+def keys() -> None:
+    """Link-signing keys."""
+
+
+@keys.command("rotate")
+@_config_option
+def keys_rotate(config_path: str | None) -> None:
+    """Add a new link-signing key and make it current; older keys keep verifying."""
+    config = _load(config_path)
+    from engaged.keys import rotate_key
+
+    key_id = rotate_key(config.data_path)
+    click.echo(f"current signing key is now {key_id}")
+
+
+@main.command("hash-password")
+@click.option("--password", default=None, help="The password (default: prompt).")
+def hash_password_cmd(password: str | None) -> None:
+    """Print a password_hash for [[smtp.users]]."""
+    from engaged.smtp.auth import hash_password
+
+    secret = password if password is not None else getpass.getpass("Password: ")
+    click.echo(hash_password(secret))
+
+

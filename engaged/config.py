@@ -1,0 +1,380 @@
+"""Configuration: typed Structs for the whole TOML file, loaded and validated once at startup."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from engaged.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "engaged.toml"
+_ENV_PREFIX = "ENGAGED_"
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of every config section: unknown keys are errors."""
+
+
+class SmtpapiSettings(_Section, frozen=True):
+    """The six Momentum smtpapi options plus SparkPost's initial pixel switch ([smtpapi])."""
+
+    open_tracking_enabled: bool = False
+    click_tracking_enabled: bool = False
+    open_tracking_scheme: str = "http"
+    click_tracking_scheme: str = "http"
+    tracking_domain: str = "localhost:8080"
+    tracking_link_expiry: int = 31536000
+    initial_open_enabled: bool = True
+
+
+class SmtpapiOverride(_Section, frozen=True):
+    """Per-listener overrides of [smtpapi] (Momentum's listen scope); unset fields fall through."""
+
+    open_tracking_enabled: bool | None = None
+    click_tracking_enabled: bool | None = None
+    open_tracking_scheme: str | None = None
+    click_tracking_scheme: str | None = None
+    tracking_domain: str | None = None
+    tracking_link_expiry: int | None = None
+    initial_open_enabled: bool | None = None
+
+
+class SmtpUser(_Section, frozen=True):
+    """An account that may AUTH; `customer_id` becomes the message's mo_customer_id."""
+
+    name: str
+    password_hash: str
+    customer_id: str = ""
+
+
+class SmtpConfig(_Section, frozen=True):
+    """[smtp]: injection listeners and their limits."""
+
+    listen: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1:2525"])
+    hostname: str = ""
+    max_message_size: int = 26214400
+    max_recipients: int = 1000
+    relay_networks: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    users: list[SmtpUser] = msgspec.field(default_factory=list)
+    overrides: dict[str, SmtpapiOverride] = msgspec.field(default_factory=dict)
+    max_connections: int = 1000
+    max_connections_per_ip: int = 100
+    command_timeout: float = 300.0
+    data_timeout: float = 180.0
+    max_commands: int = 10000
+    max_errors: int = 20
+    fsync: bool = True
+
+
+class EngagementTrackerConfig(_Section, frozen=True):
+    """[engagement_tracker]: the public HTTP listener for opens and clicks."""
+
+    listen: str = "127.0.0.1:8080"
+    click_tracking_include_metadata: bool = True
+    max_metadata_len: int = 1000
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    geoip_database: str = ""
+
+
+class PolicyConfig(_Section, frozen=True):
+    """[policy]: Momentum-style Lua policy scripts."""
+
+    scripts: list[str] = msgspec.field(default_factory=list)
+
+
+class DeliveryConfig(_Section, frozen=True):
+    """[delivery]: where accepted mail goes."""
+
+    mode: Literal["capture", "relay", "mx"] = "capture"
+    relay: str = ""
+    max_attempt_age: int = 259200
+
+
+class EventsConfig(_Section, frozen=True):
+    """[events]: the event store."""
+
+    store: str = "sqlite"
+
+
+class ApiConfig(_Section, frozen=True):
+    """[api]: the private listener (events, metrics, webhooks, dashboard)."""
+
+    listen: str = "127.0.0.1:8081"
+    keys: list[str] = msgspec.field(default_factory=list)
+
+
+class WebhookConfig(_Section, frozen=True):
+    """One [[webhooks]] entry."""
+
+    name: str
+    target: str
+    events: list[str] = msgspec.field(default_factory=list)
+    auth_token: str = ""
+    allow_private_targets: bool = False
+
+
+class Config(_Section, frozen=True):
+    """The whole configuration."""
+
+    data_dir: str = "./engaged-data"
+    smtp: SmtpConfig = msgspec.field(default_factory=SmtpConfig)
+    smtpapi: SmtpapiSettings = msgspec.field(default_factory=SmtpapiSettings)
+    engagement_tracker: EngagementTrackerConfig = msgspec.field(default_factory=EngagementTrackerConfig)
+    policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
+    delivery: DeliveryConfig = msgspec.field(default_factory=DeliveryConfig)
+    events: EventsConfig = msgspec.field(default_factory=EventsConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    webhooks: list[WebhookConfig] = msgspec.field(default_factory=list)
+
+    @property
+    def data_path(self) -> Path:
+        """data_dir as an absolute path."""
+        return Path(self.data_dir).resolve()
+
+
+_SECTIONS = ("engagement_tracker", "smtpapi", "smtp", "policy", "delivery", "events", "api")
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """Split `host:port` or `[v6]:port`; raises ValueError with the reason."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]*):(\d{1,5})", value.strip())
+    if match is None:
+        raise ValueError(f"expected host:port or [ipv6]:port, got {value!r}")
+    host = match.group(1) or match.group(3) or ""
+    port = int(match.group(2) or match.group(4))
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range")
+    return host or "0.0.0.0", port
+
+
+def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file (or ./engaged.toml, or the defaults), apply ENGAGED_* variables, validate."""
+    env = os.environ if environ is None else environ
+    source = path or (DEFAULT_CONFIG_FILE if Path(DEFAULT_CONFIG_FILE).is_file() else None)
+    raw: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    label = source or "<defaults>"
+    if source is not None:
+        try:
+            with open(source, "rb") as handle:
+                raw = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError([f"{source}: file not found"]) from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError([f"{source}: {error}"]) from None
+    _apply_environment(raw, env, origins)
+    try:
+        config = msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as error:
+        key, reason = _split_validation_error(str(error))
+        raise ConfigError([f"{origins.get(key, label)}:{key}: {reason}"]) from None
+    problems = [f"{origins.get(key, label)}:{key}: {reason}" for key, reason in _check(config)]
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _apply_environment(raw: dict[str, Any], env: Mapping[str, str], origins: dict[str, str]) -> None:
+    for name, value in sorted(env.items()):
+        if not name.startswith(_ENV_PREFIX):
+            continue
+        rest = name[len(_ENV_PREFIX) :].lower()
+        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
+        if section is None:
+            key_path = [rest]
+        else:
+            key_path = [section, rest[len(section) + 1 :]]
+        target = raw
+        for part in key_path[:-1]:
+            target = target.setdefault(part, {})
+        target[key_path[-1]] = _env_value(value, _field_is_list(key_path))
+        origins[".".join(key_path)] = name
+
+
+def _field_is_list(key_path: list[str]) -> bool:
+    struct: Any = Config
+    for part in key_path:
+        fields = {f.name: f for f in msgspec.structs.fields(struct)}
+        if part not in fields:
+            return False
+        struct = fields[part].type
+    return getattr(struct, "__origin__", None) is list
+
+
+def _env_value(value: str, is_list: bool) -> Any:
+    text = value.strip()
+    if text[:1] in "[{":
+        try:
+            return tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            return value
+    if is_list:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+def _split_validation_error(message: str) -> tuple[str, str]:
+    reason, _, where = message.partition(" - at `$")
+    key = where.rstrip("`").lstrip(".")
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", reason)
+    if unknown:
+        key = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
+        reason = "unknown key"
+    return key or "<root>", reason
+
+
+def _check(config: Config) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    smtp = config.smtp
+    for index, listen in enumerate(smtp.listen):
+        _check_hostport(problems, f"smtp.listen[{index}]", listen)
+    if not smtp.listen:
+        problems.append(("smtp.listen", "at least one listener is needed"))
+    for index, network in enumerate(smtp.relay_networks):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as error:
+            problems.append((f"smtp.relay_networks[{index}]", str(error)))
+    for name, value in (("max_message_size", smtp.max_message_size), ("max_recipients", smtp.max_recipients),
+                        ("max_connections", smtp.max_connections),
+                        ("max_connections_per_ip", smtp.max_connections_per_ip)):
+        if value <= 0:
+            problems.append((f"smtp.{name}", "must be a positive number"))
+    if bool(smtp.tls_cert_file) != bool(smtp.tls_key_file):
+        problems.append(("smtp.tls_cert_file", "tls_cert_file and tls_key_file must be set together"))
+    for key in ("tls_cert_file", "tls_key_file"):
+        value = getattr(smtp, key)
+        if value and not Path(value).is_file():
+            problems.append((f"smtp.{key}", f"file not found: {value}"))
+    for index, user in enumerate(smtp.users):
+        if not user.password_hash.startswith("pbkdf2_sha256$") or user.password_hash.count("$") != 3:
+            problems.append((f"smtp.users[{index}].password_hash",
+                             "expected pbkdf2_sha256$<iterations>$<salt>$<hash> (make one with "
+                             "`engaged hash-password`)"))
+    for listen, override in smtp.overrides.items():
+        if listen not in smtp.listen:
+            problems.append((f"smtp.overrides.{listen}", "names no address in smtp.listen"))
+        problems.extend(_check_smtpapi(f"smtp.overrides.{listen}", override))
+    problems.extend(_check_smtpapi("smtpapi", config.smtpapi))
+    tracker = config.engagement_tracker
+    _check_hostport(problems, "engagement_tracker.listen", tracker.listen)
+    if tracker.max_metadata_len < 0:
+        problems.append(("engagement_tracker.max_metadata_len", "must not be negative"))
+    for index, network in enumerate(tracker.trusted_proxies):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as error:
+            problems.append((f"engagement_tracker.trusted_proxies[{index}]", str(error)))
+    if tracker.geoip_database and not Path(tracker.geoip_database).is_file():
+        problems.append(("engagement_tracker.geoip_database", f"file not found: {tracker.geoip_database}"))
+    for index, script in enumerate(config.policy.scripts):
+        if not Path(script).is_file():
+            problems.append((f"policy.scripts[{index}]", f"file not found: {script}"))
+    if config.delivery.mode == "relay":
+        if not config.delivery.relay:
+            problems.append(("delivery.relay", 'required when delivery.mode = "relay"'))
+        else:
+            _check_hostport(problems, "delivery.relay", config.delivery.relay)
+    if config.delivery.max_attempt_age <= 0:
+        problems.append(("delivery.max_attempt_age", "must be a positive number of seconds"))
+    store = config.events.store
+    if store != "sqlite" and not store.startswith(("postgresql://", "postgres://")):
+        problems.append(("events.store", 'expected "sqlite" or a postgresql:// DSN'))
+    _check_hostport(problems, "api.listen", config.api.listen)
+    for index, hook in enumerate(config.webhooks):
+        if not hook.target.startswith(("http://", "https://")):
+            problems.append((f"webhooks[{index}].target", "must be an http:// or https:// URL"))
+    return problems
+
+
+def _check_smtpapi(prefix: str, settings: SmtpapiSettings | SmtpapiOverride) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for key in ("open_tracking_scheme", "click_tracking_scheme"):
+        value = getattr(settings, key)
+        if value is not None and value.lower() not in ("http", "https"):
+            problems.append((f"{prefix}.{key}", f"must be http or https, got {value!r}"))
+    domain = settings.tracking_domain
+    if domain is not None and not re.fullmatch(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?", domain):
+        problems.append((f"{prefix}.tracking_domain", f"must be host or host:port, got {domain!r}"))
+    return problems
+
+
+def _check_hostport(problems: list[tuple[str, str]], key: str, value: str) -> None:
+    try:
+        parse_hostport(value)
+    except ValueError as error:
+        problems.append((key, str(error)))
+
+
+def effective_smtpapi(config: Config, listen: str | None) -> SmtpapiSettings:
+    """[smtpapi] with the listener's overrides applied (listener > global > built-in default)."""
+    base = config.smtpapi
+    override = config.smtp.overrides.get(listen or "")
+    if override is None:
+        return base
+    changes = {f: v for f in SmtpapiOverride.__struct_fields__ if (v := getattr(override, f)) is not None}
+    return msgspec.structs.replace(base, **changes)
+
+
+def render_config(config: Config) -> str:
+    """The effective configuration as TOML-like text for `engaged check-config` (secrets masked)."""
+    data = msgspec.to_builtins(config)
+    for user in data["smtp"]["users"]:
+        user["password_hash"] = "***"
+    data["api"]["keys"] = ["***" for _ in data["api"]["keys"]]
+    for hook in data["webhooks"]:
+        if hook.get("auth_token"):
+            hook["auth_token"] = "***"
+    return _to_toml(data)
+
+
+def _to_toml(data: dict[str, Any]) -> str:
+    lines: list[str] = []
+    tables: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) or (isinstance(value, list) and value and isinstance(value[0], dict)):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for name, value in tables:
+        if isinstance(value, list):
+            for item in value:
+                lines.append(f"\n[[{name}]]")
+                lines.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
+            continue
+        lines.append(f"\n[{name}]")
+        nested = []
+        for key, item in value.items():
+            if isinstance(item, dict) or (isinstance(item, list) and item and isinstance(item[0], dict)):
+                nested.append((key, item))
+            else:
+                lines.append(f"{key} = {_toml_value(item)}")
+        for key, item in nested:
+            if isinstance(item, list):
+                for entry in item:
+                    lines.append(f"\n[[{name}.{key}]]")
+                    lines.extend(f"{k} = {_toml_value(v)}" for k, v in entry.items())
+            else:
+                for sub, entry in item.items():
+                    lines.append(f'\n[{name}.{key}."{sub}"]')
+                    lines.extend(f"{k} = {_toml_value(v)}" for k, v in entry.items() if v is not None)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return msgspec.json.encode(str(value)).decode()

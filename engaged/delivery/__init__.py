@@ -1,0 +1,1 @@
+"""Delivery: build each recipient's copy, hand it to a transport, record the outcome."""

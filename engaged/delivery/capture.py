@@ -1,0 +1,74 @@
+"""Capture transport (the embedded default): each copy as <data_dir>/captured/<message_id>.<n>.eml + .json."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import msgspec
+
+from engaged.delivery.outcome import Deferred, Delivered, OutboundMessage, Outcome
+
+
+class CaptureSidecar(msgspec.Struct, frozen=True):
+    """The JSON written beside each captured copy (interface.md §4)."""
+
+    message_id: str
+    mail_from: str
+    rcpt_to: str
+    timestamp: str
+
+
+class CaptureTransport:
+    """Writes exactly the bytes relay or MX delivery would send after DATA, fsync'd, then renamed in."""
+
+    def __init__(self, directory: Path, *, fsync: bool = True) -> None:
+        self.directory = directory
+        self._fsync = fsync
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="capture")
+        directory.mkdir(parents=True, exist_ok=True)
+
+    async def deliver(self, message: OutboundMessage) -> Outcome:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._write, message)
+        except OSError as error:
+            return Deferred(error_code="451", reason=f"4.3.0 capture write failed: {error.strerror}")
+        return Delivered(delv_method="capture", ip_address="127.0.0.1", response="250 captured")
+
+    def _write(self, message: OutboundMessage) -> None:
+        stem = f"{message.message_id}.{message.rcpt_index}"
+        sidecar = CaptureSidecar(
+            message_id=message.message_id,
+            mail_from=message.mail_from,
+            rcpt_to=message.rcpt_to,
+            timestamp=f"{time.time():.3f}",
+        )
+        self._atomic_write(self.directory / f"{stem}.json", msgspec.json.encode(sidecar) + b"\n")
+        self._atomic_write(self.directory / f"{stem}.eml", message.data)
+        if self._fsync:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _atomic_write(self, path: Path, data: bytes) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)

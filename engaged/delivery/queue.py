@@ -1,0 +1,188 @@
+"""Delivery queue: spooled messages in, one transport call per recipient, outcomes out as events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from engaged.delivery.compose import Copy
+from engaged.delivery.outcome import Bounced, Deferred, Delivered, OutboundMessage, Transport
+from engaged.events.ids import EventIdGenerator
+from engaged.events.message import bounce_event, delay_event, delivery_event, injection_event
+from engaged.events.model import Event, decode_event, encode_event
+from engaged.spool.record import RecipientAttempt, RecipientDone, SpoolRecord, StateLine
+from engaged.spool.store import FileSpool, finished_recipients
+from engaged.types import EventStore
+
+log = logging.getLogger("engaged.delivery")
+
+ComposeFn = Callable[[bytes, SpoolRecord, int], Copy]
+RETRY_BASE_SECONDS = 60.0
+RETRY_MAX_SECONDS = 3600.0
+
+
+def retry_delay(attempts: int, base: float = RETRY_BASE_SECONDS) -> float:
+    """Exponential backoff with ±20 % jitter: base, 2×base, 4×base … capped at an hour."""
+    delay = min(base * (2 ** max(attempts - 1, 0)), RETRY_MAX_SECONDS)
+    return delay * random.uniform(0.8, 1.2)
+
+
+class DeliveryQueue:
+    """Delivers spooled messages with a bounded number of workers.
+
+    For each recipient: compose the copy, deliver it, write the outcome (with its event) to the
+    message's state log, then append the event to the store. A message leaves the spool only when
+    every recipient is done and its events are stored, so a crash anywhere redelivers (at least
+    once) and re-emits with the same event ids (stored once).
+    """
+
+    def __init__(
+        self,
+        spool: FileSpool,
+        store: EventStore,
+        transport: Transport,
+        compose: ComposeFn,
+        *,
+        workers: int = 8,
+        max_attempt_age: float = 259200.0,
+        retry_base: float = RETRY_BASE_SECONDS,
+        ids: EventIdGenerator | None = None,
+    ) -> None:
+        self._spool = spool
+        self._store = store
+        self._transport = transport
+        self._compose = compose
+        self._workers = workers
+        self._max_age = max_attempt_age
+        self._retry_base = retry_base
+        self._ids = ids or EventIdGenerator()
+        self._queue: asyncio.Queue[SpoolRecord] = asyncio.Queue()
+        self._state: dict[str, list[StateLine]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    async def start(self) -> int:
+        """Start the workers and pick up everything the spool still holds; returns how many."""
+        resumed = 0
+        for entry in self._spool.scan():
+            await self._store.append([injection_event(entry.record, i) for i in range(len(entry.record.recipients))])
+            done = [line for line in entry.state if isinstance(line, RecipientDone)]
+            if done:
+                await self._store.append([decode_event(line.event) for line in done])
+            self._state[entry.record.message_id] = list(entry.state)
+            self._queue.put_nowait(entry.record)
+            resumed += 1
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
+        return resumed
+
+    async def submit(self, record: SpoolRecord) -> None:
+        """A newly accepted message: store its injection events, then queue it."""
+        self._state[record.message_id] = []
+        await self._store.append([injection_event(record, i) for i in range(len(record.recipients))])
+        self._queue.put_nowait(record)
+
+    async def _work(self) -> None:
+        while True:
+            record = await self._queue.get()
+            try:
+                await self._deliver_message(record)
+            except Exception:
+                log.exception("delivery of %s failed; retrying later", record.message_id)
+                self._schedule(record, self._retry_base)
+            finally:
+                self._queue.task_done()
+
+    async def _deliver_message(self, record: SpoolRecord) -> None:
+        state = self._state.setdefault(record.message_id, [])
+        done = finished_recipients(state)
+        now = time.time()
+        pending = [i for i in range(len(record.recipients)) if i not in done and self._due(state, i, now)]
+        if pending:
+            body = await self._spool.load_body(record.message_id)
+            for index in pending:
+                await self._deliver_recipient(record, body, index, state)
+        done = finished_recipients(state)
+        if len(done) == len(record.recipients):
+            await self._spool.finish(record.message_id)
+            self._state.pop(record.message_id, None)
+            return
+        self._schedule(record, self._next_due(state, done) - time.time())
+
+    def _due(self, state: list[StateLine], index: int, now: float) -> bool:
+        attempts = [line for line in state if isinstance(line, RecipientAttempt) and line.rcpt == index]
+        return not attempts or attempts[-1].next_attempt <= now
+
+    def _next_due(self, state: list[StateLine], done: set[int]) -> float:
+        times = [line.next_attempt for line in state if isinstance(line, RecipientAttempt) and line.rcpt not in done]
+        return max(min(times, default=time.time()), time.time())
+
+    async def _deliver_recipient(self, record: SpoolRecord, body: bytes, index: int, state: list[StateLine]) -> None:
+        copy = self._compose(body, record, index)
+        recipient = record.recipients[index]
+        message = OutboundMessage(
+            message_id=record.message_id,
+            rcpt_index=index,
+            mail_from=record.mail_from,
+            rcpt_to=recipient.rcpt_to,
+            data=copy.data,
+            smtputf8=record.smtputf8,
+            received_at=record.received_at,
+        )
+        outcome = await self._transport.deliver(message)
+        now = time.time()
+        retries = sum(1 for line in state if isinstance(line, RecipientAttempt) and line.rcpt == index)
+        event_id = self._ids.next_id(now)
+        line: StateLine
+        event: Event
+        if isinstance(outcome, Delivered):
+            event = delivery_event(record, index, event_id=event_id, now=now, ip_address=outcome.ip_address,
+                                   num_retries=retries, outbound_tls=outcome.outbound_tls,
+                                   delv_method=outcome.delv_method, warnings=list(copy.warnings) or None)
+            line = RecipientDone(rcpt=index, event=encode_event(event))
+        elif isinstance(outcome, Bounced) or now - record.received_at >= self._max_age:
+            event = bounce_event(record, index, event_id=event_id, now=now, ip_address=outcome.ip_address,
+                                 num_retries=retries, error_code=outcome.error_code, reason=outcome.reason,
+                                 raw_reason=outcome.reason, bounce_class="")
+            line = RecipientDone(rcpt=index, event=encode_event(event))
+        else:
+            event = delay_event(record, index, event_id=event_id, now=now, ip_address=outcome.ip_address,
+                                num_retries=retries, error_code=outcome.error_code, reason=outcome.reason,
+                                raw_reason=outcome.reason, bounce_class="")
+            line = RecipientAttempt(rcpt=index, attempts=retries + 1,
+                                    next_attempt=now + retry_delay(retries + 1, self._retry_base),
+                                    event=encode_event(event))
+        await self._spool.append_state(record.message_id, line)
+        state.append(line)
+        await self._store.append([event])
+
+    def _schedule(self, record: SpoolRecord, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def requeue() -> None:
+            if handle is not None:
+                self._timers.discard(handle)
+            self._queue.put_nowait(record)
+
+        handle = loop.call_later(max(delay, 0.0), requeue)
+        self._timers.add(handle)
+
+    async def drain(self) -> None:
+        """Wait until nothing is queued (scheduled retries do not count)."""
+        await self._queue.join()
+
+    async def stop(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._transport.close()
+
+    def depth(self) -> int:
+        """Messages still held for delivery."""
+        return len(self._state)
+

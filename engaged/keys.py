@@ -1,0 +1,158 @@
+"""The link-signing keyring: secret keys kept in `<data_dir>/keys/`, created on first use and rotated."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import msgspec
+
+from engaged.errors import EngagedError
+
+KEY_BYTES = 32
+MIN_KEY_ID = 1
+MAX_KEY_ID = 255
+KEYS_DIR = "keys"
+KEYS_FILE = "keys.json"
+_LOCK_FILE = ".lock"
+_FILE_VERSION = 1
+
+
+class KeyringError(EngagedError):
+    """The keyring could not be read, written or extended."""
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Keyring:
+    """Every key that still verifies, by id; new tokens are signed with `current_id`.
+
+    The repr names the key ids only, so a keyring in a log line or traceback leaks no secret.
+    """
+
+    current_id: int
+    keys: Mapping[int, bytes]
+
+    def __post_init__(self) -> None:
+        for key_id, secret in self.keys.items():
+            if not MIN_KEY_ID <= key_id <= MAX_KEY_ID:
+                raise ValueError(f"key id {key_id} is outside {MIN_KEY_ID}..{MAX_KEY_ID}")
+            if len(secret) != KEY_BYTES:
+                raise ValueError(f"key {key_id} has {len(secret)} bytes, not {KEY_BYTES}")
+        if self.current_id not in self.keys:
+            raise ValueError(f"current key id {self.current_id} is not in the keyring")
+        object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
+
+    def __repr__(self) -> str:
+        return f"Keyring(current_id={self.current_id}, key_ids={sorted(self.keys)})"
+
+    def key(self, key_id: int) -> bytes | None:
+        """The secret for `key_id`, or None when this keyring does not hold it."""
+        return self.keys.get(key_id)
+
+
+class _KeyFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`keys.json`: {"version": 1, "current": id, "keys": {"id": base64 secret}}."""
+
+    version: int
+    current: int
+    keys: dict[int, bytes]
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(_KeyFile)
+
+
+def load_keyring(data_dir: Path) -> Keyring:
+    """The keyring under `data_dir`, created with one fresh key when there is none yet.
+
+    Concurrent first starts agree on one key: creation happens under an exclusive lock, and a
+    process that finds the file already written reads it instead of writing its own.
+    """
+    path = data_dir / KEYS_DIR / KEYS_FILE
+    with contextlib.suppress(FileNotFoundError):
+        return _read(path)
+    with _locked(data_dir / KEYS_DIR) as keys_dir:
+        if path.exists():
+            return _read(path)
+        keyring = Keyring(current_id=MIN_KEY_ID, keys={MIN_KEY_ID: secrets.token_bytes(KEY_BYTES)})
+        _write(keys_dir, keyring)
+        return keyring
+
+
+def rotate_key(data_dir: Path) -> int:
+    """Add a fresh key and make it current; returns its id. Older keys keep verifying.
+
+    Raises KeyringError when all ids up to 255 are taken.
+    """
+    with _locked(data_dir / KEYS_DIR) as keys_dir:
+        path = keys_dir / KEYS_FILE
+        keys: dict[int, bytes] = dict(_read(path).keys) if path.exists() else {}
+        new_id = max(keys, default=MIN_KEY_ID - 1) + 1
+        if new_id > MAX_KEY_ID:
+            raise KeyringError(
+                f"{path}: keyring is full ({MAX_KEY_ID} keys); retire old keys before rotating again"
+            )
+        keys[new_id] = secrets.token_bytes(KEY_BYTES)
+        _write(keys_dir, Keyring(current_id=new_id, keys=keys))
+        return new_id
+
+
+def _read(path: Path) -> Keyring:
+    data = path.read_bytes()
+    try:
+        record = _decoder.decode(data)
+        if record.version != _FILE_VERSION:
+            raise ValueError(f"unsupported version {record.version}")
+        return Keyring(current_id=record.current, keys=record.keys)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise KeyringError(f"{path}: invalid keyring: {exc}") from exc
+
+
+def _write(keys_dir: Path, keyring: Keyring) -> None:
+    """Replace keys.json atomically: temporary file, fsync, rename, fsync of the directory."""
+    record = _KeyFile(version=_FILE_VERSION, current=keyring.current_id, keys=dict(keyring.keys))
+    data = _encoder.encode(record)
+    tmp = keys_dir / f".{KEYS_FILE}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, keys_dir / KEYS_FILE)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(keys_dir)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _locked(keys_dir: Path) -> Iterator[Path]:
+    """Create `keys_dir` (mode 0700) and hold its exclusive lock for the block."""
+    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(keys_dir, 0o700)
+    fd = os.open(keys_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield keys_dir
+    finally:
+        os.close(fd)

@@ -1,0 +1,127 @@
+"""The aiosmtpd handler: EHLO/MAIL/RCPT/DATA hooks; relay control and limits; DATA goes to inject.py."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from typing import Any
+
+from aiosmtpd.smtp import Envelope, Session
+
+from engaged.config import SmtpUser
+from engaged.inject import Accepted, Injector, Transaction
+from engaged.smtp import replies
+
+log = logging.getLogger("engaged.smtp")
+
+# A practical RFC 5321 path check: local@domain, no spaces, no CR/LF/NUL, sane lengths.
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\\\"@\x00-\x1f\x7f]+(\.[^\s<>()\[\],;:\\\"@\x00-\x1f\x7f]+)*@[^\s@<>\x00-\x1f\x7f]+")
+_QUOTED_LOCAL = re.compile(r"\"(?:[^\"\\\r\n]|\\[^\r\n])*\"@[^\s@<>\x00-\x1f\x7f]+")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def is_valid_address(address: str) -> bool:
+    """True for a mailbox RFC 5321 allows and that we can carry: bounded lengths, no control characters."""
+    if len(address) > 256 or "\r" in address or "\n" in address:
+        return False
+    local, _, domain = address.rpartition("@")
+    if not local or not domain or len(local) > 64 or len(domain) > 255:
+        return False
+    return bool(_ADDRESS.fullmatch(address) or _QUOTED_LOCAL.fullmatch(address))
+
+
+def peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's address, or None when the socket gave none."""
+    peer = session.peer
+    host = peer[0] if isinstance(peer, tuple) and peer else peer
+    try:
+        return ipaddress.ip_address(str(host).split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+class InjectionHandler:
+    """Hooks for one listener; `listener` is its configured address (the key of smtp.overrides)."""
+
+    def __init__(
+        self,
+        injector: Injector,
+        *,
+        listener: str,
+        relay_networks: list[Network],
+        max_recipients: int,
+    ) -> None:
+        self._injector = injector
+        self._listener = listener
+        self._relay_networks = relay_networks
+        self._max_recipients = max_recipients
+
+    def may_relay(self, session: Session) -> bool:
+        """Authenticated clients and clients inside relay_networks may inject; nobody else."""
+        if session.authenticated:
+            return True
+        ip = peer_ip(session)
+        return ip is not None and any(ip in network for network in self._relay_networks)
+
+    async def handle_EHLO(
+        self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        extra = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES"]
+        return [*responses[:-1], *extra, responses[-1]]
+
+    async def handle_MAIL(
+        self, server: Any, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        if not self.may_relay(session):
+            return replies.R530_AUTH_REQUIRED
+        if address and not is_valid_address(address):
+            return replies.R501_BAD_SENDER
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return replies.R250_SENDER_OK
+
+    async def handle_RCPT(
+        self, server: Any, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        if not self.may_relay(session):
+            return replies.R554_RELAY_DENIED
+        if not is_valid_address(address):
+            return replies.R501_BAD_ADDRESS
+        if len(envelope.rcpt_tos) >= self._max_recipients:
+            return replies.R452_TOO_MANY_RECIPIENTS
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return replies.R250_RECIPIENT_OK
+
+    async def handle_RSET(self, server: Any, session: Session, envelope: Envelope) -> str:
+        return replies.R250_RESET
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        user = session.auth_data if isinstance(session.auth_data, SmtpUser) else None
+        txn = Transaction(
+            listener=self._listener,
+            peer=str(peer_ip(session) or ""),
+            helo=session.host_name or "",
+            auth_user=user.name if user else "",
+            customer_id=user.customer_id if user else "",
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=list(envelope.rcpt_tos),
+            smtputf8=bool(envelope.smtp_utf8),
+            content=content,
+        )
+        try:
+            outcome = await self._injector.inject(txn)
+        except Exception:
+            log.exception("injection failed for a message from %s", txn.peer)
+            return replies.R451_INTERNAL
+        if isinstance(outcome, Accepted):
+            log.info("accepted %s from %s for %d recipient(s)", outcome.record.message_id, txn.peer,
+                     len(txn.rcpt_tos))
+        return outcome.reply
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("SMTP session error: %s: %s", type(error).__name__, error)
+        return replies.R451_INTERNAL

@@ -1,0 +1,57 @@
+"""Every SMTP reply engaged sends, named, so code and tests share one text."""
+
+from __future__ import annotations
+
+R221_BYE = "221 2.0.0 Bye"
+R250_OK = "250 2.0.0 OK"
+R250_SENDER_OK = "250 2.1.0 Sender OK"
+R250_RECIPIENT_OK = "250 2.1.5 Recipient OK"
+R250_RESET = "250 2.0.0 Reset"
+R421_TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
+R421_DATA_TIMEOUT = "421 4.4.2 Timeout waiting for data, closing connection"
+R451_SPOOL_UNAVAILABLE = "451 4.3.0 Temporary failure storing the message, try again later"
+R451_INTERNAL = "451 4.3.0 Internal error, try again later"
+R452_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+R500_LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"
+R501_BAD_ADDRESS = "501 5.1.3 Bad recipient address syntax"
+R501_BAD_SENDER = "501 5.1.7 Bad sender address syntax"
+R530_AUTH_REQUIRED = "530 5.7.0 Authentication required"
+R535_AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
+R550_BARE_LINE_ENDING = "550 5.5.0 Bare CR or LF in message data is not allowed (RFC 5321 2.3.8)"
+R552_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
+R554_RELAY_DENIED = "554 5.7.1 Relay access denied"
+R554_EMPTY_MESSAGE = "554 5.6.0 Message is empty"
+
+_DEFAULT_ENHANCED = {
+    "221": "2.0.0", "250": "2.0.0", "251": "2.1.5", "252": "2.5.0",
+    "421": "4.3.0", "450": "4.2.0", "451": "4.3.0", "452": "4.3.1", "454": "4.7.0", "455": "4.5.4",
+    "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4",
+    "530": "5.7.0", "535": "5.7.8", "538": "5.7.11", "550": "5.0.0", "551": "5.1.6",
+    "552": "5.3.4", "553": "5.1.3", "554": "5.0.0", "555": "5.5.4",
+}
+
+
+def r250_queued(message_id: str) -> str:
+    """The 250 after DATA: the message is on disk under this id."""
+    return f"250 2.0.0 OK queued as {message_id}"
+
+
+def r550_smtpapi(reason: str) -> str:
+    """An X-MSYS-API or smtpapi context problem, in Momentum's wording."""
+    return f"550 5.6.0 {_one_line(reason)}"
+
+
+def with_enhanced_code(reply: str) -> str:
+    """Add an RFC 3463 enhanced status code to a single-line reply that lacks one (RFC 2034)."""
+    code, sep, text = reply.partition(" ")
+    if sep != " " or len(code) != 3 or not code.isdigit():
+        return reply
+    first = text.split(" ", 1)[0]
+    if first.count(".") == 2 and first.replace(".", "").isdigit():
+        return reply
+    enhanced = _DEFAULT_ENHANCED.get(code)
+    return f"{code} {enhanced} {text}" if enhanced else reply
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:400]

@@ -1,0 +1,171 @@
+"""X-MSYS-API header: unfold, decode RFC 2047, parse JSON, validate into XMsysApi (Momentum's wording)."""
+
+from __future__ import annotations
+
+import re
+from email.header import decode_header
+from typing import Any
+
+import msgspec
+
+HEADER_NAME = "X-MSYS-API"
+MAX_HEADER_BYTES = 65536
+MAX_JSON_DEPTH = 32
+MAX_TAGS = 10
+MAX_CAMPAIGN_BYTES = 64
+
+
+class XMsysApi(msgspec.Struct, frozen=True, kw_only=True):
+    """The validated header; None means the field was absent."""
+
+    campaign_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    tags: list[str] | None = None
+    open_tracking: bool | None = None
+    click_tracking: bool | None = None
+    transactional: bool | None = None
+    sandbox: bool | None = None
+    ip_pool: str | None = None
+
+
+class HeaderError(msgspec.Struct, frozen=True):
+    """Why the header was refused: the text after `550 5.6.0 `."""
+
+    reason: str
+
+
+_TRUE = {"true", "1"}
+_FALSE = {"false", "0"}
+
+
+def decode_xmsysapi(raw_value: str) -> XMsysApi | HeaderError:
+    """Decode the header's value as it came (folded, maybe RFC 2047-encoded, maybe raw UTF-8).
+
+    `raw_value` is the header value decoded from bytes with utf-8/surrogateescape, so bytes that
+    are not UTF-8 show up as lone surrogates and are refused.
+    """
+    if len(raw_value) > MAX_HEADER_BYTES:
+        return HeaderError(f"X-MSYS-API header is longer than {MAX_HEADER_BYTES} bytes")
+    value = re.sub(r"\r?\n(?=[ \t])", "", raw_value).strip()
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return HeaderError("X-MSYS-API header is not valid UTF-8; use \\u escapes or RFC 2047")
+    if "=?" in value:
+        decoded = _decode_encoded_words(value)
+        if decoded is None:
+            return HeaderError("X-MSYS-API header has an undecodable RFC 2047 encoded-word")
+        value = decoded
+    try:
+        data = msgspec.json.decode(value.encode("utf-8"))
+    except msgspec.DecodeError as error:
+        return HeaderError(f"JSON parsing error in X-MSYS-API: {error}")
+    if not isinstance(data, dict):
+        return HeaderError("X-MSYS-API must be a json object")
+    if _depth(data) > MAX_JSON_DEPTH:
+        return HeaderError(f"X-MSYS-API is nested deeper than {MAX_JSON_DEPTH} levels")
+    return _validate(data)
+
+
+def _decode_encoded_words(value: str) -> str | None:
+    try:
+        parts = decode_header(value)
+        return "".join(
+            part.decode(charset or "ascii") if isinstance(part, bytes) else part for part, charset in parts
+        )
+    except (LookupError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level
+
+
+def _type_error(field: str, kind: str) -> HeaderError:
+    return HeaderError(f"X-MSYS-API '{field}' must be of type '{kind}'")
+
+
+def _validate(data: dict[str, Any]) -> XMsysApi | HeaderError:
+    campaign = data.get("campaign_id")
+    if campaign is not None:
+        if not isinstance(campaign, str):
+            return _type_error("campaign_id", "string")
+        if len(campaign.encode("utf-8")) > MAX_CAMPAIGN_BYTES:
+            return HeaderError("smtpapi_campaign_id context is limited to 64 bytes")
+    metadata = data.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        return _type_error("metadata", "json object")
+    tags = data.get("tags")
+    if tags is not None:
+        if not isinstance(tags, list):
+            return _type_error("tags", "json array")
+        if not all(isinstance(tag, str) for tag in tags):
+            return _type_error("tags", "json array of strings")
+        tags = tags[:MAX_TAGS]
+    options = data.get("options", {})
+    if not isinstance(options, dict):
+        return _type_error("options", "json object")
+    flags: dict[str, bool | None] = {}
+    for name in ("open_tracking", "click_tracking", "transactional", "sandbox"):
+        parsed = parse_flag(options.get(name))
+        if isinstance(parsed, HeaderError):
+            return _type_error(f"options.{name}", "boolean")
+        flags[name] = parsed
+    ip_pool = options.get("ip_pool")
+    if ip_pool is not None and not isinstance(ip_pool, str):
+        return _type_error("options.ip_pool", "string")
+    return XMsysApi(
+        campaign_id=campaign,
+        metadata=metadata,
+        tags=tags,
+        ip_pool=ip_pool,
+        **flags,
+    )
+
+
+def parse_flag(value: object) -> bool | None | HeaderError:
+    """A boolean from JSON true/false, "true"/"false", 1/0 or "1"/"0"; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+    return HeaderError("not a boolean")
+
+
+def strip_header(message: bytes, name: bytes = b"x-msys-api") -> bytes:
+    """The message without every occurrence of header `name` (and its folded lines); all else as it was."""
+    end = message.find(b"\r\n\r\n")
+    head_end = len(message) if end < 0 else end + 2
+    lowered = name.lower() + b":"
+    out: list[bytes] = []
+    skipping = False
+    position = 0
+    while position < head_end:
+        line_end = message.find(b"\r\n", position, head_end)
+        line_end = head_end if line_end < 0 else line_end + 2
+        line = message[position:line_end]
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                out.append(line)
+        else:
+            skipping = line[: len(lowered)].lower() == lowered
+            if not skipping:
+                out.append(line)
+        position = line_end
+    if sum(map(len, out)) == head_end:
+        return message
+    return b"".join(out) + message[head_end:]

@@ -1,0 +1,1 @@
+"""The durable spool: accepted messages on disk until every recipient is finished."""

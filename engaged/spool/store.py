@@ -1,0 +1,228 @@
+"""File spool: write, fsync, rename, fsync the directory (group-committed) before SMTP answers 250."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import msgspec
+
+from engaged.errors import SpoolError
+from engaged.spool.record import SPOOL_VERSION, RecipientDone, SpoolRecord, StateLine
+
+log = logging.getLogger("engaged.spool")
+
+_MAGIC = b"ENGAGED-SPOOL 1\n"
+_record_encoder = msgspec.json.Encoder()
+_record_decoder = msgspec.json.Decoder(SpoolRecord)
+_state_decoder = msgspec.json.Decoder(StateLine)  # type: ignore[var-annotated]
+
+
+class SpoolEntry(msgspec.Struct, frozen=True):
+    """A spooled message found at startup: its record and what its state log says."""
+
+    record: SpoolRecord
+    state: list[StateLine]
+
+
+class _DirectorySync:
+    """Coalesces directory fsyncs: every caller waits for one fsync that started after its rename."""
+
+    def __init__(self, path: Path, executor: ThreadPoolExecutor, enabled: bool) -> None:
+        self._path = path
+        self._executor = executor
+        self._enabled = enabled
+        self._requested = 0
+        self._done = 0
+        self._running: asyncio.Task[None] | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    async def sync(self) -> None:
+        if not self._enabled:
+            return
+        self._requested += 1
+        ticket = self._requested
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((ticket, future))
+        if self._running is None or self._running.done():
+            self._running = asyncio.get_running_loop().create_task(self._run())
+        await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._done < self._requested:
+            target = self._requested
+            try:
+                await loop.run_in_executor(self._executor, _fsync_dir, self._path)
+            except OSError as error:
+                failed = [f for t, f in self._waiters if t <= target]
+                self._waiters = [(t, f) for t, f in self._waiters if t > target]
+                for future in failed:
+                    if not future.done():
+                        future.set_exception(SpoolError(f"directory fsync failed: {error}"))
+                self._done = target
+                continue
+            self._done = target
+            ready = [f for t, f in self._waiters if t <= target]
+            self._waiters = [(t, f) for t, f in self._waiters if t > target]
+            for future in ready:
+                if not future.done():
+                    future.set_result(None)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileSpool:
+    """Messages as `<dir>/<message_id>.msg` (record + bytes) with `<message_id>.log` (state lines).
+
+    A `.msg` file appears only by rename after its data is fsync'd, so a file in the directory is
+    always complete; its record carries the body length and CRC-32 so a damaged file is detected
+    and quarantined at startup instead of being delivered.
+    """
+
+    def __init__(self, directory: Path, *, fsync: bool = True) -> None:
+        self.directory = directory
+        self._tmp = directory / "tmp"
+        self._quarantine = directory / "quarantine"
+        self._fsync = fsync
+        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool")
+        self._dir_sync = _DirectorySync(directory, self._executor, fsync)
+
+    def open(self) -> None:
+        for path in (self.directory, self._tmp, self._quarantine):
+            path.mkdir(parents=True, exist_ok=True)
+        for leftover in self._tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+
+    async def store(self, record: SpoolRecord, body: bytes) -> SpoolRecord:
+        """Make the message durable and return the record as stored (with the body's length and CRC).
+
+        Raises SpoolError if the message is not durable (the caller answers 451).
+        """
+        record = msgspec.structs.replace(record, body_length=len(body), body_crc32=zlib.crc32(body))
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._write, record, body)
+        except OSError as error:
+            raise SpoolError(f"spool write failed: {error}") from error
+        await self._dir_sync.sync()
+        return record
+
+    def _write(self, record: SpoolRecord, body: bytes) -> None:
+        header = _record_encoder.encode(record)
+        tmp = self._tmp / f"{record.message_id}.msg"
+        final = self.directory / f"{record.message_id}.msg"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as handle:
+                handle.write(_MAGIC)
+                handle.write(b"%d\n" % len(header))
+                handle.write(header)
+                handle.write(b"\n")
+                handle.write(body)
+                handle.flush()
+                if self._fsync:
+                    os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+
+    async def append_state(self, message_id: str, line: StateLine) -> None:
+        """Append one state line to the message's log and fsync it."""
+        data = msgspec.json.encode(line) + b"\n"
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._append, message_id, data)
+        except OSError as error:
+            raise SpoolError(f"spool state write failed: {error}") from error
+
+    def _append(self, message_id: str, data: bytes) -> None:
+        path = self.directory / f"{message_id}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, data)
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def finish(self, message_id: str) -> None:
+        """Remove a message whose recipients are all finished."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._remove, message_id)
+
+    def _remove(self, message_id: str) -> None:
+        (self.directory / f"{message_id}.msg").unlink(missing_ok=True)
+        (self.directory / f"{message_id}.log").unlink(missing_ok=True)
+
+    async def load_body(self, message_id: str) -> bytes:
+        """The message bytes exactly as accepted."""
+        loop = asyncio.get_running_loop()
+        _, body = await loop.run_in_executor(self._executor, self._read, self.directory / f"{message_id}.msg")
+        return body
+
+    def _read(self, path: Path) -> tuple[SpoolRecord, bytes]:
+        data = path.read_bytes()
+        if not data.startswith(_MAGIC):
+            raise SpoolError(f"{path.name}: not a spool file")
+        length_end = data.index(b"\n", len(_MAGIC))
+        length = int(data[len(_MAGIC) : length_end])
+        header_start = length_end + 1
+        record = _record_decoder.decode(data[header_start : header_start + length])
+        if record.version != SPOOL_VERSION:
+            raise SpoolError(f"{path.name}: unknown spool version {record.version}")
+        body = data[header_start + length + 1 :]
+        if len(body) != record.body_length or zlib.crc32(body) != record.body_crc32:
+            raise SpoolError(f"{path.name}: body length or checksum mismatch")
+        return record, body
+
+    def scan(self) -> Iterator[SpoolEntry]:
+        """Every complete spooled message, oldest first; damaged files are moved to quarantine/."""
+        paths = sorted(self.directory.glob("*.msg"), key=lambda p: p.stat().st_mtime)
+        for path in paths:
+            try:
+                record, _ = self._read(path)
+            except (SpoolError, ValueError, msgspec.DecodeError, OSError) as error:
+                log.error("quarantining damaged spool file %s: %s", path.name, error)
+                os.replace(path, self._quarantine / path.name)
+                log_path = path.with_suffix(".log")
+                if log_path.exists():
+                    os.replace(log_path, self._quarantine / log_path.name)
+                continue
+            yield SpoolEntry(record, self._read_state(path.with_suffix(".log")))
+
+    def _read_state(self, path: Path) -> list[StateLine]:
+        if not path.exists():
+            return []
+        lines: list[StateLine] = []
+        for raw in path.read_bytes().split(b"\n"):
+            if not raw.strip():
+                continue
+            try:
+                lines.append(_state_decoder.decode(raw))
+            except msgspec.DecodeError:
+                log.warning("%s: ignoring a torn state line", path.name)
+        return lines
+
+    def depth(self) -> int:
+        """How many messages are in the spool."""
+        return sum(1 for _ in self.directory.glob("*.msg"))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+def finished_recipients(state: list[StateLine]) -> set[int]:
+    """Indexes of recipients that a state log marks done."""
+    return {line.rcpt for line in state if isinstance(line, RecipientDone)}
