@@ -17,7 +17,7 @@ from engaged.config import Config, effective_smtpapi
 from engaged.errors import SpoolError
 from engaged.events.ids import EventIdGenerator
 from engaged.smtp import replies
-from engaged.smtpapi.header import HEADER_NAME, HeaderError, XMsysApi, decode_xmsysapi
+from engaged.smtpapi.header import HeaderError, XMsysApi, decode_xmsysapi, header_values
 from engaged.smtpapi.resolve import PlanError, resolve_plan
 from engaged.spool.record import SpoolRecipient, SpoolRecord
 from engaged.spool.store import FileSpool
@@ -84,7 +84,7 @@ class Injector:
         if not txn.content.strip():
             return Rejected(replies.R554_EMPTY_MESSAGE)
         headers = parse_headers(txn.content)
-        header = read_xmsysapi(headers)
+        header = read_xmsysapi(txn.content)
         if isinstance(header, HeaderError):
             return Rejected(replies.r550_smtpapi(header.reason))
         now = time.time()
@@ -135,16 +135,15 @@ def parse_headers(content: bytes) -> Message:
     return _header_parser.parsebytes(block)
 
 
-def read_xmsysapi(headers: Message) -> XMsysApi | HeaderError | None:
+def read_xmsysapi(content: bytes) -> XMsysApi | HeaderError | None:
     """The validated X-MSYS-API header, None when absent, HeaderError when broken or repeated."""
-    values = headers.get_all(HEADER_NAME) or []
+    values = header_values(content)
     if not values:
         return None
     if len(values) > 1:
         return HeaderError("X-MSYS-API header must appear at most once")
-    raw = str(values[0])
     try:
-        raw = raw.encode("ascii", "surrogateescape").decode("utf-8")
+        raw = values[0].decode("utf-8")
     except UnicodeDecodeError:
         return HeaderError("X-MSYS-API header is not valid UTF-8; use \\u escapes or RFC 2047")
     return decode_xmsysapi(raw)

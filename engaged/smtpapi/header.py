@@ -146,6 +146,28 @@ def parse_flag(value: object) -> bool | None | HeaderError:
     return HeaderError("not a boolean")
 
 
+def header_values(message: bytes, name: bytes = b"x-msys-api") -> list[bytes]:
+    """The raw values of every occurrence of header `name`, folding kept, as they came on the wire."""
+    end = message.find(b"\r\n\r\n")
+    head = message if end < 0 else message[: end + 2]
+    lowered = name.lower() + b":"
+    values: list[bytes] = []
+    current: list[bytes] | None = None
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            if current is not None:
+                current.append(line)
+            continue
+        if current is not None:
+            values.append(b"\r\n".join(current))
+            current = None
+        if line[: len(lowered)].lower() == lowered:
+            current = [line[len(lowered) :]]
+    if current is not None:
+        values.append(b"\r\n".join(current))
+    return values
+
+
 def strip_header(message: bytes, name: bytes = b"x-msys-api") -> bytes:
     """The message without every occurrence of header `name` (and its folded lines); all else as it was."""
     end = message.find(b"\r\n\r\n")

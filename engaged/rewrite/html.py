@@ -1,0 +1,226 @@
+"""HTML part rewriting (④ rewrite): click-track <a>/<area>/VML hrefs and place the open pixels.
+
+The document is never parsed into a tree and re-serialised. One regular expression, written after the HTML5
+tokenizer's states with possessive quantifiers only, skips a run of uninteresting markup (text, other tags with
+their attribute values, comments, `<style>`/`<script>` and the other raw-text elements, doctypes) and stops at
+one interesting construct per match: an `<a>`, `<area>` or `<v:…>` start tag, `<body>`, `</body>`, or the
+opening of an Outlook conditional comment `<!--[if …]>`, whose content is tokenized as HTML (Outlook renders
+it). Every sub-pattern can also end at the end of the input, so a match never fails and nothing is scanned
+twice: the work is linear in the input, whatever the input. The output is the input with a few spans
+replaced (href values, removed `data-msys-*` attributes) and the pixels inserted; every other character stays.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import msgspec
+
+from engaged.rewrite import links
+from engaged.rewrite.entities import decode_attribute, encode_attribute
+from engaged.types import LinkMinter
+
+__all__ = ["BOTTOM_PIXEL", "TOP_PIXEL", "HtmlResult", "rewrite_html"]
+
+TOP_PIXEL = (
+    '<div style="color:transparent;visibility:hidden;opacity:0;font-size:0;border:0;max-height:1px;'
+    "width:1px;margin:0;padding:0;border-width:0!important;display:none!important;line-height:0!important;"
+    '"><img border="0" width="1" height="1" alt="" src="{url}"></div>'
+)
+"""The hidden initial-open pixel, placed right after the first `<body…>` start tag."""
+
+BOTTOM_PIXEL = '<img border="0" width="1" height="1" alt="" src="{url}">'
+"""The open pixel, placed before the last `</body>`."""
+
+_WS = "\t\n\f\r "
+_NAME_END = r"(?=[\t\n\f\r />]|\Z)"
+_VALUE = r"""(?:"[^"]*+"?|'[^']*+'?|[^\t\n\f\r >]*+)"""
+_ATTRIBUTE = rf"[\t\n\f\r /]*+[^\t\n\f\r />][^\t\n\f\r />=]*+(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+{_VALUE})?"
+_TAG_REST = rf"[^\t\n\f\r />]*+(?:{_ATTRIBUTE})*+[\t\n\f\r /]*+(?:>|\Z)"
+_RAW_TEXT = ("script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes")
+_CONDITIONAL = r"<!--\[(?i:if)[^\]]{0,512}\]>"
+_SKIP = "|".join(
+    [
+        r"[^<]++",
+        r"<(?![A-Za-z!/?])",
+        rf"<!--(?!\[(?i:if)[^\]]{{0,512}}\]>)(?:-?>|(?:[^-]++|-(?!-!?>))*+(?:--!?>|\Z))",
+        r"<!(?!--)[^>]*+(?:>|\Z)",
+        r"<\?[^>]*+(?:>|\Z)",
+        r"</(?![A-Za-z])[^>]*+(?:>|\Z)",
+        rf"</(?!(?i:body){_NAME_END})[A-Za-z]{_TAG_REST}",
+        *(
+            rf"<(?i:{name}){_NAME_END}{_TAG_REST}(?:[^<]++|<(?!/(?i:{name})(?:[\t\n\f\r />]|\Z)))*+"
+            for name in _RAW_TEXT
+        ),
+        rf"<(?!(?i:a|area|body|{'|'.join(_RAW_TEXT)}){_NAME_END}|(?i:v:))[A-Za-z]{_TAG_REST}",
+    ]
+)
+_TOKEN = re.compile(
+    rf"(?:{_SKIP})*+(?:(?P<conditional>{_CONDITIONAL})"
+    rf"|(?P<link><(?:(?i:a|area){_NAME_END}|(?i:v:)){_TAG_REST})"
+    rf"|(?P<body><(?i:body){_NAME_END}{_TAG_REST})"
+    rf"|(?P<body_end></(?i:body){_NAME_END}{_TAG_REST})"
+    r"|\Z)"
+)
+_TAG_NAME = re.compile(r"</?[^\t\n\f\r />]*+")
+_ATTRIBUTE_PARTS = re.compile(
+    rf"[\t\n\f\r /]*+(?P<name>[^\t\n\f\r />][^\t\n\f\r />=]*+)(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?P<value>{_VALUE}))?"
+)
+_COMMENT_END = re.compile(r"--!?>")
+_DOCTYPE = re.compile(r"\ufeff?[\t\n\f\r ]*+<!(?i:doctype)[^>]*+>")
+_OPT_OUT_PRESENT = frozenset({"data-pm-no-track", "ses:no-track", "mautic:disable-tracking"})
+
+
+class HtmlResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The rewritten HTML (the input object itself when nothing changed) and what was done to it."""
+
+    text: str
+    links_tracked: int
+    pixels: int
+    warnings: tuple[str, ...]
+
+
+class _Attribute(msgspec.Struct, frozen=True):
+    start: int  # the whitespace before the name: removing [start, end) removes the attribute cleanly
+    end: int
+    value_start: int
+    raw_value: str  # as written, quotes included; "" when the attribute has no value
+
+    @property
+    def value(self) -> str:
+        raw = self.raw_value
+        if raw[:1] in ('"', "'"):
+            raw = raw[1:-1] if len(raw) > 1 and raw[-1] == raw[0] else raw[1:]
+        return decode_attribute(raw)
+
+
+def rewrite_html(html: str, minter: LinkMinter, *, click: bool, open_: bool, initial_open: bool) -> HtmlResult:
+    """Track the links of one HTML document (if `click`) and add the open pixels (if `open_`).
+
+    Pixels: the top (`initial_open`) one right after the first `<body…>` start tag, the bottom one before the
+    last `</body>`; a `<body>` inside an Outlook conditional comment does not count. Without `<body>` the top
+    pixel goes first (after a leading doctype, which must stay first) and the bottom pixel goes last.
+    """
+    edits: list[tuple[int, int, str]] = []
+    warnings: list[str] = []
+    tracked = 0
+    body_open = body_close = -1
+    conditional_end = 0
+    comment_end = -2  # memo for _COMMENT_END.search: positions only grow, so each character is scanned once
+    pos = 0
+    while (match := _TOKEN.match(html, pos)) is not None and match.lastgroup is not None:
+        kind, start, pos = match.lastgroup, match.start(match.lastgroup), match.end()
+        if kind == "conditional":
+            if comment_end != -1 and comment_end < pos:
+                found = _COMMENT_END.search(html, pos)
+                comment_end = found.start() if found else -1
+            conditional_end = len(html) if comment_end == -1 else comment_end
+        elif kind == "link":
+            if click and html.endswith(">", 0, pos):
+                tracked += _rewrite_link(html, start, pos, minter, edits, warnings)
+        elif start >= conditional_end and html.endswith(">", 0, pos):
+            if kind == "body" and body_open < 0:
+                body_open = pos
+            elif kind == "body_end":
+                body_close = start
+    pixels = 0
+    if open_:
+        pixels = _place_pixels(html, minter, initial_open, body_open, body_close, edits)
+    if not edits:
+        return HtmlResult(text=html, links_tracked=0, pixels=0, warnings=tuple(dict.fromkeys(warnings)))
+    edits.sort(key=lambda edit: edit[0])
+    return HtmlResult(
+        text=_splice(html, edits), links_tracked=tracked, pixels=pixels, warnings=tuple(dict.fromkeys(warnings))
+    )
+
+
+def _rewrite_link(
+    html: str, start: int, end: int, minter: LinkMinter, edits: list[tuple[int, int, str]], warnings: list[str]
+) -> int:
+    """Queue the edits for one link start tag; 1 if its href was tracked."""
+    attributes: dict[str, _Attribute] = {}
+    for name, attribute in _attributes(html, start, end):
+        if name.startswith("data-msys-"):
+            edits.append((attribute.start, attribute.end, ""))
+        attributes.setdefault(name, attribute)  # HTML5 keeps the first of duplicate attributes
+    href = attributes.get("href")
+    if href is None or _is_opted_out(attributes):
+        return 0
+    target = links.link_target(href.value)
+    refused = links.refusal(target)
+    if refused is not None:
+        if refused:
+            warnings.append(refused)
+        return 0
+    name_attribute = attributes.get("data-msys-linkname")
+    link_name = links.truncate_link_name(name_attribute.value) if name_attribute else target
+    sublink_attribute = attributes.get("data-msys-sublink")
+    sublink = (sublink_attribute.value or None) if sublink_attribute else None
+    unsubscribe_attribute = attributes.get("data-msys-unsubscribe")
+    unsubscribe = unsubscribe_attribute is not None and unsubscribe_attribute.value.strip() == "1"
+    url = minter.click_url(target, link_name, sublink, unsubscribe)
+    quote = href.raw_value[0] if href.raw_value[:1] in ('"', "'") else '"'  # unquoted values get quoted
+    new_value = quote + encode_attribute(url, quote) + quote
+    edits.append((href.value_start, href.end, new_value))
+    return 1
+
+
+def _attributes(html: str, start: int, end: int) -> Iterator[tuple[str, _Attribute]]:
+    """(lower-cased name, attribute) for each attribute of the complete tag html[start:end]."""
+    name_match = _TAG_NAME.match(html, start, end)
+    pos = name_match.end() if name_match else end
+    while (match := _ATTRIBUTE_PARTS.match(html, pos, end)) is not None:
+        name_start, pos = match.start("name"), match.end()
+        attribute_start = name_start
+        while attribute_start > match.start() and html[attribute_start - 1] in _WS:
+            attribute_start -= 1
+        value_start = match.start("value") if match.group("value") is not None else pos
+        yield (
+            match.group("name").lower(),
+            _Attribute(attribute_start, pos, value_start, match.group("value") or ""),
+        )
+
+
+def _is_opted_out(attributes: dict[str, _Attribute]) -> bool:
+    """The per-link opt-outs of SparkPost, SendGrid, Postmark, SES, Mailgun and Mautic."""
+    if any(name in attributes for name in _OPT_OUT_PRESENT):
+        return True
+    clicktrack = attributes.get("data-msys-clicktrack")
+    if clicktrack is not None and clicktrack.value.strip() == "0":
+        return True
+    sendgrid = attributes.get("clicktracking")
+    if sendgrid is not None and sendgrid.value.strip().lower() == "off":
+        return True
+    mailgun = attributes.get("disable-tracking")
+    return mailgun is not None and mailgun.value.strip().lower() == "true"
+
+
+def _place_pixels(
+    html: str,
+    minter: LinkMinter,
+    initial_open: bool,
+    body_open: int,
+    body_close: int,
+    edits: list[tuple[int, int, str]],
+) -> int:
+    if initial_open:
+        if body_open < 0:
+            doctype = _DOCTYPE.match(html)
+            body_open = doctype.end() if doctype else 0
+        url = encode_attribute(minter.open_url(initial=True))
+        edits.append((body_open, body_open, TOP_PIXEL.format(url=url)))
+    at = body_close if body_close >= 0 else len(html)
+    edits.append((at, at, BOTTOM_PIXEL.format(url=encode_attribute(minter.open_url(initial=False)))))
+    return 2 if initial_open else 1
+
+
+def _splice(text: str, edits: list[tuple[int, int, str]]) -> str:
+    pieces: list[str] = []
+    pos = 0
+    for start, end, replacement in edits:
+        pieces.append(text[pos:start])
+        pieces.append(replacement)
+        pos = end
+    pieces.append(text[pos:])
+    return "".join(pieces)

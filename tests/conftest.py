@@ -1,0 +1,83 @@
+"""Shared fixtures: a real `engaged serve` factory, config files, corpus paths, system tool checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from engaged.testing.server import ServerProcess, write_config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require_tool(name: str, *candidates: str) -> str:
+    """Path of a system tool; skip without it, except under CI=true where it must be installed."""
+    for candidate in (name, *candidates):
+        found = shutil.which(candidate) or (candidate if os.path.isfile(candidate) else None)
+        if found:
+            return found
+    if IN_CI:
+        pytest.fail(f"{name} is required under CI=true (make sysdeps installs it)")
+    pytest.skip(f"{name} is not installed (run make test as root to install it)")
+
+
+def corpus_dir(kind: str) -> Path:
+    """shared/corpus/<kind>; skips (fails under CI) when the shared folder is not beside the repo."""
+    path = SHARED / "corpus" / kind
+    if not path.is_dir():
+        if IN_CI:
+            pytest.fail(f"corpus not found at {path}")
+        pytest.skip(f"corpus not found at {path}")
+    return path
+
+
+class ServerFactory(Protocol):
+    def __call__(self, extra: str = "", *, start: bool = True) -> ServerProcess: ...
+
+
+@pytest.fixture
+def engaged_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start real servers in tmp_path with extra TOML; all are stopped at the end of the test."""
+    servers: list[ServerProcess] = []
+
+    def factory(extra: str = "", *, start: bool = True) -> ServerProcess:
+        directory = tmp_path / f"server{len(servers)}"
+        directory.mkdir()
+        server = ServerProcess(write_config(directory, extra))
+        servers.append(server)
+        return server.start() if start else server
+
+    yield factory
+    for server in servers:
+        try:
+            server.stop()
+        except Exception:
+            server.kill()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server with default settings for a whole test module."""
+    directory = tmp_path_factory.mktemp("shared-server")
+    server = ServerProcess(write_config(directory)).start()
+    yield server
+    server.stop()
+
+
+def captured(server: ServerProcess) -> Path:
+    """The server's capture directory."""
+    return data_dir(server) / "captured"
+
+
+def data_dir(server: ServerProcess) -> Path:
+    return server.config.parent / "data"
+
+
+CapturedReader = Callable[[ServerProcess, str], list[bytes]]

@@ -1,0 +1,109 @@
+"""Test helpers: raw SMTP conversations, captured-copy lookups and stored events."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+from pathlib import Path
+
+import msgspec
+
+from engaged.testing.server import ServerProcess, wait_until
+
+
+class RawSmtp:
+    """A byte-level SMTP client for conversations smtplib refuses to have (smuggling, bad input)."""
+
+    def __init__(self, address: tuple[str, int], timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.buffer = b""
+        self.greeting = self.reply()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def reply(self) -> str:
+        """One complete (possibly multi-line) reply."""
+        lines: list[str] = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed: " + "|".join(lines))
+                self.buffer += chunk
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            text = line.decode("utf-8", "replace")
+            lines.append(text)
+            if len(text) < 4 or text[3] != "-":
+                return "\n".join(lines)
+
+    def command(self, line: str | bytes) -> str:
+        data = line if isinstance(line, bytes) else line.encode()
+        self.send(data + b"\r\n")
+        return self.reply()
+
+    def transaction(self, rcpts: list[str] | None = None, sender: str = "app@example.org") -> None:
+        """EHLO, MAIL and RCPT, each expected to succeed."""
+        if not self.command("EHLO client.example").startswith("250"):
+            raise AssertionError("EHLO failed")
+        reply = self.command(f"MAIL FROM:<{sender}>")
+        if not reply.startswith("250"):
+            raise AssertionError(reply)
+        for rcpt in rcpts or ["bob@example.com"]:
+            reply = self.command(f"RCPT TO:<{rcpt}>")
+            if not reply.startswith("250"):
+                raise AssertionError(reply)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def captured_files(server: ServerProcess) -> list[Path]:
+    directory = server.config.parent / "data" / "captured"
+    return sorted(directory.glob("*.eml")) if directory.is_dir() else []
+
+
+def wait_captured(server: ServerProcess, message_id: str, count: int = 1, timeout: float = 15.0) -> list[bytes]:
+    """The captured copies of a message, once `count` of them exist."""
+    directory = server.config.parent / "data" / "captured"
+
+    def ready() -> list[Path] | None:
+        files = sorted(directory.glob(f"{message_id}.*.eml")) if directory.is_dir() else []
+        return files if len(files) >= count else None
+
+    files: list[Path] = wait_until(ready, timeout)
+    return [path.read_bytes() for path in files]
+
+
+def stored_events(server: ServerProcess, message_id: str | None = None) -> list[dict[str, object]]:
+    """Events in the server's SQLite store, oldest first."""
+    path = server.config.parent / "data" / "events.sqlite3"
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        if message_id is None:
+            rows = conn.execute("SELECT body FROM events ORDER BY seq").fetchall()
+        else:
+            rows = conn.execute("SELECT body FROM events WHERE message_id = ? ORDER BY seq", (message_id,)).fetchall()
+    finally:
+        conn.close()
+    return [msgspec.json.decode(row[0]) for row in rows]
+
+
+def wait_events(server: ServerProcess, message_id: str, types: set[str], timeout: float = 15.0) -> list[dict[str, object]]:
+    """The message's events once every type in `types` is present."""
+
+    def ready() -> list[dict[str, object]] | None:
+        events = stored_events(server, message_id)
+        return events if types <= {str(e["type"]) for e in events} else None
+
+    result: list[dict[str, object]] = wait_until(ready, timeout)
+    return result
+
+
+def queued_id(reply: str) -> str:
+    """The message id in a `250 … queued as <id>` reply."""
+    if "queued as " not in reply:
+        raise AssertionError(f"not accepted: {reply}")
+    return reply.rsplit("queued as ", 1)[1].split()[0]
