@@ -14,11 +14,13 @@ import msgspec
 
 from engaged.errors import ConfigError
 
+__all__ = ["Config", "ConfigError", "effective_smtpapi", "load_config", "parse_hostport", "render_config"]
+
 DEFAULT_CONFIG_FILE = "engaged.toml"
 _ENV_PREFIX = "ENGAGED_"
 
 
-class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class _Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Base of every config section: unknown keys are errors."""
 
 
@@ -189,10 +191,7 @@ def _apply_environment(raw: dict[str, Any], env: Mapping[str, str], origins: dic
             continue
         rest = name[len(_ENV_PREFIX) :].lower()
         section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
-        if section is None:
-            key_path = [rest]
-        else:
-            key_path = [section, rest[len(section) + 1 :]]
+        key_path = [rest] if section is None else [section, rest[len(section) + 1 :]]
         target = raw
         for part in key_path[:-1]:
             target = target.setdefault(part, {})

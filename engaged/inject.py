@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
@@ -155,9 +156,7 @@ def decoded_header(headers: Message, name: str) -> str:
     if value is None:
         return ""
     text = str(value)
-    try:
+    with contextlib.suppress(LookupError, UnicodeDecodeError, ValueError, TypeError):
         text = str(make_header(decode_header(text)))
-    except (LookupError, UnicodeDecodeError, ValueError, TypeError):
-        pass
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return " ".join(text.split())

@@ -16,7 +16,6 @@ object always fits.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import enum
 import hashlib
@@ -48,6 +47,9 @@ _MIN_RAW_BYTES = _HEADER_BYTES + 1 + TAG_BYTES
 _COMPRESS_FROM_BYTES = 64
 _MAX_NORMALISE_CHARS = 4 * MAX_TOKEN_CHARS
 _TOKEN_RUN = re.compile(r"[A-Za-z0-9_-]+")
+_TO_STANDARD_BASE64 = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE_BASE64 = bytes.maketrans(b"+/", b"-_")
+_BASE64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _SUBLINK = re.compile(r"[A-Za-z0-9._~-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -396,16 +398,20 @@ def _seal(kind: TokenKind, body: bytes, key_id: int, mac: hmac.HMAC) -> str:
     tagger = mac.copy()
     tagger.update(signed)
     raw = signed + tagger.digest()[:TAG_BYTES]
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE_BASE64).rstrip(b"=").decode("ascii")
 
 
 def _decode_base64(token: str) -> bytes:
     """Strict base64url: only the canonical spelling decodes (no `+`, `/`, `=`, stray bits or junk)."""
+    tail = len(token) % 4
+    if tail == 1 or not token.isascii() or "+" in token or "/" in token or "=" in token:
+        raise InvalidToken("not base64url")
+    padded = token.encode("ascii").translate(_TO_STANDARD_BASE64) + b"=" * ((4 - tail) % 4)
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError) as exc:
+        raw = binascii.a2b_base64(padded, strict_mode=True)
+    except binascii.Error as exc:
         raise InvalidToken("not base64url") from exc
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != token.encode("ascii"):
+    if tail and _BASE64URL_ALPHABET.index(token[-1]) & (0x0F if tail == 2 else 0x03):
         raise InvalidToken("not canonical base64url")
     return raw
 

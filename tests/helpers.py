@@ -91,7 +91,9 @@ def stored_events(server: ServerProcess, message_id: str | None = None) -> list[
     return [msgspec.json.decode(row[0]) for row in rows]
 
 
-def wait_events(server: ServerProcess, message_id: str, types: set[str], timeout: float = 15.0) -> list[dict[str, object]]:
+def wait_events(
+    server: ServerProcess, message_id: str, types: set[str], timeout: float = 15.0
+) -> list[dict[str, object]]:
     """The message's events once every type in `types` is present."""
 
     def ready() -> list[dict[str, object]] | None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from engaged.delivery.compose import Copy
-from engaged.delivery.outcome import Bounced, Deferred, Delivered, OutboundMessage, Transport
+from engaged.delivery.outcome import Bounced, Delivered, OutboundMessage, Transport
 from engaged.events.ids import EventIdGenerator
 from engaged.events.message import bounce_event, delay_event, delivery_event, injection_event
 from engaged.events.model import Event, decode_event, encode_event
@@ -27,7 +27,7 @@ RETRY_MAX_SECONDS = 3600.0
 def retry_delay(attempts: int, base: float = RETRY_BASE_SECONDS) -> float:
     """Exponential backoff with ±20 % jitter: base, 2×base, 4×base … capped at an hour."""
     delay = min(base * (2 ** max(attempts - 1, 0)), RETRY_MAX_SECONDS)
-    return delay * random.uniform(0.8, 1.2)
+    return float(delay * random.uniform(0.8, 1.2))
 
 
 class DeliveryQueue:

@@ -178,7 +178,7 @@ _ENVELOPES: dict[str, Envelope] = {
 }
 
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)  # type: ignore[arg-type]
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 
 
 def event_type(event: Event) -> str:

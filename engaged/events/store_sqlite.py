@@ -84,6 +84,7 @@ class SqliteEventStore:
         self._local = threading.local()
         self._pending: list[tuple[Sequence[Event], asyncio.Future[None]]] = []
         self._flushing = False
+        self._flush_task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +107,7 @@ class SqliteEventStore:
         self._pending.append((events, future))
         if not self._flushing:
             self._flushing = True
-            loop.create_task(self._flush())
+            self._flush_task = loop.create_task(self._flush())
         await future
 
     async def _flush(self) -> None:
@@ -168,8 +169,8 @@ class SqliteEventStore:
         return [StoredEvent(seq, decode_event(body)) for seq, body in rows]
 
     async def close(self) -> None:
-        while self._pending or self._flushing:
-            await asyncio.sleep(0.01)
+        while self._flush_task is not None and not self._flush_task.done():
+            await self._flush_task
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, self._close_writer)
         self._writer.shutdown(wait=True)

@@ -16,14 +16,15 @@ from engaged.smtp import replies
 log = logging.getLogger("engaged.smtp")
 
 # A practical RFC 5321 path check: local@domain, no spaces, no CR/LF/NUL, sane lengths.
-_ADDRESS = re.compile(r"[^\s<>()\[\],;:\\\"@\x00-\x1f\x7f]+(\.[^\s<>()\[\],;:\\\"@\x00-\x1f\x7f]+)*@[^\s@<>\x00-\x1f\x7f]+")
+_ATOM = r"[^\s<>()\[\],;:\\\"@\x00-\x1f\x7f]+"
+_ADDRESS = re.compile(rf"{_ATOM}(\.{_ATOM})*@[^\s@<>\x00-\x1f\x7f]+")
 _QUOTED_LOCAL = re.compile(r"\"(?:[^\"\\\r\n]|\\[^\r\n])*\"@[^\s@<>\x00-\x1f\x7f]+")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def is_valid_address(address: str) -> bool:
     """True for a mailbox RFC 5321 allows and that we can carry: bounded lengths, no control characters."""
-    if len(address) > 256 or "\r" in address or "\n" in address:
+    if len(address) > 256:
         return False
     local, _, domain = address.rpartition("@")
     if not local or not domain or len(local) > 64 or len(domain) > 255:
@@ -33,7 +34,7 @@ def is_valid_address(address: str) -> bool:
 
 def peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The client's address, or None when the socket gave none."""
-    peer = session.peer
+    peer: object = session.peer
     host = peer[0] if isinstance(peer, tuple) and peer else peer
     try:
         return ipaddress.ip_address(str(host).split("%", 1)[0])

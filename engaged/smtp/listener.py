@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import ssl
@@ -50,7 +51,7 @@ class ConnectionGate:
             del self._per_ip[ip]
 
 
-class InjectionSMTP(SMTP):  # type: ignore[misc]
+class InjectionSMTP(SMTP):
     """aiosmtpd's SMTP with our DATA reader, enhanced status codes, per-peer AUTH-over-TLS and limits."""
 
     def __init__(self, handler: InjectionHandler, *, gate: ConnectionGate, data_timeout: float,
@@ -67,17 +68,13 @@ class InjectionSMTP(SMTP):  # type: ignore[misc]
         if self._gate_ip is None and self._original_transport is None:
             if not self._gate.admit(ip):
                 log.warning("refusing connection from %s: too many connections", ip)
-                transport.write((replies.R421_TOO_MANY_CONNECTIONS + "\r\n").encode())
+                if isinstance(transport, asyncio.WriteTransport):
+                    transport.write((replies.R421_TOO_MANY_CONNECTIONS + "\r\n").encode())
                 transport.close()
                 self.transport = None
                 return
             self._gate_ip = ip
-            try:
-                loopback = ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
-            except ValueError:
-                loopback = False
-            # AUTH needs TLS, except from loopback where nothing crosses a network.
-            self._auth_require_tls = not loopback
+            self._auth_require_tls = auth_requires_tls(ip)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -109,11 +106,12 @@ class InjectionSMTP(SMTP):  # type: ignore[misc]
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
-        if await self.check_helo_needed():
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
-        if await self.check_auth_needed("DATA"):
+        envelope, session, transport = self.envelope, self.session, self.transport
+        if envelope is None or session is None or transport is None:
             return
-        if not self.envelope.rcpt_tos:
+        if not envelope.rcpt_tos:
             await self.push("503 5.5.1 Error: need RCPT command")
             return
         if arg:
@@ -121,25 +119,33 @@ class InjectionSMTP(SMTP):  # type: ignore[misc]
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
-            result = await read_data(self._reader, max_size=self.data_size_limit, timeout=self._data_timeout)
+            result = await read_data(self._reader, max_size=self.data_size_limit or 0, timeout=self._data_timeout)
         except DataTimeout:
             await self.push(replies.R421_DATA_TIMEOUT)
-            self.transport.close()
+            transport.close()
             return
         except asyncio.IncompleteReadError:
-            log.info("%r disconnected during DATA; nothing queued", self.session.peer)
-            self.transport.close()
+            log.info("%r disconnected during DATA; nothing queued", session.peer)
+            transport.close()
             return
         self._reset_timeout()
         if result.problem is not None:
-            self._set_post_data_state()
+            self.envelope = self._create_envelope()
             await self.push(_DATA_REFUSALS[result.problem])
             return
-        self.envelope.content = result.content
-        self.envelope.original_content = result.content
+        envelope.content = result.content
+        envelope.original_content = result.content
         status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
+        self.envelope = self._create_envelope()
         await self.push(status)
+
+
+def auth_requires_tls(ip: str) -> bool:
+    """AUTH needs TLS, except from loopback where no password crosses a network."""
+    try:
+        return not ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return True
 
 
 def with_code(status: str) -> str:
@@ -185,7 +191,7 @@ class SmtpListeners:
                 relay_networks=self._networks,
                 max_recipients=self._config.smtp.max_recipients,
             )
-            server = await loop.create_server(lambda h=handler: self._protocol(h), host=host, port=port)
+            server = await loop.create_server(functools.partial(self._protocol, handler), host=host, port=port)
             self._servers.append(server)
             sock = server.sockets[0].getsockname()
             bound = f"[{sock[0]}]:{sock[1]}" if ":" in str(sock[0]) else f"{sock[0]}:{sock[1]}"

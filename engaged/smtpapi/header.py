@@ -129,7 +129,7 @@ def _validate(data: dict[str, Any]) -> XMsysApi | HeaderError:
     )
 
 
-def parse_flag(value: object) -> bool | None | HeaderError:
+def parse_flag(value: object) -> bool | HeaderError | None:
     """A boolean from JSON true/false, "true"/"false", 1/0 or "1"/"0"; None when absent."""
     if value is None:
         return None

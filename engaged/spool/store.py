@@ -20,7 +20,7 @@ log = logging.getLogger("engaged.spool")
 _MAGIC = b"ENGAGED-SPOOL 1\n"
 _record_encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(SpoolRecord)
-_state_decoder = msgspec.json.Decoder(StateLine)  # type: ignore[var-annotated]
+_state_decoder: msgspec.json.Decoder[StateLine] = msgspec.json.Decoder(StateLine)
 
 
 class SpoolEntry(msgspec.Struct, frozen=True):

@@ -1,0 +1,195 @@
+"""PostgreSQL event store (asyncpg): group commits, idempotent inserts, seq order equal to commit order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from engaged.errors import StoreError
+from engaged.events.model import Event, decode_event
+from engaged.events.store_sqlite import row_of, where_clause
+from engaged.types import EventQuery, StoredEvent
+
+Row = tuple[str, str, float, str, str, str, str, bytes]
+
+# body is BYTEA: the exact bytes encode_event produced (SparkPost key order, `type` first), decoded by
+# msgspec without PostgreSQL parsing or re-serialising them; every filtered field has its own column.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
+    message_id TEXT NOT NULL,
+    transmission_id TEXT NOT NULL,
+    campaign_id TEXT NOT NULL,
+    rcpt_to TEXT NOT NULL,
+    body BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE INDEX IF NOT EXISTS events_message ON events (message_id);
+CREATE INDEX IF NOT EXISTS events_campaign ON events (campaign_id, ts);
+CREATE INDEX IF NOT EXISTS events_rcpt ON events (rcpt_to);
+CREATE INDEX IF NOT EXISTS events_type ON events (type, ts);
+CREATE INDEX IF NOT EXISTS events_transmission ON events (transmission_id);
+"""
+
+# Transaction-scoped advisory lock keys ("engaged" in ASCII, then 1 or 2), per database.
+DDL_LOCK = 0x656E676167656401
+APPEND_LOCK = 0x656E676167656402
+
+# One statement per batch; unnest of column arrays measured 5-15 % faster than executemany here.
+_INSERT = """
+INSERT INTO events (event_id, type, ts, message_id, transmission_id, campaign_id, rcpt_to, body)
+SELECT event_id, type, ts, message_id, transmission_id, campaign_id, rcpt_to, body
+FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::bytea[])
+     WITH ORDINALITY AS batch (event_id, type, ts, message_id, transmission_id, campaign_id, rcpt_to,
+                               body, n)
+ORDER BY n
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+_MAX_BATCH = 1000
+_POOL_MAX = 8
+_CONNECT_TIMEOUT = 10.0
+_COMMAND_TIMEOUT = 60.0
+_MARK = "\x00"
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def numbered_where(query: EventQuery) -> tuple[str, list[object]]:
+    """The shared where_clause with PostgreSQL's numbered placeholders ($1, $2, …)."""
+    text, params = where_clause(query, _MARK)
+    head, *tails = text.split(_MARK)
+    return head + "".join(f"${n}{tail}" for n, tail in enumerate(tails, start=1)), params
+
+
+async def insert_batch(connection: Any, rows: Sequence[Row]) -> None:
+    """Insert rows (already-stored event_ids are skipped) inside the caller's open transaction.
+
+    Takes APPEND_LOCK first, so the transaction's seqs are drawn only after every earlier append
+    transaction on this database has committed or rolled back.
+    """
+    await connection.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
+    await connection.execute(_INSERT, *(list(column) for column in zip(*rows, strict=True)))
+
+
+async def _init_connection(connection: Any) -> None:
+    # `append` promises durability; never run with synchronous_commit=off (reliability.md §2.1).
+    if await connection.fetchval("SHOW synchronous_commit") == "off":
+        await connection.execute("SET synchronous_commit TO on")
+
+
+class PostgresEventStore:
+    """Events in the `events` table of the database at `dsn`; any number of processes may share it.
+
+    `append` returns after the transaction holding its events commits. Appends from many tasks are
+    gathered into one transaction (group commit) by a single flush task; an event whose event_id is
+    already stored is ignored, so replays (and retries after an ambiguous commit) are idempotent.
+
+    Live follow by seq: seq is drawn when a row is inserted but becomes visible when its transaction
+    commits, so two writers could commit seq 11 before seq 10, and a follower that already read
+    `seq > 10` would skip 10 forever. Every append transaction therefore takes a transaction-level
+    advisory lock (APPEND_LOCK) before inserting: across all processes, seqs are drawn and committed
+    in one order, and the lock is released only after the commit is visible. A reader that sees seq n
+    thus sees every seq below n that will ever exist (gaps from rollbacks and ON CONFLICT are never
+    filled), and `after_seq` paging is exact. The cost is one append transaction at a time per
+    database, amortised by group commit. The identity sequence must keep CACHE 1 (the default).
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._pool: Any = None
+        self._pending: deque[tuple[list[Row], asyncio.Future[None]]] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=_POOL_MAX, init=_init_connection,
+                timeout=_CONNECT_TIMEOUT, command_timeout=_COMMAND_TIMEOUT,
+            )
+        except _DB_ERRORS as error:
+            raise StoreError(f"cannot connect to the PostgreSQL event store: {error}") from error
+        try:
+            async with pool.acquire() as connection, connection.transaction():
+                # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalogs; serialise it.
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", DDL_LOCK)
+                await connection.execute(_SCHEMA)
+        except _DB_ERRORS as error:
+            await pool.close()
+            raise StoreError(f"cannot create the PostgreSQL event schema: {error}") from error
+        self._pool = pool
+
+    async def append(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        if self._pool is None:
+            raise StoreError("event store is not open")
+        try:
+            rows = [row_of(event) for event in events]
+        except ValueError as error:  # a timestamp that is not epoch seconds
+            raise StoreError(f"event cannot be stored: {error}") from error
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((rows, future))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch: list[tuple[list[Row], asyncio.Future[None]]] = []
+                count = 0
+                while self._pending and count < _MAX_BATCH:
+                    item = self._pending.popleft()
+                    batch.append(item)
+                    count += len(item[0])
+                try:
+                    await self._write([row for rows, _ in batch for row in rows])
+                except Exception as error:  # every waiter must learn the batch failed
+                    for _, future in batch:
+                        if not future.done():
+                            failure = StoreError(f"event store write failed: {error}")
+                            failure.__cause__ = error
+                            future.set_exception(failure)
+                    continue
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self._flusher = None
+
+    async def _write(self, rows: list[Row]) -> None:
+        async with self._pool.acquire() as connection, connection.transaction():
+            await insert_batch(connection, rows)
+
+    async def query(self, query: EventQuery) -> list[StoredEvent]:
+        if self._pool is None:
+            raise StoreError("event store is not open")
+        where, params = numbered_where(query)
+        limit = query.limit if query.limit >= 0 else None  # as SQLite: a negative limit means none
+        sql = f"SELECT seq, body FROM events WHERE {where} ORDER BY seq LIMIT ${len(params) + 1}"
+        try:
+            records = await self._pool.fetch(sql, *params, limit)
+            return [StoredEvent(record[0], decode_event(record[1])) for record in records]
+        except _DB_ERRORS as error:
+            raise StoreError(f"event store read failed: {error}") from error
+        except msgspec.DecodeError as error:
+            raise StoreError(f"stored event is malformed: {error}") from error
+
+    async def close(self) -> None:
+        while self._flusher is not None:
+            await asyncio.wait({self._flusher})
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()

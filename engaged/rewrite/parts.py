@@ -1,0 +1,169 @@
+"""Find the top text/html and text/plain parts of a raw message, as byte offsets into it (④ rewrite).
+
+"Top" (Momentum leaves it undefined; this is our rule): walk from the root along the main body.
+  * multipart/alternative: every child, in order (they are versions of the same body);
+  * any other multipart (mixed, related, report, signed, digest, …): the first child only; later children are
+    attachments, inline images or signatures;
+  * message/* (rfc822, delivery-status, …) and parts with `Content-Disposition: attachment` are never entered;
+  * a leaf of type text/html or text/plain is taken if none of its type was taken before.
+The walk examines at most 100 parts and 20 levels of nesting. A part whose header block is malformed (a line
+that is neither a field nor a continuation), or a multipart without a usable boundary, is passed over.
+
+Parsing is our own so that every offset is exact and the rewriter can splice changed bodies back into the
+original bytes: headers and every other part are untouched by construction. Field values are read with the
+stdlib's compat32 header parser. Delimiters follow RFC 2046 as the stdlib reads them: `--boundary`, optional
+`--`, optional spaces or tabs, then the end of the line; the line break before a delimiter belongs to it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+import msgspec
+
+__all__ = ["MAX_DEPTH", "MAX_PARTS", "TextPart", "TopParts", "find_top_parts"]
+
+MAX_DEPTH = 20
+MAX_PARTS = 100
+
+_HEADER_END = re.compile(rb"\n\r?\n")
+_HEADER_BLOCK = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]++:[^\n]*+\n(?:[ \t][^\n]*+\n)*+)*+")
+
+
+class TextPart(msgspec.Struct, frozen=True, kw_only=True):
+    """One text leaf: where its header block and body are in the raw message, and how the body is encoded."""
+
+    subtype: str  # "html" or "plain"
+    headers_start: int
+    headers_end: int  # just after the last header line; the blank line starts here
+    body_start: int
+    body_end: int  # the line break before the next delimiter is not part of the body
+    charset: str | None  # lower-cased, as declared
+    transfer_encoding: str  # lower-cased; "7bit" when absent
+    linesep: bytes  # the line break that ends the header block: b"\r\n" or b"\n"
+
+
+class TopParts(msgspec.Struct, frozen=True, kw_only=True):
+    html: TextPart | None
+    plain: TextPart | None
+    warnings: tuple[str, ...]
+
+
+class _Walk:
+    """The state of one walk: what was found and how much was examined."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.examined = 0
+        self.html: TextPart | None = None
+        self.plain: TextPart | None = None
+        self.warnings: list[str] = []
+
+    @property
+    def done(self) -> bool:
+        return self.html is not None and self.plain is not None
+
+
+def find_top_parts(raw: bytes) -> TopParts:
+    """The top text/html and text/plain parts of `raw` (see the module docstring for the rule)."""
+    walk = _Walk(raw)
+    _visit(walk, 0, len(raw), 0, "text/plain")
+    return TopParts(html=walk.html, plain=walk.plain, warnings=tuple(dict.fromkeys(walk.warnings)))
+
+
+def _visit(walk: _Walk, start: int, end: int, depth: int, default_type: str) -> None:
+    if depth > MAX_DEPTH:
+        walk.warnings.append(f"MIME nesting deeper than {MAX_DEPTH} levels: deeper parts not examined")
+        return
+    if walk.examined >= MAX_PARTS:
+        walk.warnings.append(f"more than {MAX_PARTS} MIME parts: the rest not examined")
+        return
+    walk.examined += 1
+    raw = walk.raw
+    headers_end, body_start, linesep = _split_headers(raw, start, end)
+    if not _HEADER_BLOCK.fullmatch(raw, start, headers_end):
+        return
+    fields = _parse_fields(raw[start:headers_end], default_type)
+    content_type = _content_type(fields)
+    if content_type is None or fields.get_content_disposition() == "attachment":
+        return
+    if content_type.startswith("multipart/"):
+        child_type = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
+        for child_start, child_end in _children(raw, body_start, end, fields.get_boundary()):
+            _visit(walk, child_start, child_end, depth + 1, child_type)
+            if walk.done or content_type != "multipart/alternative":
+                return
+        return
+    if content_type not in ("text/html", "text/plain"):
+        return
+    part = TextPart(
+        subtype=content_type[5:],
+        headers_start=start,
+        headers_end=headers_end,
+        body_start=body_start,
+        body_end=end,
+        charset=fields.get_content_charset(),
+        transfer_encoding=str(fields.get("content-transfer-encoding", "7bit")).strip().lower(),
+        linesep=linesep,
+    )
+    if part.subtype == "html" and walk.html is None:
+        walk.html = part
+    elif part.subtype == "plain" and walk.plain is None:
+        walk.plain = part
+
+
+def _split_headers(raw: bytes, start: int, end: int) -> tuple[int, int, bytes]:
+    """(end of the header block, start of the body, the line break of the blank line) of raw[start:end]."""
+    for blank in (b"\r\n", b"\n"):
+        if raw.startswith(blank, start, end):
+            return start, start + len(blank), blank
+    found = _HEADER_END.search(raw, start, end)
+    if found is None:
+        return end, end, b"\r\n" if raw.endswith(b"\r\n", start, end) else b"\n"
+    return found.start() + 1, found.end(), raw[found.start() + 1 : found.end()]
+
+
+def _parse_fields(block: bytes, default_type: str) -> Message:
+    fields = BytesHeaderParser(policy=compat32).parsebytes(block)
+    fields.set_default_type(default_type)
+    return fields
+
+
+def _content_type(fields: Message) -> str | None:
+    """The part's content type; None when the field is present but unreadable (the part is passed over)."""
+    declared = fields.get("content-type")
+    if declared is not None and str(declared).split(";", 1)[0].strip().count("/") != 1:
+        return None
+    return fields.get_content_type()
+
+
+def _children(raw: bytes, start: int, end: int, boundary: str | None) -> Iterator[tuple[int, int]]:
+    """(start, end) of each body part between the delimiters of `boundary` in raw[start:end]."""
+    if not boundary:
+        return
+    try:
+        marker = boundary.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return
+    delimiter = re.compile(rb"^--" + re.escape(marker) + rb"(--)?[ \t]*+(?:\r?\n|\Z)", re.MULTILINE)
+    child_start = -1
+    for found in delimiter.finditer(raw, start, end):
+        if child_start >= 0:
+            yield child_start, max(child_start, _before_line_break(raw, found.start()))
+        if found.group(1):
+            return
+        child_start = found.end()
+    if child_start >= 0:
+        yield child_start, end
+
+
+def _before_line_break(raw: bytes, pos: int) -> int:
+    if raw.endswith(b"\r\n", 0, pos):
+        return pos - 2
+    if raw.endswith(b"\n", 0, pos):
+        return pos - 1
+    return pos
