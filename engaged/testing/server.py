@@ -91,7 +91,7 @@ class ServerProcess:
         self._ready = threading.Event()
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        self._ready.clear()
+        ready = self._ready = threading.Event()
         self.addresses = {}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "engaged", "serve", "--config", str(self.config)],
@@ -100,13 +100,13 @@ class ServerProcess:
             text=True,
             env=self.env,
         )
-        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
-        if not self._ready.wait(timeout) or "smtp" not in self.addresses:
+        threading.Thread(target=self._read, args=(self.process, ready), daemon=True).start()
+        if not ready.wait(timeout) or "smtp" not in self.addresses:
             self.kill()
             raise RuntimeError("engaged serve did not start:\n" + "\n".join(self.log[-40:]))
         return self
 
-    def _read(self, process: subprocess.Popen[str]) -> None:
+    def _read(self, process: subprocess.Popen[str], ready: threading.Event) -> None:
         stream = process.stderr
         if stream is None:
             return
@@ -117,8 +117,8 @@ class ServerProcess:
             if match and match.group(1) not in self.addresses:
                 self.addresses[match.group(1)] = match.group(2)
             if line == "engaged: ready":
-                self._ready.set()
-        self._ready.set()
+                ready.set()
+        ready.set()
 
     def address(self, name: str) -> tuple[str, int]:
         host, _, port = self.addresses[name].rpartition(":")
