@@ -1,0 +1,118 @@
+"""Benchmark harness: free ports, a real engaged server, smtp-sink, and an SMTP load generator."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engaged.testing.server import ServerProcess, write_config  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_smtp_sink(port: int) -> subprocess.Popen[bytes] | None:
+    """Postfix smtp-sink on 127.0.0.1:port, pinned to CPU 0 like our server; None when not installed."""
+    binary = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if os.path.exists("/usr/sbin/smtp-sink") else None)
+    if binary is None:
+        return None
+    command = [binary, "-c", "-8", "-p"]
+    if os.geteuid() == 0:
+        command += ["-u", "nobody"]
+    command += [f"127.0.0.1:{port}", "256"]
+    process = subprocess.Popen(_pinned(command, 0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    return None
+
+
+def _pinned(command: list[str], cpu: int) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", str(cpu), *command]
+    return command
+
+
+def start_engaged(extra: str = "") -> tuple[ServerProcess, tempfile.TemporaryDirectory[str]]:
+    """A real `engaged serve` (durable spool on) in a temporary directory, pinned to CPU 0."""
+    tmp = tempfile.TemporaryDirectory(prefix="engaged-bench-")
+    config = write_config(Path(tmp.name), extra)
+    server = ServerProcess(config).start()
+    if shutil.which("taskset") and server.process is not None:
+        subprocess.run(["taskset", "-a", "-p", "-c", "0", str(server.process.pid)], capture_output=True, check=False)
+    return server, tmp
+
+
+async def _session(host: str, port: int, body: bytes, count: int, rcpt: str) -> int:
+    reader, writer = await asyncio.open_connection(host, port)
+
+    async def reply() -> bytes:
+        while True:
+            line = await reader.readline()
+            if not line:
+                raise ConnectionError("server closed the connection")
+            if line[3:4] != b"-":
+                return line
+
+    await reply()
+    writer.write(b"EHLO bench.example\r\n")
+    await writer.drain()
+    await reply()
+    sent = 0
+    payload = body + b".\r\n"
+    for _ in range(count):
+        writer.write(b"MAIL FROM:<bench@example.org>\r\n")
+        await writer.drain()
+        await reply()
+        writer.write(f"RCPT TO:<{rcpt}>\r\n".encode())
+        await writer.drain()
+        await reply()
+        writer.write(b"DATA\r\n")
+        await writer.drain()
+        await reply()
+        writer.write(payload)
+        await writer.drain()
+        line = await reply()
+        if line.startswith(b"250"):
+            sent += 1
+    writer.write(b"QUIT\r\n")
+    await writer.drain()
+    writer.close()
+    return sent
+
+
+def measure(host: str, port: int, body: bytes, sessions: int, per_session: int) -> float:
+    """Messages per second accepted by the server at host:port (connection reuse, no pipelining)."""
+
+    async def run() -> tuple[int, float]:
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(_session(host, port, body, per_session, "bob@example.com")
+                                         for _ in range(sessions)))
+        return sum(counts), time.perf_counter() - start
+
+    sent, elapsed = asyncio.run(run())
+    return sent / elapsed
+
+
+def pin_self(cpu: int = 1) -> None:
+    """Run the load generator on another core than the servers."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {cpu})

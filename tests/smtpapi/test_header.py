@@ -1,0 +1,71 @@
+"""X-MSYS-API decoding and validation, header lookup and byte-exact removal."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engaged.smtpapi.header import HeaderError, XMsysApi, decode_xmsysapi, header_values, strip_header
+
+
+def test_a_full_header_decodes() -> None:
+    value = ('{"campaign_id": "spring", "metadata": {"user": "42"}, "tags": ["a"], '
+             '"options": {"open_tracking": true, "click_tracking": "false", "transactional": 1, '
+             '"sandbox": "0", "ip_pool": "p"}}')
+    assert decode_xmsysapi(value) == XMsysApi(
+        campaign_id="spring", metadata={"user": "42"}, tags=["a"], open_tracking=True, click_tracking=False,
+        transactional=True, sandbox=False, ip_pool="p",
+    )
+
+
+def test_tags_beyond_ten_are_ignored() -> None:
+    result = decode_xmsysapi('{"tags": [' + ", ".join(f'"t{i}"' for i in range(15)) + "]}")
+    assert isinstance(result, XMsysApi)
+    assert result.tags == [f"t{i}" for i in range(10)]
+
+
+def test_folding_is_undone_before_parsing() -> None:
+    assert decode_xmsysapi('{"campaign_id":\r\n "x"}') == XMsysApi(campaign_id="x")
+
+
+def test_campaign_of_exactly_64_bytes_is_accepted_and_65_refused() -> None:
+    assert isinstance(decode_xmsysapi('{"campaign_id": "' + "é" * 32 + '"}'), XMsysApi)
+    refused = decode_xmsysapi('{"campaign_id": "' + "é" * 32 + 'x"}')
+    assert refused == HeaderError("smtpapi_campaign_id context is limited to 64 bytes")
+
+
+def test_deep_nesting_is_refused() -> None:
+    assert isinstance(decode_xmsysapi('{"metadata": ' + "[" * 40 + "]" * 40 + "}"), HeaderError)
+
+
+def test_huge_numbers_and_garbage_do_not_raise() -> None:
+    for value in ['{"metadata": {"n": ' + "9" * 5000 + "}}", "\x00", "", "{" * 100000, '{"a": NaN}']:
+        assert isinstance(decode_xmsysapi(value), XMsysApi | HeaderError)
+
+
+@given(st.text(max_size=300))
+def test_any_text_decodes_to_a_value_or_an_error(value: str) -> None:
+    assert isinstance(decode_xmsysapi(value), XMsysApi | HeaderError)
+
+
+def test_header_values_finds_folded_values_case_insensitively() -> None:
+    message = b"Subject: a\r\nx-msys-api: {\"a\":\r\n 1}\r\nX-Other: 2\r\n\r\nX-MSYS-API: body\r\n"
+    assert header_values(message) == [b' {"a":\r\n 1}']
+
+
+header_names = st.sampled_from([b"Subject", b"X-Other", b"From", b"X-MSYS-API", b"x-msys-api", b"X-MSYS-APIX"])
+header_lines = st.tuples(header_names, st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")))
+
+
+@given(st.lists(header_lines, max_size=8), st.binary(max_size=100))
+def test_strip_header_removes_exactly_that_header(headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    message = b"".join(name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n" + body
+    expected = b"".join(
+        name + b": " + value + b"\r\n" for name, value in headers if name.lower() != b"x-msys-api"
+    ) + b"\r\n" + body
+    assert strip_header(message) == expected
+
+
+def test_strip_header_without_the_header_returns_the_same_object() -> None:
+    message = b"Subject: a\r\n\r\nbody\r\n"
+    assert strip_header(message) is message

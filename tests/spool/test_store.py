@@ -1,0 +1,84 @@
+"""The file spool: durable store, scan at startup, quarantine of damaged files, state lines."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engaged.spool.record import RecipientAttempt, RecipientDone, SpoolRecipient, SpoolRecord, TrackingPlan
+from engaged.spool.store import FileSpool, finished_recipients
+
+
+def record(message_id: str = "0123456789abcdef0123") -> SpoolRecord:
+    return SpoolRecord(
+        message_id=message_id, transmission_id="1", received_at=1.0, mail_from="a@x.com",
+        recipients=[SpoolRecipient(rcpt_to="b@y.com", plan=TrackingPlan(campaign_id="c"), injection_event_id="9")],
+    )
+
+
+async def test_stored_message_is_found_by_scan_with_its_body(tmp_path: Path) -> None:
+    spool = FileSpool(tmp_path)
+    spool.open()
+    stored = await spool.store(record(), b"Subject: x\r\n\r\nbody\r\n")
+    assert stored.body_length == 20
+    [entry] = list(spool.scan())
+    assert entry.record == stored
+    assert await spool.load_body(stored.message_id) == b"Subject: x\r\n\r\nbody\r\n"
+    spool.close()
+
+
+async def test_state_lines_survive_and_finish_removes_everything(tmp_path: Path) -> None:
+    spool = FileSpool(tmp_path)
+    spool.open()
+    stored = await spool.store(record(), b"x\r\n")
+    await spool.append_state(stored.message_id, RecipientAttempt(rcpt=0, attempts=1, next_attempt=5.0, event=b"{}"))
+    await spool.append_state(stored.message_id, RecipientDone(rcpt=0, event=b"{}"))
+    with open(tmp_path / f"{stored.message_id}.log", "ab") as handle:
+        handle.write(b'{"type":"done","rc')  # a torn last line from a crash
+    [entry] = list(spool.scan())
+    assert finished_recipients(entry.state) == {0}
+    assert len(entry.state) == 2
+    await spool.finish(stored.message_id)
+    assert list(spool.scan()) == []
+    assert spool.depth() == 0
+    spool.close()
+
+
+async def test_damaged_files_are_quarantined_never_delivered(tmp_path: Path) -> None:
+    spool = FileSpool(tmp_path)
+    spool.open()
+    good = await spool.store(record("aaaaaaaaaaaaaaaaaaaa"), b"good\r\n")
+    bad = await spool.store(record("bbbbbbbbbbbbbbbbbbbb"), b"this body will be cut short\r\n")
+    path = tmp_path / f"{bad.message_id}.msg"
+    path.write_bytes(path.read_bytes()[:-5])
+    (tmp_path / "cccccccccccccccccccc.msg").write_bytes(b"")
+    (tmp_path / "dddddddddddddddddddd.msg").write_bytes(b"ENGAGED-SPOOL 1\n12\n{not json}\n")
+    assert [entry.record.message_id for entry in spool.scan()] == [good.message_id]
+    quarantined = sorted(p.name for p in (tmp_path / "quarantine").iterdir())
+    assert quarantined == ["bbbbbbbbbbbbbbbbbbbb.msg", "cccccccccccccccccccc.msg", "dddddddddddddddddddd.msg"]
+    spool.close()
+
+
+async def test_leftover_temporary_files_are_removed_at_open(tmp_path: Path) -> None:
+    (tmp_path / "tmp").mkdir(parents=True)
+    (tmp_path / "tmp" / "half.msg").write_bytes(b"partial")
+    spool = FileSpool(tmp_path)
+    spool.open()
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert list(spool.scan()) == []
+    spool.close()
+
+
+async def test_store_fails_loudly_when_the_disk_refuses(tmp_path: Path) -> None:
+    import pytest
+
+    from engaged.errors import SpoolError
+
+    spool = FileSpool(tmp_path / "spool")
+    spool.open()
+    os.rmdir(tmp_path / "spool" / "tmp")
+    (tmp_path / "spool" / "tmp").write_bytes(b"not a directory")
+    with pytest.raises(SpoolError):
+        await spool.store(record(), b"x\r\n")
+    assert list(spool.scan()) == []
+    spool.close()
