@@ -10,8 +10,10 @@ from pathlib import Path
 from engaged.config import Config
 from engaged.delivery.capture import CaptureTransport
 from engaged.delivery.compose import compose_copy
+from engaged.delivery.mx import MxRouter, RelayRouter
 from engaged.delivery.outcome import Transport
 from engaged.delivery.queue import DeliveryQueue
+from engaged.delivery.relay import SmtpTransport
 from engaged.events.ids import EventIdGenerator
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.inject import Injector
@@ -29,7 +31,17 @@ def build_store(config: Config) -> EventStore:
 
 
 def build_transport(config: Config) -> Transport:
-    """The configured delivery transport."""
+    """The configured delivery transport: capture, the relay host, or MX delivery."""
+    delivery = config.delivery
+    if delivery.mode == "relay":
+        return SmtpTransport(delivery, RelayRouter(delivery.relay), helo=delivery.helo_name or config.smtp.hostname)
+    if delivery.mode == "mx":
+        return SmtpTransport(delivery, MxRouter(delivery), helo=delivery.helo_name or config.smtp.hostname)
+    return build_capture(config)
+
+
+def build_capture(config: Config) -> CaptureTransport:
+    """Capture into data_dir/captured (the default mode, and where sandbox messages always go)."""
     return CaptureTransport(config.data_path / "captured", fsync=config.smtp.fsync)
 
 
@@ -47,6 +59,9 @@ class App:
             self.store,
             build_transport(config),
             compose_copy,
+            sandbox=build_capture(config),
+            workers=config.delivery.workers,
+            retry_base=config.delivery.retry_base,
             max_attempt_age=config.delivery.max_attempt_age,
             ids=self.ids,
         )
@@ -63,7 +78,9 @@ class App:
         log.info("events store sqlite %s", data / "events.sqlite3")
         self.spool.open()
         resumed = await self.delivery.start()
-        log.info("delivery %s: %d spooled message(s) resumed", self.config.delivery.mode, resumed)
+        mode = self.config.delivery.mode
+        target = {"relay": self.config.delivery.relay, "mx": "MX lookups", "capture": str(data / "captured")}[mode]
+        log.info("delivery %s to %s: %d spooled message(s) resumed", mode, target, resumed)
         await self.smtp.start()
         for configured, bound in self.smtp.addresses:
             log.info("smtp listening on %s (configured %s)", bound, configured)

@@ -98,7 +98,19 @@ class DeliveryConfig(_Section, frozen=True):
 
     mode: Literal["capture", "relay", "mx"] = "capture"
     relay: str = ""
+    relay_username: str = ""
+    relay_password: str = ""
     max_attempt_age: int = 259200
+    tls: Literal["opportunistic", "required", "verify", "none"] = "opportunistic"
+    helo_name: str = ""
+    dns_servers: list[str] = msgspec.field(default_factory=list)
+    mx_port: int = 25
+    connect_timeout: float = 30.0
+    command_timeout: float = 300.0
+    retry_base: float = 60.0
+    workers: int = 32
+    max_connections: int = 100
+    max_connections_per_destination: int = 10
 
 
 class EventsConfig(_Section, frozen=True):
@@ -283,8 +295,19 @@ def _check(config: Config) -> list[tuple[str, str]]:
             problems.append(("delivery.relay", 'required when delivery.mode = "relay"'))
         else:
             _check_hostport(problems, "delivery.relay", config.delivery.relay)
-    if config.delivery.max_attempt_age <= 0:
-        problems.append(("delivery.max_attempt_age", "must be a positive number of seconds"))
+    delivery = config.delivery
+    for key in ("max_attempt_age", "connect_timeout", "command_timeout", "retry_base", "workers",
+                "max_connections", "max_connections_per_destination"):
+        if getattr(delivery, key) <= 0:
+            problems.append((f"delivery.{key}", "must be a positive number"))
+    for index, server in enumerate(delivery.dns_servers):
+        try:
+            ipaddress.ip_address(server.rsplit(":", 1)[0].strip("[]") if server.count(":") == 1 or "]" in server
+                                 else server)
+        except ValueError:
+            problems.append((f"delivery.dns_servers[{index}]", f"expected an IP address or ip:port, got {server!r}"))
+    if bool(delivery.relay_username) != bool(delivery.relay_password):
+        problems.append(("delivery.relay_username", "relay_username and relay_password must be set together"))
     store = config.events.store
     if store != "sqlite" and not store.startswith(("postgresql://", "postgres://")):
         problems.append(("events.store", 'expected "sqlite" or a postgresql:// DSN'))
@@ -330,6 +353,8 @@ def render_config(config: Config) -> str:
     for user in data["smtp"]["users"]:
         user["password_hash"] = "***"
     data["api"]["keys"] = ["***" for _ in data["api"]["keys"]]
+    if data["delivery"]["relay_password"]:
+        data["delivery"]["relay_password"] = "***"
     for hook in data["webhooks"]:
         if hook.get("auth_token"):
             hook["auth_token"] = "***"

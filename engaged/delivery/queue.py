@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 
+from engaged.delivery import bounce
 from engaged.delivery.compose import Copy
 from engaged.delivery.outcome import Bounced, Delivered, OutboundMessage, Transport
 from engaged.events.ids import EventIdGenerator
@@ -46,6 +48,7 @@ class DeliveryQueue:
         transport: Transport,
         compose: ComposeFn,
         *,
+        sandbox: Transport | None = None,
         workers: int = 8,
         max_attempt_age: float = 259200.0,
         retry_base: float = RETRY_BASE_SECONDS,
@@ -54,6 +57,7 @@ class DeliveryQueue:
         self._spool = spool
         self._store = store
         self._transport = transport
+        self._sandbox = sandbox or transport
         self._compose = compose
         self._workers = workers
         self._max_age = max_attempt_age
@@ -131,7 +135,8 @@ class DeliveryQueue:
             smtputf8=record.smtputf8,
             received_at=record.received_at,
         )
-        outcome = await self._transport.deliver(message)
+        transport = self._sandbox if recipient.plan.sandbox else self._transport
+        outcome = await transport.deliver(message)
         now = time.time()
         retries = sum(1 for line in state if isinstance(line, RecipientAttempt) and line.rcpt == index)
         event_id = self._ids.next_id(now)
@@ -143,14 +148,19 @@ class DeliveryQueue:
                                    delv_method=outcome.delv_method, warnings=list(copy.warnings) or None)
             line = RecipientDone(rcpt=index, event=encode_event(event))
         elif isinstance(outcome, Bounced) or now - record.received_at >= self._max_age:
+            expired = not isinstance(outcome, Bounced)
+            reason = f"4.4.7 message expired after {retries + 1} attempts: {outcome.reason}" if expired \
+                else outcome.reason
+            bounce_class = bounce.TIMEOUT if expired else bounce.classify_bounce(outcome.error_code, outcome.reason)
             event = bounce_event(record, index, event_id=event_id, now=now, ip_address=outcome.ip_address,
-                                 num_retries=retries, error_code=outcome.error_code, reason=outcome.reason,
-                                 raw_reason=outcome.reason, bounce_class="")
+                                 num_retries=retries, error_code=outcome.error_code, reason=_canonical(reason),
+                                 raw_reason=reason, bounce_class=bounce_class)
             line = RecipientDone(rcpt=index, event=encode_event(event))
         else:
             event = delay_event(record, index, event_id=event_id, now=now, ip_address=outcome.ip_address,
-                                num_retries=retries, error_code=outcome.error_code, reason=outcome.reason,
-                                raw_reason=outcome.reason, bounce_class="")
+                                num_retries=retries, error_code=outcome.error_code, reason=_canonical(outcome.reason),
+                                raw_reason=outcome.reason,
+                                bounce_class=bounce.classify_bounce(outcome.error_code, outcome.reason))
             line = RecipientAttempt(rcpt=index, attempts=retries + 1,
                                     next_attempt=now + retry_delay(retries + 1, self._retry_base),
                                     event=encode_event(event))
@@ -181,8 +191,15 @@ class DeliveryQueue:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._transport.close()
+        if self._sandbox is not self._transport:
+            await self._sandbox.close()
 
     def depth(self) -> int:
         """Messages still held for delivery."""
         return len(self._state)
 
+
+def _canonical(reason: str) -> str:
+    """SparkPost's `reason`: the remote text with addresses and ids blanked so reasons group."""
+    text = re.sub(r"<[^<>@\s]+@[^<>\s]+>|[\w.+-]+@[\w-]+(\.[\w-]+)+", "...@...", reason)
+    return " ".join(text.split())[:300]
