@@ -95,9 +95,7 @@ def rotate_key(data_dir: Path) -> int:
         keys: dict[int, bytes] = dict(_read(path).keys) if path.exists() else {}
         new_id = max(keys, default=MIN_KEY_ID - 1) + 1
         if new_id > MAX_KEY_ID:
-            raise KeyringError(
-                f"{path}: keyring is full ({MAX_KEY_ID} keys); retire old keys before rotating again"
-            )
+            raise KeyringError(f"{path}: keyring is full ({MAX_KEY_ID} keys); retire old keys before rotating again")
         keys[new_id] = secrets.token_bytes(KEY_BYTES)
         _write(keys_dir, Keyring(current_id=new_id, keys=keys))
         return new_id

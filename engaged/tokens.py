@@ -5,8 +5,14 @@ A token is base64url (no padding) of::
     version     1 byte    TOKEN_VERSION
     key id      1 byte    the keyring id of the signing key (1..255)
     kind+flags  1 byte    low nibble: TokenKind; bit 7: the body is raw deflate; bits 4..6: zero
-    body        n bytes   msgpack array of the _Body fields, deflated when that is shorter
+    body        n bytes   msgpack array (below), raw-deflated when that is shorter
     tag         16 bytes  HMAC-SHA256(key, every byte before the tag), truncated to 128 bits
+
+The body array is [expires, message_id, transmission_id, rcpt_to, raw_rcpt_to (nil: same as rcpt_to),
+campaign_id, customer_id, tags, metadata (bin: compact JSON; nil: not carried), target_url, link_name
+(nil: same as target_url), sending_ip, injection_time, rcpt_type]. The tag is checked (constant time)
+before the body is inflated or parsed; inflating stops at MAX_BODY_BYTES. Tokens are signed, not
+encrypted: anyone holding a link can read the recipient address and metadata in it.
 
 Metadata travels as its compact JSON text, so `max_metadata_len` bounds exactly the bytes carried.
 Truncation rule (Momentum leaves it open): the longest prefix of top-level keys, in their original
@@ -51,7 +57,9 @@ _TO_STANDARD_BASE64 = bytes.maketrans(b"-_", b"+/")
 _TO_URLSAFE_BASE64 = bytes.maketrans(b"+/", b"-_")
 _BASE64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _SUBLINK = re.compile(r"[A-Za-z0-9._~-]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_TAB_OR_NEWLINE = str.maketrans("", "", "\t\n\r")
 
 
 class TokenKind(enum.IntEnum):
@@ -165,6 +173,8 @@ def sign_token(payload: TokenPayload, keyring: SigningKeys) -> str:
     """
     if payload.kind in CLICK_KINDS:
         _check_target(payload.target_url)
+        if _CONTROL.search(payload.target_url):
+            raise UntrackableLink("control characters or unpaired surrogates in the link")
     elif payload.target_url or payload.link_name:
         raise ValueError("open tokens carry no target URL or link name")
     metadata = None if payload.metadata is None else _json_encoder.encode(payload.metadata)
@@ -320,7 +330,13 @@ class RecipientLinks:
         self._click_prefix = f"{data.click_scheme}://{data.tracking_domain}/f/"
 
     def click_url(self, target_url: str, link_name: str, sublink: str | None, unsubscribe: bool) -> str:
-        """`<click_scheme>://<tracking_domain>/f/<sublink or a>/<token>` redirecting to `target_url`."""
+        """`<click_scheme>://<tracking_domain>/f/<sublink or a>/<token>` redirecting to `target_url`.
+
+        Control characters in the target are treated as a browser treats them: tab, CR and LF are
+        removed, the others percent-encoded; so the tracker's Location never carries one.
+        """
+        if _CONTROL.search(target_url):
+            target_url = _clean_target(target_url)
         _check_target(target_url)
         kind = TokenKind.UNSUBSCRIBE if unsubscribe else TokenKind.CLICK
         name = None if link_name == target_url else link_name
@@ -378,10 +394,16 @@ def _check_target(target_url: str) -> None:
     scheme = target_url[:8].lower()
     if not (scheme.startswith("http://") or scheme.startswith("https://")):
         raise UntrackableLink("only http and https links are tracked")
-    if _CONTROL.search(target_url):
-        raise UntrackableLink("control characters in the link")
     if len(target_url) > MAX_TOKEN_CHARS:
         raise TokenTooLong("link longer than a token may be")
+
+
+def _clean_target(target_url: str) -> str:
+    """`target_url` as a browser would request it (WHATWG URL parsing of controls)."""
+    if _SURROGATE.search(target_url):
+        raise UntrackableLink("unpaired surrogate in the link")
+    cleaned = target_url.translate(_TAB_OR_NEWLINE)
+    return _CONTROL.sub(lambda match: quote(match.group(), safe=""), cleaned)
 
 
 def _seal(kind: TokenKind, body: bytes, key_id: int, mac: hmac.HMAC) -> str:
