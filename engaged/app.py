@@ -6,17 +6,20 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from engaged.config import Config
 from engaged.delivery.capture import CaptureTransport
-from engaged.delivery.compose import compose_copy
+from engaged.delivery.compose import CopyComposer
 from engaged.delivery.mx import MxRouter, RelayRouter
 from engaged.delivery.outcome import Transport
 from engaged.delivery.queue import DeliveryQueue
 from engaged.delivery.relay import SmtpTransport
 from engaged.events.ids import EventIdGenerator
+from engaged.events.store_postgres import PostgresEventStore
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.inject import Injector
+from engaged.keys import load_keyring
 from engaged.smtp.listener import SmtpListeners
 from engaged.spool.record import SpoolRecord
 from engaged.spool.store import FileSpool
@@ -26,8 +29,19 @@ log = logging.getLogger("engaged")
 
 
 def build_store(config: Config) -> EventStore:
-    """The configured event store (not yet opened)."""
-    return SqliteEventStore(config.data_path / "events.sqlite3")
+    """The configured event store (not yet opened): SQLite in data_dir, or a PostgreSQL DSN."""
+    if config.events.store == "sqlite":
+        return SqliteEventStore(config.data_path / "events.sqlite3")
+    return PostgresEventStore(config.events.store)
+
+
+def describe_store(config: Config) -> str:
+    """The store for log lines, without credentials."""
+    if config.events.store == "sqlite":
+        return f"sqlite {config.data_path / 'events.sqlite3'}"
+    parts = urlsplit(config.events.store)
+    host = parts.hostname or "localhost"
+    return f"postgresql {host}:{parts.port or 5432}{parts.path}"
 
 
 def build_transport(config: Config) -> Transport:
@@ -52,13 +66,14 @@ class App:
         self.config = config
         data = config.data_path
         self.ids = EventIdGenerator()
+        self.keyring = load_keyring(data)
         self.store = build_store(config)
         self.spool = FileSpool(data / "spool", fsync=config.smtp.fsync)
         self.delivery = DeliveryQueue(
             self.spool,
             self.store,
             build_transport(config),
-            compose_copy,
+            CopyComposer(self.keyring),
             sandbox=build_capture(config),
             workers=config.delivery.workers,
             retry_base=config.delivery.retry_base,
@@ -75,7 +90,7 @@ class App:
         data: Path = self.config.data_path
         data.mkdir(parents=True, exist_ok=True)
         await self.store.open()
-        log.info("events store sqlite %s", data / "events.sqlite3")
+        log.info("events store %s", describe_store(self.config))
         self.spool.open()
         resumed = await self.delivery.start()
         mode = self.config.delivery.mode

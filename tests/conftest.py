@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 from engaged.testing.server import ServerProcess, write_config
@@ -15,6 +19,32 @@ from engaged.testing.server import ServerProcess, write_config
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 IN_CI = os.environ.get("CI") == "true"
+POSTGRES_ADMIN_DSN = os.environ.get("ENGAGED_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+async def postgres_admin(*statements: str, dsn: str = POSTGRES_ADMIN_DSN) -> None:
+    """Run statements on a PostgreSQL database (the admin database by default)."""
+    connection = await asyncpg.connect(dsn, timeout=5)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A fresh database for this test session, dropped at the end; skips (fails under CI) if unreachable."""
+    name = f"engaged_test_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(postgres_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        reason = f"PostgreSQL unreachable at {POSTGRES_ADMIN_DSN}: {error}"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    yield urlunsplit(urlsplit(POSTGRES_ADMIN_DSN)._replace(path="/" + name))
+    asyncio.run(postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def require_tool(name: str, *candidates: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -36,7 +37,6 @@ CREATE INDEX IF NOT EXISTS events_message ON events (message_id);
 CREATE INDEX IF NOT EXISTS events_campaign ON events (campaign_id, ts);
 CREATE INDEX IF NOT EXISTS events_rcpt ON events (rcpt_to);
 CREATE INDEX IF NOT EXISTS events_type ON events (type, ts);
-CREATE INDEX IF NOT EXISTS events_transmission ON events (transmission_id);
 """
 
 # Transaction-scoped advisory lock keys ("engaged" in ASCII, then 1 or 2), per database.
@@ -70,20 +70,27 @@ def numbered_where(query: EventQuery) -> tuple[str, list[object]]:
     return head + "".join(f"${n}{tail}" for n, tail in enumerate(tails, start=1)), params
 
 
-async def insert_batch(connection: Any, rows: Sequence[Row]) -> None:
-    """Insert rows (already-stored event_ids are skipped) inside the caller's open transaction.
+async def insert_batch(connection: Any, rows: Sequence[Row], *, force_sync: bool = False) -> None:
+    """BEGIN, take APPEND_LOCK, insert rows (skipping stored event_ids); the caller COMMITs.
 
-    Takes APPEND_LOCK first, so the transaction's seqs are drawn only after every earlier append
-    transaction on this database has committed or rolled back.
+    The lock is taken before any seq is drawn, so this transaction's seqs come after those of every
+    earlier append transaction on the database, which has committed or rolled back by then.
     """
-    await connection.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
+    sync = "SET LOCAL synchronous_commit TO on; " if force_sync else ""
+    await connection.execute(f"BEGIN; {sync}SELECT pg_advisory_xact_lock({APPEND_LOCK})")
     await connection.execute(_INSERT, *(list(column) for column in zip(*rows, strict=True)))
 
 
-async def _init_connection(connection: Any) -> None:
-    # `append` promises durability; never run with synchronous_commit=off (reliability.md §2.1).
-    if await connection.fetchval("SHOW synchronous_commit") == "off":
-        await connection.execute("SET synchronous_commit TO on")
+async def _keep_session(connection: Any) -> None:
+    """Pool reset: skipped (a round trip per release); sessions hold no state outside transactions."""
+
+
+def _fail(batch: list[tuple[list[Row], asyncio.Future[None]]], error: Exception) -> None:
+    for _, future in batch:
+        if not future.done():
+            failure = StoreError(f"event store write failed: {error}")
+            failure.__cause__ = error
+            future.set_exception(failure)
 
 
 class PostgresEventStore:
@@ -106,6 +113,7 @@ class PostgresEventStore:
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
         self._pool: Any = None
+        self._force_sync = False
         self._pending: deque[tuple[list[Row], asyncio.Future[None]]] = deque()
         self._flusher: asyncio.Task[None] | None = None
 
@@ -114,7 +122,7 @@ class PostgresEventStore:
             return
         try:
             pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=_POOL_MAX, init=_init_connection,
+                self._dsn, min_size=1, max_size=_POOL_MAX, reset=_keep_session,
                 timeout=_CONNECT_TIMEOUT, command_timeout=_COMMAND_TIMEOUT,
             )
         except _DB_ERRORS as error:
@@ -124,6 +132,8 @@ class PostgresEventStore:
                 # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalogs; serialise it.
                 await connection.execute("SELECT pg_advisory_xact_lock($1)", DDL_LOCK)
                 await connection.execute(_SCHEMA)
+                # `append` promises durability: never commit with synchronous_commit=off (reliability §2.1).
+                self._force_sync = await connection.fetchval("SHOW synchronous_commit") == "off"
         except _DB_ERRORS as error:
             await pool.close()
             raise StoreError(f"cannot create the PostgreSQL event schema: {error}") from error
@@ -154,24 +164,37 @@ class PostgresEventStore:
                     item = self._pending.popleft()
                     batch.append(item)
                     count += len(item[0])
-                try:
-                    await self._write([row for rows, _ in batch for row in rows])
-                except Exception as error:  # every waiter must learn the batch failed
-                    for _, future in batch:
-                        if not future.done():
-                            failure = StoreError(f"event store write failed: {error}")
-                            failure.__cause__ = error
-                            future.set_exception(failure)
-                    continue
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+                await self._commit(batch)
         finally:
             self._flusher = None
 
+    async def _commit(self, batch: list[tuple[list[Row], asyncio.Future[None]]]) -> None:
+        """Write one batch and settle its waiters; bad data in one append fails only that append."""
+        try:
+            await self._write([row for rows, _ in batch for row in rows])
+        except asyncpg.DataError as error:  # e.g. a NUL character, which TEXT cannot hold
+            if len(batch) == 1:
+                _fail(batch, error)
+                return
+            for item in batch:
+                await self._commit([item])
+        except Exception as error:  # every waiter must learn the batch failed
+            _fail(batch, error)
+        else:
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
     async def _write(self, rows: list[Row]) -> None:
-        async with self._pool.acquire() as connection, connection.transaction():
-            await insert_batch(connection, rows)
+        async with self._pool.acquire() as connection:
+            try:
+                await insert_batch(connection, rows, force_sync=self._force_sync)
+                await connection.execute("COMMIT")
+            except BaseException:
+                if not connection.is_closed() and connection.is_in_transaction():
+                    with contextlib.suppress(Exception):
+                        await connection.execute("ROLLBACK")
+                raise
 
     async def query(self, query: EventQuery) -> list[StoredEvent]:
         if self._pool is None:

@@ -120,8 +120,8 @@ class SqliteEventStore:
                     item = self._pending.pop(0)
                     batch.append(item)
                     count += len(item[0])
-                rows = [row_of(event) for events, _ in batch for event in events]
                 try:
+                    rows = [row_of(event) for events, _ in batch for event in events]
                     await loop.run_in_executor(self._writer, self._write, rows)
                 except Exception as error:  # every waiter must learn the batch failed
                     for _, future in batch:

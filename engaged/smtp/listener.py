@@ -7,6 +7,7 @@ import functools
 import ipaddress
 import logging
 import ssl
+import typing
 from collections import Counter
 from typing import Any, AnyStr
 
@@ -68,8 +69,9 @@ class InjectionSMTP(SMTP):
         if self._gate_ip is None and self._original_transport is None:
             if not self._gate.admit(ip):
                 log.warning("refusing connection from %s: too many connections", ip)
-                if isinstance(transport, asyncio.WriteTransport):
-                    transport.write((replies.R421_TOO_MANY_CONNECTIONS + "\r\n").encode())
+                # uvloop's transports are not asyncio.WriteTransport subclasses, hence the cast.
+                writer = typing.cast(asyncio.WriteTransport, transport)
+                writer.write((replies.R421_TOO_MANY_CONNECTIONS + "\r\n").encode())
                 transport.close()
                 self.transport = None
                 return

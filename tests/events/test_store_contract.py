@@ -1,0 +1,334 @@
+"""The EventStore contract, run against every implementation (SQLite file, PostgreSQL database)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engaged.errors import StoreError
+from engaged.events.model import (
+    EVENT_TYPES,
+    BounceEvent,
+    ClickEvent,
+    DelayEvent,
+    DeliveryEvent,
+    Event,
+    InitialOpenEvent,
+    InjectionEvent,
+    LinkUnsubscribeEvent,
+    MachineEngagement,
+    OpenEvent,
+    PolicyRejectionEvent,
+    event_type,
+)
+from engaged.events.store_postgres import PostgresEventStore
+from engaged.events.store_sqlite import SqliteEventStore
+from engaged.types import EventQuery, EventStore, StoredEvent
+from tests.conftest import postgres_admin
+
+T0 = 1_700_000_000.0
+DEADLINE = 30.0
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+class Backend:
+    """Makes store instances on one backing (a file or a database) and closes them after the test."""
+
+    def __init__(self, make: Callable[[], EventStore]) -> None:
+        self._make = make
+        self._open: list[EventStore] = []
+
+    async def open(self) -> EventStore:
+        store = self._make()
+        await store.open()
+        self._open.append(store)
+        return store
+
+    async def close(self, store: EventStore) -> None:
+        self._open.remove(store)
+        await store.close()
+
+    async def close_all(self) -> None:
+        while self._open:
+            await self.close(self._open[-1])
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_maker(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], EventStore]:
+    """A factory of unopened stores sharing one empty backing."""
+    if request.param == "sqlite":
+        path = tmp_path / "events.sqlite3"
+        return lambda: SqliteEventStore(path)
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    asyncio.run(postgres_admin("DROP TABLE IF EXISTS events", dsn=dsn))
+    return lambda: PostgresEventStore(dsn)
+
+
+@pytest.fixture
+async def backend(store_maker: Callable[[], EventStore]) -> AsyncIterator[Backend]:
+    stores = Backend(store_maker)
+    yield stores
+    await stores.close_all()
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+def make_event(
+    kind: str,
+    n: int,
+    *,
+    message_id: str = "m-1",
+    campaign: str = "spring",
+    rcpt: str = "ann@example.com",
+    transmission: str = "t-1",
+    ts: float | None = None,
+) -> Event:
+    """A realistic event of type `kind`, with event_id derived from `n`."""
+    common: dict[str, Any] = {
+        "event_id": str(7_000_000_000_000_000 + n),
+        "timestamp": f"{T0 + n if ts is None else ts:.3f}",
+        "message_id": message_id,
+        "transmission_id": transmission,
+        "campaign_id": campaign,
+        "customer_id": "1",
+        "rcpt_to": rcpt,
+        "raw_rcpt_to": rcpt.upper(),
+        "rcpt_meta": {"plan": "gold", "nested": {"ids": [1, 2]}, "flag": True},
+        "rcpt_tags": ["vip", "ünïcode"],
+        "subaccount_id": "7",
+    }
+    message: dict[str, Any] = {
+        "friendly_from": "Shop <shop@example.net>",
+        "msg_from": "bounces@example.net",
+        "msg_size": "2048",
+        "subject": "Spring sale — 20 % off ✓",
+        "ip_pool": "default",
+        "routing_domain": "example.com",
+        "recipient_domain": "example.com",
+        "injection_time": "2023-11-14T22:13:20.000+00:00",
+        "transactional": "0",
+        "open_tracking": True,
+        "click_tracking": True,
+        "initial_pixel": False,
+        "recv_method": "esmtp",
+    }
+    attempt: dict[str, Any] = {"delv_method": "esmtp", "ip_address": "192.0.2.25", "num_retries": "1"}
+    failure: dict[str, Any] = {
+        "bounce_class": "10",
+        "error_code": "550",
+        "reason": "550 5.1.1 <ann@example.com>: unknown user",
+        "raw_reason": "550 5.1.1 <ann@example.com>: Recipient address rejected: unknown user",
+    }
+    track: dict[str, Any] = {
+        "ip_address": "198.51.100.7",
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+        "geo_ip": {"country": "DE", "city": "Berlin", "latitude": 52.52},
+        "injection_time": "2023-11-14T22:13:20.000+00:00",
+    }
+    link: dict[str, Any] = {"target_link_url": "https://example.com/sale?a=1&b=2", "target_link_name": "sale"}
+    match kind:
+        case "injection":
+            return InjectionEvent(**common, **message, warnings=["header folded"])
+        case "delivery":
+            return DeliveryEvent(**common, **message, **attempt, queue_time="120", outbound_tls="1")
+        case "delay":
+            return DelayEvent(**common, **message, **attempt, **failure, queue_time="9000", outbound_tls="0")
+        case "bounce":
+            return BounceEvent(**common, **message, **attempt, **failure)
+        case "policy_rejection":
+            return PolicyRejectionEvent(**common, **message, remote_addr="203.0.113.9", error_code="554")
+        case "initial_open":
+            return InitialOpenEvent(**common, **track)
+        case "open":
+            return OpenEvent(**common, **track, machine_engagement=MachineEngagement(kind="proxy", reason="ua"))
+        case "click":
+            return ClickEvent(**common, **track, **link)
+        case "link_unsubscribe":
+            return LinkUnsubscribeEvent(**common, **track, **link, mailfrom="bounces@example.net")
+    raise ValueError(kind)
+
+
+def ids(stored: list[StoredEvent]) -> list[str]:
+    return [item.event.event_id for item in stored]
+
+
+def eid(n: int) -> str:
+    return str(7_000_000_000_000_000 + n)
+
+
+async def everything(store: EventStore, page: int = 1000) -> list[StoredEvent]:
+    """All stored events, paged by seq."""
+    out: list[StoredEvent] = []
+    while batch := await store.query(EventQuery(after_seq=out[-1].seq if out else 0, limit=page)):
+        out.extend(batch)
+    return out
+
+
+# --- the contract ---------------------------------------------------------------------------------
+
+
+async def test_appended_events_of_every_type_come_back_equal_and_in_order(backend: Backend) -> None:
+    store = await backend.open()
+    events = [make_event(kind, n) for n, kind in enumerate(EVENT_TYPES)]
+    await store.append(events[:4])
+    await store.append(events[4:])
+    stored = await store.query(EventQuery())
+    assert [item.event for item in stored] == events
+    assert [event_type(item.event) for item in stored] == list(EVENT_TYPES)
+    seqs = [item.seq for item in stored]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs) and seqs[0] > 0
+
+
+async def test_appending_nothing_stores_nothing(backend: Backend) -> None:
+    store = await backend.open()
+    await store.append([])
+    assert await store.query(EventQuery()) == []
+
+
+async def test_an_event_id_appended_twice_is_stored_once(backend: Backend) -> None:
+    store = await backend.open()
+    first = make_event("delivery", 1)
+    await store.append([first])
+    await store.append([first])
+    await store.append([make_event("click", 1), make_event("open", 2), make_event("open", 2)])
+    stored = await store.query(EventQuery())
+    assert ids(stored) == [eid(1), eid(2)]
+    assert stored[0].event == first  # the first write wins; a replay never rewrites an event
+
+
+async def test_queries_filter_by_type_message_campaign_recipient_and_transmission(backend: Backend) -> None:
+    store = await backend.open()
+    grid = [
+        make_event(kind, n, message_id=f"m-{n % 3}", campaign=f"c-{n % 2}", rcpt=f"r{n % 4}@example.com",
+                   transmission=f"t-{n % 5}")
+        for n, kind in enumerate(["injection", "delivery", "open", "click", "bounce"] * 6)
+    ]
+    await store.append(grid)
+
+    async def matching(query: EventQuery) -> set[str]:
+        return set(ids(await store.query(query)))
+
+    def where(predicate: Callable[[Event], bool]) -> set[str]:
+        return {event.event_id for event in grid if predicate(event)}
+
+    assert await matching(EventQuery(types=("open", "click"))) == where(
+        lambda e: event_type(e) in ("open", "click"))
+    assert await matching(EventQuery(message_ids=("m-1",))) == where(lambda e: e.message_id == "m-1")
+    assert await matching(EventQuery(campaigns=("c-0",))) == where(lambda e: e.campaign_id == "c-0")
+    assert await matching(EventQuery(recipients=("r1@example.com", "r3@example.com"))) == where(
+        lambda e: e.rcpt_to in ("r1@example.com", "r3@example.com"))
+    assert await matching(EventQuery(transmissions=("t-4",))) == where(lambda e: e.transmission_id == "t-4")
+    combined = EventQuery(types=("delivery", "bounce"), campaigns=("c-1",), message_ids=("m-0", "m-2"))
+    expected = where(lambda e: event_type(e) in ("delivery", "bounce") and e.campaign_id == "c-1"
+                     and e.message_id in ("m-0", "m-2"))
+    assert expected and await matching(combined) == expected
+    assert await matching(EventQuery(campaigns=("nope",))) == set()
+
+
+async def test_since_is_inclusive_and_until_is_exclusive(backend: Backend) -> None:
+    store = await backend.open()
+    await store.append([make_event("open", n, ts=T0 + n) for n in range(10)])
+    assert ids(await store.query(EventQuery(since=T0 + 3))) == [eid(n) for n in range(3, 10)]
+    assert ids(await store.query(EventQuery(until=T0 + 3))) == [eid(n) for n in range(3)]
+    assert ids(await store.query(EventQuery(since=T0 + 2, until=T0 + 5))) == [eid(2), eid(3), eid(4)]
+    assert ids(await store.query(EventQuery(since=T0 + 2.5, until=T0 + 2.75))) == []
+
+
+async def test_after_seq_with_limit_pages_through_every_match_exactly_once(backend: Backend) -> None:
+    store = await backend.open()
+    for n in range(0, 40, 4):
+        await store.append([make_event("click" if k % 2 else "open", n + k) for k in range(4)])
+    pages: list[list[StoredEvent]] = []
+    cursor = 0
+    while page := await store.query(EventQuery(types=("click",), after_seq=cursor, limit=3)):
+        assert len(page) <= 3
+        pages.append(page)
+        cursor = page[-1].seq
+    assert [len(page) for page in pages] == [3, 3, 3, 3, 3, 3, 2]
+    assert [item for page in pages for item in page] == await store.query(EventQuery(types=("click",)))
+    assert ids([item for page in pages for item in page]) == [eid(n) for n in range(1, 40, 2)]
+    assert await store.query(EventQuery(limit=0)) == []
+
+
+async def test_two_hundred_concurrent_appends_are_all_durable_and_stored_exactly_once(backend: Backend) -> None:
+    store = await backend.open()
+    batches = [[make_event("open", 3 * task + k) for k in range(1 + task % 3)] for task in range(200)]
+    await asyncio.gather(*(store.append(batch) for batch in batches))
+    await backend.close(store)
+    stored = await everything(await backend.open(), page=97)
+    expected = Counter(event.event_id for batch in batches for event in batch)
+    assert Counter(ids(stored)) == expected and max(expected.values()) == 1
+    assert len({item.seq for item in stored}) == len(stored)
+
+
+async def test_a_reopened_store_keeps_its_events(backend: Backend) -> None:
+    store = await backend.open()
+    events = [make_event("injection", 1), make_event("delivery", 2)]
+    await store.append(events)
+    before = await store.query(EventQuery())
+    await backend.close(store)
+    reopened = await backend.open()
+    assert await reopened.query(EventQuery()) == before
+    await reopened.append([make_event("open", 3)])
+    after = await reopened.query(EventQuery())
+    assert ids(after) == [eid(1), eid(2), eid(3)] and after[2].seq > before[1].seq
+
+
+async def test_appending_to_a_closed_store_raises_store_error(backend: Backend) -> None:
+    store = await backend.open()
+    await backend.close(store)
+    with pytest.raises(StoreError):
+        await store.append([make_event("open", 1)])
+
+
+async def test_two_stores_on_one_backing_both_append_and_both_see_everything(backend: Backend) -> None:
+    """Several `engaged serve` processes sharing one store (one SQLite file, one PostgreSQL database)."""
+    left, right = await backend.open(), await backend.open()
+    await asyncio.gather(
+        *(left.append([make_event("click", n)]) for n in range(0, 100, 2)),
+        *(right.append([make_event("open", n)]) for n in range(1, 100, 2)),
+        right.append([make_event("click", 0)]),  # the same event reaching both processes
+    )
+    seen_left, seen_right = await everything(left, page=33), await everything(right, page=33)
+    assert seen_left == seen_right
+    assert sorted(ids(seen_left)) == [eid(n) for n in range(100)]
+
+
+async def test_a_follower_paging_by_seq_misses_nothing_while_three_stores_append(backend: Backend) -> None:
+    """Live follow: once a seq is seen, every smaller seq is already visible (or never will be)."""
+    writers = [await backend.open() for _ in range(3)]
+    reader = await backend.open()
+    total = 1200
+    written = asyncio.Event()
+
+    async def write() -> None:
+        await asyncio.gather(*(
+            writers[n // 2 % 3].append([make_event("open", n), make_event("click", n + 1)])
+            for n in range(0, total, 2)
+        ))
+        written.set()
+
+    async def follow() -> list[str]:
+        seen: list[str] = []
+        cursor = 0
+        while True:
+            done = written.is_set()  # read before the query: an empty page after it means caught up
+            page = await reader.query(EventQuery(after_seq=cursor, limit=50))
+            if page:
+                seen.extend(ids(page))
+                cursor = page[-1].seq
+            elif done:
+                return seen
+            else:
+                await asyncio.sleep(0.001)  # polling the store, as a live follower does
+
+    followed, _ = await asyncio.wait_for(asyncio.gather(follow(), write()), DEADLINE)
+    assert sorted(followed) == [eid(n) for n in range(total)]

@@ -1,0 +1,76 @@
+"""Listener limits: connections per client, idle and DATA timeouts, clean shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import socket
+
+from engaged.smtp import replies
+from engaged.smtp.listener import ConnectionGate
+from tests.conftest import ServerFactory
+from tests.helpers import RawSmtp, queued_id, wait_captured
+
+
+def test_gate_counts_per_ip_and_in_total() -> None:
+    gate = ConnectionGate(max_total=3, max_per_ip=2)
+    assert gate.admit("a") and gate.admit("a")
+    assert not gate.admit("a")
+    assert gate.admit("b")
+    assert not gate.admit("c")
+    gate.release("a")
+    assert gate.admit("c")
+
+
+def test_connections_over_the_per_client_cap_get_421(engaged_server: ServerFactory) -> None:
+    server = engaged_server("[smtp]\nmax_connections_per_ip = 2\n")
+    first, second = RawSmtp(server.smtp), RawSmtp(server.smtp)
+    assert first.greeting.startswith("220") and second.greeting.startswith("220")
+    third = socket.create_connection(server.smtp, timeout=10)
+    assert third.recv(1024).decode().strip() == replies.R421_TOO_MANY_CONNECTIONS
+    third.close()
+    first.close()
+
+    def admitted() -> bool:
+        try:
+            client = RawSmtp(server.smtp)
+        except ConnectionError:
+            return False
+        ok = client.greeting.startswith("220")
+        client.close()
+        return ok
+
+    from engaged.testing.server import wait_until
+
+    wait_until(admitted, 10)
+    second.close()
+
+
+def test_idle_clients_are_disconnected(engaged_server: ServerFactory) -> None:
+    server = engaged_server("[smtp]\ncommand_timeout = 0.5\n")
+    client = RawSmtp(server.smtp)
+    client.sock.settimeout(10)
+    assert client.sock.recv(1024) == b""  # the server closed the connection
+    client.close()
+
+
+def test_silence_during_data_gets_421(engaged_server: ServerFactory) -> None:
+    server = engaged_server("[smtp]\ndata_timeout = 0.5\n")
+    client = RawSmtp(server.smtp)
+    client.transaction()
+    client.command("DATA")
+    client.send(b"Subject: slow\r\n")
+    assert client.reply() == replies.R421_DATA_TIMEOUT
+    client.close()
+
+
+def test_sigterm_shuts_down_cleanly_and_keeps_queued_mail(engaged_server: ServerFactory) -> None:
+    server = engaged_server()
+    client = RawSmtp(server.smtp)
+    client.transaction()
+    client.command("DATA")
+    client.send(b"Subject: before stop\r\n\r\nx\r\n.\r\n")
+    message_id = queued_id(client.reply())
+    client.close()
+    assert server.stop() == 0
+    assert any("stopped" in line for line in server.log)
+    server.start()
+    assert wait_captured(server, message_id) == [b"Subject: before stop\r\n\r\nx\r\n"]
