@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engaged.testing.server import ServerProcess, write_config  # noqa: E402
+from engaged.testing.server import ServerProcess, write_config
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import free_port, measure, pin_self, start_engaged, start_smtp_sink  # noqa: E402
+from _harness import free_port, measure, pin_self, start_engaged, start_smtp_sink
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "html"
 

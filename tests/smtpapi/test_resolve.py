@@ -10,9 +10,10 @@ from engaged.smtpapi.resolve import PlanError, resolve_plan
 from engaged.spool.record import TrackingPlan
 
 TRACKER = EngagementTrackerConfig()
+DEFAULTS = SmtpapiSettings()
 
 
-def plan(settings: SmtpapiSettings = SmtpapiSettings(), header: XMsysApi | None = None,
+def plan(settings: SmtpapiSettings = DEFAULTS, header: XMsysApi | None = None,
          context: dict[str, str] | None = None, customer: str = "") -> TrackingPlan:
     result = resolve_plan(settings, TRACKER, header, context or {}, customer)
     if isinstance(result, PlanError):
