@@ -67,6 +67,7 @@ class DeliveryQueue:
         self._state: dict[str, list[StateLine]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
+        self._fresh: set[str] = set()
 
     async def start(self) -> int:
         """Start the workers and pick up everything the spool still holds; returns how many."""
@@ -83,9 +84,9 @@ class DeliveryQueue:
         return resumed
 
     async def submit(self, record: SpoolRecord) -> None:
-        """A newly accepted message: store its injection events, then queue it."""
+        """A newly accepted (already durable) message: queue it; its injection events are stored first."""
         self._state[record.message_id] = []
-        await self._store.append([injection_event(record, i) for i in range(len(record.recipients))])
+        self._fresh.add(record.message_id)
         self._queue.put_nowait(record)
 
     async def _work(self) -> None:
@@ -100,6 +101,11 @@ class DeliveryQueue:
                 self._queue.task_done()
 
     async def _deliver_message(self, record: SpoolRecord) -> None:
+        if record.message_id in self._fresh:
+            # Stored here, off the SMTP reply path: the spool already holds the message, and a
+            # restart re-appends these (same ids) before anything else happens to it.
+            await self._store.append([injection_event(record, i) for i in range(len(record.recipients))])
+            self._fresh.discard(record.message_id)
         state = self._state.setdefault(record.message_id, [])
         done = finished_recipients(state)
         now = time.time()

@@ -12,7 +12,9 @@ from html.entities import html5 as _NAMED
 
 __all__ = ["decode_attribute", "encode_attribute"]
 
-_REFERENCE = re.compile(r"&(?:#[xX](?P<hex>[0-9A-Fa-f]+);?|#(?P<dec>[0-9]+);?|(?P<name>[A-Za-z][A-Za-z0-9]{0,31})(?P<semi>;?))")
+_REFERENCE = re.compile(
+    r"&(?:#[xX](?P<hex>[0-9A-Fa-f]+);?|#(?P<dec>[0-9]+);?|(?P<name>[A-Za-z][A-Za-z0-9]{0,31})(?P<semi>;?))"
+)
 _LEGACY_MAX = max(len(name) for name in _NAMED if not name.endswith(";"))
 _REPLACEMENT = "\ufffd"
 _MAX_CODE_POINT = 0x10FFFF

@@ -1,13 +1,14 @@
 """HTML part rewriting (④ rewrite): click-track <a>/<area>/VML hrefs and place the open pixels.
 
-The document is never parsed into a tree and re-serialised. One regular expression, written after the HTML5
-tokenizer's states with possessive quantifiers only, skips a run of uninteresting markup (text, other tags with
-their attribute values, comments, `<style>`/`<script>` and the other raw-text elements, doctypes) and stops at
-one interesting construct per match: an `<a>`, `<area>` or `<v:…>` start tag, `<body>`, `</body>`, or the
-opening of an Outlook conditional comment `<!--[if …]>`, whose content is tokenized as HTML (Outlook renders
-it). Every sub-pattern can also end at the end of the input, so a match never fails and nothing is scanned
-twice: the work is linear in the input, whatever the input. The output is the input with a few spans
-replaced (href values, removed `data-msys-*` attributes) and the pixels inserted; every other character stays.
+The document is never parsed into a tree and re-serialised. One regular expression, written after the
+HTML5 tokenizer's states with possessive quantifiers only, skips a run of uninteresting markup (text, other
+tags with their attribute values, comments, `<style>`/`<script>` and the other raw-text elements, doctypes)
+and stops at one interesting construct per match: an `<a>`, `<area>` or `<v:…>` start tag, `<body>`,
+`</body>`, or the opening of an Outlook conditional comment `<!--[if …]>`, whose content is tokenized as HTML
+(Outlook renders it). Every sub-pattern can also end at the end of the input, so a match never fails and
+nothing is scanned twice: the work is linear in the input, whatever the input. The output is the input with
+a few spans replaced (href values, removed `data-msys-*` attributes) and the pixels inserted; every other
+character stays as it was.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ _SKIP = "|".join(
     [
         r"[^<]++",
         r"<(?![A-Za-z!/?])",
-        rf"<!--(?!\[(?i:if)[^\]]{{0,512}}\]>)(?:-?>|(?:[^-]++|-(?!-!?>))*+(?:--!?>|\Z))",
+        rf"<!--(?!{_CONDITIONAL[4:]})(?:-?>|(?:[^-]++|-(?!-!?>))*+(?:--!?>|\Z))",
         r"<!(?!--)[^>]*+(?:>|\Z)",
         r"<\?[^>]*+(?:>|\Z)",
         r"</(?![A-Za-z])[^>]*+(?:>|\Z)",
@@ -65,7 +66,8 @@ _TOKEN = re.compile(
 )
 _TAG_NAME = re.compile(r"</?[^\t\n\f\r />]*+")
 _ATTRIBUTE_PARTS = re.compile(
-    rf"[\t\n\f\r /]*+(?P<name>[^\t\n\f\r />][^\t\n\f\r />=]*+)(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?P<value>{_VALUE}))?"
+    r"[\t\n\f\r /]*+(?P<name>[^\t\n\f\r />][^\t\n\f\r />=]*+)"
+    rf"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?P<value>{_VALUE}))?"
 )
 _COMMENT_END = re.compile(r"--!?>")
 _DOCTYPE = re.compile(r"\ufeff?[\t\n\f\r ]*+<!(?i:doctype)[^>]*+>")
@@ -95,7 +97,9 @@ class _Attribute(msgspec.Struct, frozen=True):
         return decode_attribute(raw)
 
 
-def rewrite_html(html: str, minter: LinkMinter, *, click: bool, open_: bool, initial_open: bool) -> HtmlResult:
+def rewrite_html(
+    html: str, minter: LinkMinter, *, click: bool, open_: bool, initial_open: bool
+) -> HtmlResult:
     """Track the links of one HTML document (if `click`) and add the open pixels (if `open_`).
 
     Pixels: the top (`initial_open`) one right after the first `<body…>` start tag, the bottom one before the
@@ -126,17 +130,25 @@ def rewrite_html(html: str, minter: LinkMinter, *, click: bool, open_: bool, ini
                 body_close = start
     pixels = 0
     if open_:
-        pixels = _place_pixels(html, minter, initial_open, body_open, body_close, edits)
+        pixels = _place_pixels(html, minter, initial_open, body_open, body_close, edits, warnings)
     if not edits:
         return HtmlResult(text=html, links_tracked=0, pixels=0, warnings=tuple(dict.fromkeys(warnings)))
     edits.sort(key=lambda edit: edit[0])
     return HtmlResult(
-        text=_splice(html, edits), links_tracked=tracked, pixels=pixels, warnings=tuple(dict.fromkeys(warnings))
+        text=_splice(html, edits),
+        links_tracked=tracked,
+        pixels=pixels,
+        warnings=tuple(dict.fromkeys(warnings)),
     )
 
 
 def _rewrite_link(
-    html: str, start: int, end: int, minter: LinkMinter, edits: list[tuple[int, int, str]], warnings: list[str]
+    html: str,
+    start: int,
+    end: int,
+    minter: LinkMinter,
+    edits: list[tuple[int, int, str]],
+    warnings: list[str],
 ) -> int:
     """Queue the edits for one link start tag; 1 if its href was tracked."""
     attributes: dict[str, _Attribute] = {}
@@ -159,7 +171,9 @@ def _rewrite_link(
     sublink = (sublink_attribute.value or None) if sublink_attribute else None
     unsubscribe_attribute = attributes.get("data-msys-unsubscribe")
     unsubscribe = unsubscribe_attribute is not None and unsubscribe_attribute.value.strip() == "1"
-    url = minter.click_url(target, link_name, sublink, unsubscribe)
+    url = links.mint_click(minter, target, link_name, sublink, unsubscribe, warnings)
+    if url is None:
+        return 0
     quote = href.raw_value[0] if href.raw_value[:1] in ('"', "'") else '"'  # unquoted values get quoted
     new_value = quote + encode_attribute(url, quote) + quote
     edits.append((href.value_start, href.end, new_value))
@@ -203,16 +217,20 @@ def _place_pixels(
     body_open: int,
     body_close: int,
     edits: list[tuple[int, int, str]],
+    warnings: list[str],
 ) -> int:
-    if initial_open:
+    pixels = 0
+    if initial_open and (url := links.mint_open(minter, True, warnings)) is not None:
         if body_open < 0:
             doctype = _DOCTYPE.match(html)
             body_open = doctype.end() if doctype else 0
-        url = encode_attribute(minter.open_url(initial=True))
-        edits.append((body_open, body_open, TOP_PIXEL.format(url=url)))
-    at = body_close if body_close >= 0 else len(html)
-    edits.append((at, at, BOTTOM_PIXEL.format(url=encode_attribute(minter.open_url(initial=False)))))
-    return 2 if initial_open else 1
+        edits.append((body_open, body_open, TOP_PIXEL.format(url=encode_attribute(url))))
+        pixels += 1
+    if (url := links.mint_open(minter, False, warnings)) is not None:
+        at = body_close if body_close >= 0 else len(html)
+        edits.append((at, at, BOTTOM_PIXEL.format(url=encode_attribute(url))))
+        pixels += 1
+    return pixels
 
 
 def _splice(text: str, edits: list[tuple[int, int, str]]) -> str:

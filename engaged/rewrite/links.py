@@ -1,13 +1,20 @@
-"""Which link targets are click-tracked, and the link-name limit; shared by the HTML and text rewriters."""
+"""Which links are click-tracked, the link-name limit, and asking the minter; shared by html and text."""
 
 from __future__ import annotations
 
 import re
 
+from engaged.errors import EngagedError
+from engaged.types import LinkMinter
+
 __all__ = [
     "LINK_NAME_MAX_BYTES",
     "MAX_LINK_BYTES",
+    "REFUSED_LONG",
+    "REFUSED_UNDECODABLE",
     "link_target",
+    "mint_click",
+    "mint_open",
     "refusal",
     "truncate_link_name",
 ]
@@ -47,6 +54,32 @@ def refusal(target: str) -> str | None:
     if _has_placeholder(target):
         return ""
     return None
+
+
+def mint_click(
+    minter: LinkMinter,
+    target: str,
+    link_name: str,
+    sublink: str | None,
+    unsubscribe: bool,
+    warnings: list[str],
+) -> str | None:
+    """The tracked URL, or None when the minter refuses the link (raises an EngagedError, such as
+    tokens.UntrackableLink): the link is then left as it is and the reason added to `warnings`."""
+    try:
+        return minter.click_url(target, link_name, sublink, unsubscribe)
+    except EngagedError as error:
+        warnings.append(f"link left untracked: {error}")
+        return None
+
+
+def mint_open(minter: LinkMinter, initial: bool, warnings: list[str]) -> str | None:
+    """The open-pixel URL, or None (and a warning) when the minter refuses with an EngagedError."""
+    try:
+        return minter.open_url(initial)
+    except EngagedError as error:
+        warnings.append(f"open pixel left out: {error}")
+        return None
 
 
 def _has_placeholder(target: str) -> bool:

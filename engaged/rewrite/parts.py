@@ -31,7 +31,7 @@ MAX_DEPTH = 20
 MAX_PARTS = 100
 
 _HEADER_END = re.compile(rb"\n\r?\n")
-_HEADER_BLOCK = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]++:[^\n]*+\n(?:[ \t][^\n]*+\n)*+)*+")
+_HEADER_BLOCK = re.compile(rb"(?:From [^\n]*+\n)?(?:[\x21-\x39\x3b-\x7e]++:[^\n]*+\n(?:[ \t][^\n]*+\n)*+)*+")
 
 
 class TextPart(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,8 +85,8 @@ def _visit(walk: _Walk, start: int, end: int, depth: int, default_type: str) -> 
     walk.examined += 1
     raw = walk.raw
     headers_end, body_start, linesep = _split_headers(raw, start, end)
-    if not _HEADER_BLOCK.fullmatch(raw, start, headers_end):
-        return
+    if body_start == headers_end or not _HEADER_BLOCK.fullmatch(raw, start, headers_end):
+        return  # no blank line after the header block, or a line in it that is not a header field
     fields = _parse_fields(raw[start:headers_end], default_type)
     content_type = _content_type(fields)
     if content_type is None or fields.get_content_disposition() == "attachment":

@@ -50,10 +50,12 @@ def rewrite_text(text: str, minter: LinkMinter) -> TextResult:
         refused = links.refusal(url)
         if refused:
             warnings.append(refused)
+        minted = None
         if refused is None and options.get("clicktrack") != "0":
-            replacement = minter.click_url(
-                url, url, options.get("sublink") or None, options.get("unsubscribe") == "1"
-            )
+            sublink, unsubscribe = options.get("sublink") or None, options.get("unsubscribe") == "1"
+            minted = links.mint_click(minter, url, url, sublink, unsubscribe, warnings)
+        if minted is not None:
+            replacement = minted
             tracked += 1
         elif marks:
             replacement = url

@@ -14,6 +14,7 @@ import codecs
 import re
 
 __all__ = [
+    "IDENTITY_ENCODINGS",
     "MAX_LINE_OCTETS",
     "QUOTED_PRINTABLE",
     "decode_body",
@@ -31,9 +32,7 @@ IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
 
 _BASE64_BODY = re.compile(rb"[A-Za-z0-9+/]*+={0,2}")
 _BASE64_WHITESPACE = re.compile(rb"[\t\n\r ]++")
-_LONG_LINE = re.compile(rb"[^\r\n]{%d}" % (MAX_LINE_OCTETS + 1))
 _BARE_CR = re.compile(rb"\r(?!\n)")
-_TRAILING_WHITESPACE = re.compile(rb"[\t\n\r ]*+\Z")
 _UNSAFE_CODECS = frozenset({"unicode_escape", "raw_unicode_escape", "idna", "punycode", "undefined"})
 _ASCII_NAMES = frozenset({"us-ascii", "ascii", "ansi_x3.4-1968", "us"})
 _DEFAULT_BASE64_LINE = 76
@@ -63,8 +62,7 @@ def encode_body(data: bytes, transfer_encoding: str, original: bytes, linesep: b
         encoded = _BARE_CR.sub(b"=0D", binascii.b2a_qp(unix, istext=True))
         return encoded.replace(b"\n", linesep)
     if transfer_encoding == "base64":
-        trailing = _TRAILING_WHITESPACE.search(original)
-        tail = trailing.group() if trailing else b""
+        tail = original[len(original.rstrip(b"\t\n\r ")) :]
         width = _base64_line_length(original)
         chunk = width // 4 * 3
         lines = [binascii.b2a_base64(data[i : i + chunk], newline=False) for i in range(0, len(data), chunk)]
@@ -74,7 +72,7 @@ def encode_body(data: bytes, transfer_encoding: str, original: bytes, linesep: b
 
 def has_long_line(data: bytes) -> bool:
     """Whether a line of `data` is longer than 998 octets (then 7bit/8bit must become quoted-printable)."""
-    return _LONG_LINE.search(data) is not None
+    return max(map(len, data.splitlines()), default=0) > MAX_LINE_OCTETS
 
 
 def decode_text(data: bytes, charset: str | None) -> tuple[str, str] | str:
@@ -118,7 +116,7 @@ def _codec_for(data: bytes, charset: str | None) -> str | None:
         name = codecs.lookup(charset).name
     except (LookupError, ValueError, UnicodeError):
         return None
-    return None if name in _UNSAFE_CODECS else name
+    return None if name.replace("-", "_") in _UNSAFE_CODECS else name
 
 
 def _base64_line_length(original: bytes) -> int:
