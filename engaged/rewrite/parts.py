@@ -31,6 +31,7 @@ MAX_DEPTH = 20
 MAX_PARTS = 100
 
 _HEADER_END = re.compile(rb"\n\r?\n")
+_DELIMITER_REST = re.compile(rb"(--)?[ \t]*+(?:\r?\n|\Z)")
 _HEADER_BLOCK = re.compile(rb"(?:From [^\n]*+\n)?(?:[\x21-\x39\x3b-\x7e]++:[^\n]*+\n(?:[ \t][^\n]*+\n)*+)*+")
 
 
@@ -149,16 +150,28 @@ def _children(raw: bytes, start: int, end: int, boundary: str | None) -> Iterato
         marker = boundary.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         return
-    delimiter = re.compile(rb"^--" + re.escape(marker) + rb"(--)?[ \t]*+(?:\r?\n|\Z)", re.MULTILINE)
     child_start = -1
-    for found in delimiter.finditer(raw, start, end):
+    for line_start, line_end, closing in _delimiters(raw, start, end, b"--" + marker):
         if child_start >= 0:
-            yield child_start, max(child_start, _before_line_break(raw, found.start()))
-        if found.group(1):
+            yield child_start, max(child_start, _before_line_break(raw, line_start))
+        if closing:
             return
-        child_start = found.end()
+        child_start = line_end
     if child_start >= 0:
         yield child_start, end
+
+
+def _delimiters(raw: bytes, start: int, end: int, marker: bytes) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, is the close delimiter) of each line of raw[start:end] that is `marker` plus an optional
+    `--` and spaces or tabs; bytes.find does the scanning, which is many times faster than a regex here."""
+    pos = start
+    while (found := raw.find(marker, pos, end)) >= 0:
+        pos = found + 1
+        if found > 0 and raw[found - 1] != 0x0A:
+            continue
+        rest = _DELIMITER_REST.match(raw, found + len(marker), end)
+        if rest is not None:
+            yield found, rest.end(), rest.group(1) is not None
 
 
 def _before_line_break(raw: bytes, pos: int) -> int:
