@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -31,6 +32,106 @@ class StoredEvent(msgspec.Struct, frozen=True):
     event: Event
 
 
+class Aggregate(msgspec.Struct, frozen=True):
+    """Deliverability counts for one group of events (`campaign_id` is "" when not grouped)."""
+
+    campaign_id: str
+    counts: dict[str, int]
+
+
+class AppendSignal:
+    """Wakes waiters in this process when a store commits an append (other processes must poll)."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    def notify(self) -> None:
+        """Called by the store, on its event loop, after a commit."""
+        self.version += 1
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, version: int, timeout: float) -> None:
+        """Return once `version` is stale (an append committed since it was read) or `timeout` passes."""
+        if self.version != version or timeout <= 0:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            await asyncio.wait({waiter}, timeout=timeout)
+        finally:
+            self._waiters.discard(waiter)
+            waiter.cancel()
+
+
+class WebhookRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A webhook's definition (SparkPost's fields plus ours); stored as one JSON document."""
+
+    id: str
+    name: str
+    target: str
+    events: tuple[str, ...] = ()
+    auth_type: str = "none"
+    auth_token: str = ""
+    auth_credentials: dict[str, str] = msgspec.field(default_factory=dict)
+    allow_private_targets: bool = False
+    batch_size: int = 1000
+    batch_age: float = 1.0
+    timeout: float = 10.0
+    retry_base: float = 5.0
+    retry_max_age: float = 28800.0
+    source: str = "api"
+    created: float = 0.0
+
+
+class WebhookState(msgspec.Struct, frozen=True, kw_only=True):
+    """A webhook's durable cursor: events up to `cursor` are acknowledged (or dead-lettered).
+
+    A batch in flight covers the matching events in (cursor, pending_last]; it is recorded before its
+    first attempt, so a restart resends the same batch (same batch id) with its retry clock intact.
+    """
+
+    cursor: int = 0
+    pending_last: int = 0
+    attempts: int = 0
+    first_attempt: float = 0.0
+    next_attempt: float = 0.0
+    last_error: str = ""
+
+
+class WebhookRow(msgspec.Struct, frozen=True):
+    """A stored webhook: definition, signing secret and delivery state."""
+
+    record: WebhookRecord
+    secret: str
+    state: WebhookState
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A batch that was not acknowledged within its webhook's retry_max_age; kept until replayed.
+
+    The events are not copied: the batch is rebuilt from the event store ((after_seq, last_seq] and
+    `types`), so replay sends the same events under the same batch id. `state` is `dead`, `queued`
+    (replay requested) or `replayed` (delivered by a replay).
+    """
+
+    id: int = 0
+    webhook_id: str
+    batch_id: str
+    after_seq: int
+    last_seq: int
+    types: tuple[str, ...] = ()
+    events: int = 0
+    attempts: int = 0
+    first_attempt: float = 0.0
+    failed_at: float = 0.0
+    last_error: str = ""
+    state: str = "dead"
+
+
 class EventStore(Protocol):
     """Where events are kept. `append` returns only when the events are durable (committed)."""
 
@@ -41,6 +142,59 @@ class EventStore(Protocol):
     async def query(self, query: EventQuery) -> list[StoredEvent]: ...
 
     async def close(self) -> None: ...
+
+    @property
+    def appends(self) -> AppendSignal:
+        """Notified after every local commit; followers wait on it between polls."""
+        ...
+
+    async def head(self) -> int:
+        """The highest stored seq (0 when empty); every smaller seq is already visible."""
+        ...
+
+    async def count(self, query: EventQuery, cap: int) -> int:
+        """How many events match (ignoring `limit`), counting at most `cap`."""
+        ...
+
+    async def aggregate(self, query: EventQuery, *, by_campaign: bool) -> list[Aggregate]:
+        """Deliverability counts (engaged.events.query.METRICS) of the matching events."""
+        ...
+
+    async def put_webhook(self, record: WebhookRecord, secret: str) -> None:
+        """Insert a webhook (cursor at the current head) or replace its definition (state and secret kept)."""
+        ...
+
+    async def webhooks(self) -> list[WebhookRow]: ...
+
+    async def webhook(self, webhook_id: str) -> WebhookRow | None: ...
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        """Remove a webhook and its dead letters; False when there was none."""
+        ...
+
+    async def claim_webhook(self, webhook_id: str, owner: str, now: float, until: float) -> WebhookRow | None:
+        """Take or renew the delivery lease; None when another owner holds it or the webhook is gone."""
+        ...
+
+    async def release_webhook(self, webhook_id: str, owner: str) -> None: ...
+
+    async def save_webhook_state(self, webhook_id: str, owner: str, state: WebhookState) -> bool:
+        """Store the state if `owner` still holds the lease."""
+        ...
+
+    async def add_dead_letter(self, letter: DeadLetter, owner: str, state: WebhookState) -> bool:
+        """In one transaction: keep the letter and store the state (moving the cursor past it)."""
+        ...
+
+    async def dead_letters(self, webhook_id: str) -> list[DeadLetter]: ...
+
+    async def queue_dead_letters(self, webhook_id: str, ids: Sequence[int] | None) -> int:
+        """Mark dead letters (all when `ids` is None) for replay; returns how many."""
+        ...
+
+    async def finish_dead_letter(self, letter: DeadLetter) -> None:
+        """Record a replay's outcome (state, attempts, failed_at, last_error)."""
+        ...
 
 
 class LinkMinter(Protocol):

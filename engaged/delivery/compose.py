@@ -10,7 +10,7 @@ from engaged.keys import Keyring
 from engaged.rewrite.mime import RewriteOptions, rewrite_message
 from engaged.smtpapi.header import strip_header
 from engaged.spool.record import SpoolRecord
-from engaged.tokens import LinkData, RecipientLinks, UntrackableLink
+from engaged.tokens import LinkData, RecipientLinks
 
 log = logging.getLogger("engaged.delivery")
 
@@ -22,24 +22,6 @@ class Copy(msgspec.Struct, frozen=True):
     links_tracked: int = 0
     pixels: int = 0
     warnings: tuple[str, ...] = ()
-
-
-class _TolerantLinks:
-    """A LinkMinter that leaves a link untracked (and says so) when it cannot be tracked."""
-
-    def __init__(self, links: RecipientLinks) -> None:
-        self._links = links
-        self.warnings: list[str] = []
-
-    def click_url(self, target_url: str, link_name: str, sublink: str | None, unsubscribe: bool) -> str:
-        try:
-            return self._links.click_url(target_url, link_name, sublink, unsubscribe)
-        except UntrackableLink as error:
-            self.warnings.append(f"link left untracked: {error}")
-            return target_url
-
-    def open_url(self, initial: bool) -> str:
-        return self._links.open_url(initial)
 
 
 class CopyComposer:
@@ -54,7 +36,7 @@ class CopyComposer:
         plan = recipient.plan
         if not (plan.open_tracking or plan.click_tracking):
             return Copy(data)
-        links = _TolerantLinks(RecipientLinks(self._keyring, LinkData(
+        links = RecipientLinks(self._keyring, LinkData(
             message_id=record.message_id,
             transmission_id=record.transmission_id,
             rcpt_to=recipient.rcpt_to.lower(),
@@ -70,11 +52,10 @@ class CopyComposer:
             include_metadata_in_clicks=plan.include_metadata_in_clicks,
             max_metadata_len=plan.max_metadata_len,
             injection_time=int(record.received_at),
-        )))
+        ))
         options = RewriteOptions(open_tracking=plan.open_tracking, click_tracking=plan.click_tracking,
                                  initial_open=plan.initial_open)
         result = rewrite_message(data, links, options)
-        warnings = (*result.warnings, *links.warnings)
-        if warnings:
-            log.warning("message %s recipient %d: %s", record.message_id, index, "; ".join(warnings))
-        return Copy(result.data, result.links_tracked, result.pixels, warnings)
+        if result.warnings:
+            log.warning("message %s recipient %d: %s", record.message_id, index, "; ".join(result.warnings))
+        return Copy(result.data, result.links_tracked, result.pixels, result.warnings)

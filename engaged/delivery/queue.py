@@ -73,11 +73,8 @@ class DeliveryQueue:
         """Start the workers and pick up everything the spool still holds; returns how many."""
         resumed = 0
         for entry in self._spool.scan():
-            await self._store.append([injection_event(entry.record, i) for i in range(len(entry.record.recipients))])
-            done = [line for line in entry.state if isinstance(line, RecipientDone)]
-            if done:
-                await self._store.append([decode_event(line.event) for line in done])
             self._state[entry.record.message_id] = list(entry.state)
+            self._fresh.add(entry.record.message_id)
             self._queue.put_nowait(entry.record)
             resumed += 1
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
@@ -101,25 +98,35 @@ class DeliveryQueue:
                 self._queue.task_done()
 
     async def _deliver_message(self, record: SpoolRecord) -> None:
-        if record.message_id in self._fresh:
-            # Stored here, off the SMTP reply path: the spool already holds the message, and a
-            # restart re-appends these (same ids) before anything else happens to it.
-            await self._store.append([injection_event(record, i) for i in range(len(record.recipients))])
-            self._fresh.discard(record.message_id)
         state = self._state.setdefault(record.message_id, [])
         done = finished_recipients(state)
         now = time.time()
         pending = [i for i in range(len(record.recipients)) if i not in done and self._due(state, i, now)]
-        if pending:
+        body: bytes | None = None
+        copies: dict[int, Copy] = {}
+        if record.message_id in self._fresh:
             body = await self._spool.load_body(record.message_id)
+            first = pending[0] if pending else 0
+            copies[first] = self._compose(body, record, first)
+            await self._announce(record, state, list(copies[first].warnings))
+            self._fresh.discard(record.message_id)
+        if pending:
+            body = body if body is not None else await self._spool.load_body(record.message_id)
             for index in pending:
-                await self._deliver_recipient(record, body, index, state)
+                await self._deliver_recipient(record, body, index, state, copies.pop(index, None))
         done = finished_recipients(state)
         if len(done) == len(record.recipients):
             await self._spool.finish(record.message_id)
             self._state.pop(record.message_id, None)
             return
         self._schedule(record, self._next_due(state, done) - time.time())
+
+    async def _announce(self, record: SpoolRecord, state: list[StateLine], warnings: list[str]) -> None:
+        """Store the injection events (with what building the copy warned about), then any outcome
+        events a previous run decided on; off the SMTP reply path, idempotent by event id."""
+        events: list[Event] = [injection_event(record, i, warnings) for i in range(len(record.recipients))]
+        events.extend(decode_event(line.event) for line in state if isinstance(line, RecipientDone))
+        await self._store.append(events)
 
     def _due(self, state: list[StateLine], index: int, now: float) -> bool:
         attempts = [line for line in state if isinstance(line, RecipientAttempt) and line.rcpt == index]
@@ -129,8 +136,10 @@ class DeliveryQueue:
         times = [line.next_attempt for line in state if isinstance(line, RecipientAttempt) and line.rcpt not in done]
         return max(min(times, default=time.time()), time.time())
 
-    async def _deliver_recipient(self, record: SpoolRecord, body: bytes, index: int, state: list[StateLine]) -> None:
-        copy = self._compose(body, record, index)
+    async def _deliver_recipient(
+        self, record: SpoolRecord, body: bytes, index: int, state: list[StateLine], copy: Copy | None = None
+    ) -> None:
+        copy = copy or self._compose(body, record, index)
         recipient = record.recipients[index]
         message = OutboundMessage(
             message_id=record.message_id,

@@ -51,11 +51,14 @@ def _common(record: SpoolRecord, index: int, event_id: str, now: float) -> dict[
     }
 
 
-def injection_event(record: SpoolRecord, index: int) -> InjectionEvent:
-    """The injection event of recipient `index`; its id was fixed when the message was spooled."""
+def injection_event(record: SpoolRecord, index: int, warnings: list[str] | None = None) -> InjectionEvent:
+    """The injection event of recipient `index`; its id was fixed when the message was spooled.
+
+    `warnings` are what building the message's copies reported (a part left untracked, …).
+    """
     recipient = record.recipients[index]
     fields = _common(record, index, recipient.injection_event_id, record.received_at)
-    return InjectionEvent(**fields, warnings=list(record.warnings) or None)
+    return InjectionEvent(**fields, warnings=[*record.warnings, *(warnings or [])] or None)
 
 
 def delivery_event(

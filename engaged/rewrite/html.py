@@ -38,30 +38,44 @@ _WS = "\t\n\f\r "
 _NAME_END = r"(?=[\t\n\f\r />]|\Z)"
 _VALUE = r"""(?:"[^"]*+"?|'[^']*+'?|[^\t\n\f\r >]*+)"""
 _ATTRIBUTE = rf"[\t\n\f\r /]*+[^\t\n\f\r />][^\t\n\f\r />=]*+(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+{_VALUE})?"
-_TAG_REST = rf"[^\t\n\f\r />]*+(?:{_ATTRIBUTE})*+[\t\n\f\r /]*+(?:>|\Z)"
+_TAG_BODY = rf"[^\t\n\f\r />]*+(?:{_ATTRIBUTE})*+[\t\n\f\r /]*+"
+_TAG_REST = rf"{_TAG_BODY}(?:>|\Z)"
 _RAW_TEXT = ("script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes")
 _CONDITIONAL = r"<!--\[(?i:if)[^\]]{0,512}\]>"
-_SKIP = "|".join(
+_SKIP = "|".join(  # after "<", the common case first: an ordinary start tag, then an ordinary end tag
     [
         r"[^<]++",
-        r"<(?![A-Za-z!/?])",
-        rf"<!--(?!{_CONDITIONAL[4:]})(?:-?>|(?:[^-]++|-(?!-!?>))*+(?:--!?>|\Z))",
-        r"<!(?!--)[^>]*+(?:>|\Z)",
-        r"<\?[^>]*+(?:>|\Z)",
-        r"</(?![A-Za-z])[^>]*+(?:>|\Z)",
-        rf"</(?!(?i:body){_NAME_END})[A-Za-z]{_TAG_REST}",
-        *(
-            rf"<(?i:{name}){_NAME_END}{_TAG_REST}(?:[^<]++|<(?!/(?i:{name})(?:[\t\n\f\r />]|\Z)))*+"
-            for name in _RAW_TEXT
-        ),
-        rf"<(?!(?i:a|area|body|{'|'.join(_RAW_TEXT)}){_NAME_END}|(?i:v:))[A-Za-z]{_TAG_REST}",
+        r"<(?:"
+        + "|".join(
+            [
+                rf"(?!(?i:a|area|body|{'|'.join(_RAW_TEXT)}){_NAME_END}|(?i:v:))[A-Za-z]{_TAG_REST}",
+                rf"/(?!(?i:body){_NAME_END})[A-Za-z]{_TAG_REST}",
+                rf"!--(?!{_CONDITIONAL[4:]})(?:-?>|(?:[^-]++|-(?!-!?>))*+(?:--!?>|\Z))",
+                r"(?![A-Za-z!/?])",
+                *(
+                    rf"(?i:{name}){_NAME_END}{_TAG_REST}(?:[^<]++|<(?!/(?i:{name})(?:[\t\n\f\r />]|\Z)))*+"
+                    for name in _RAW_TEXT
+                ),
+                r"!(?!--)[^>]*+(?:>|\Z)",
+                r"\?[^>]*+(?:>|\Z)",
+                r"/(?![A-Za-z])[^>]*+(?:>|\Z)",
+            ]
+        )
+        + ")",
     ]
 )
+
+
+def _closed_tag(kind: str) -> str:
+    """The rest of a tag; group `closed_<kind>` matches its ">" (a tag cut off by the end is no tag)."""
+    return rf"{_TAG_BODY}(?:(?P<closed_{kind}>>)|\Z)"
+
+
 _TOKEN = re.compile(
     rf"(?:{_SKIP})*+(?:(?P<conditional>{_CONDITIONAL})"
-    rf"|(?P<link><(?:(?i:a|area){_NAME_END}|(?i:v:)){_TAG_REST})"
-    rf"|(?P<body><(?i:body){_NAME_END}{_TAG_REST})"
-    rf"|(?P<body_end></(?i:body){_NAME_END}{_TAG_REST})"
+    rf"|(?P<link><(?:(?i:a|area){_NAME_END}|(?i:v:)){_closed_tag('link')})"
+    rf"|(?P<body><(?i:body){_NAME_END}{_closed_tag('body')})"
+    rf"|(?P<body_end></(?i:body){_NAME_END}{_closed_tag('body_end')})"
     r"|\Z)"
 )
 _TAG_NAME = re.compile(r"</?[^\t\n\f\r />]*+")
@@ -84,7 +98,7 @@ class HtmlResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Attribute(msgspec.Struct, frozen=True):
-    start: int  # the whitespace before the name: removing [start, end) removes the attribute cleanly
+    start: int  # removing [start, end) removes the attribute and, where no neighbour needs it, its whitespace
     end: int
     value_start: int
     raw_value: str  # as written, quotes included; "" when the attribute has no value
@@ -121,9 +135,9 @@ def rewrite_html(
                 comment_end = found.start() if found else -1
             conditional_end = len(html) if comment_end == -1 else comment_end
         elif kind == "link":
-            if click and html.endswith(">", 0, pos):
+            if click and match.start("closed_link") >= 0:
                 tracked += _rewrite_link(html, start, pos, minter, edits, warnings)
-        elif start >= conditional_end and html.endswith(">", 0, pos):
+        elif start >= conditional_end and match.start(f"closed_{kind}") >= 0:
             if kind == "body" and body_open < 0:
                 body_open = pos
             elif kind == "body_end":
@@ -187,8 +201,9 @@ def _attributes(html: str, start: int, end: int) -> Iterator[tuple[str, _Attribu
     while (match := _ATTRIBUTE_PARTS.match(html, pos, end)) is not None:
         name_start, pos = match.start("name"), match.end()
         attribute_start = name_start
-        while attribute_start > match.start() and html[attribute_start - 1] in _WS:
-            attribute_start -= 1
+        if html[pos] in _WS or html[pos] in "/>":  # else that whitespace is all that separates its neighbours
+            while attribute_start > match.start() and html[attribute_start - 1] in _WS:
+                attribute_start -= 1
         value_start = match.start("value") if match.group("value") is not None else pos
         yield (
             match.group("name").lower(),

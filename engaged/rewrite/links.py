@@ -26,7 +26,7 @@ LINK_NAME_MAX_BYTES = 63
 """`data-msys-linkname` is truncated to 63 bytes of UTF-8, on a character boundary."""
 
 _C0_OR_SPACE = "".join(chr(code) for code in range(0x21))
-_HTTP = re.compile(r"https?://", re.IGNORECASE)
+_HTTP = re.compile(r"https?://.", re.IGNORECASE | re.DOTALL)
 _PLACEHOLDER_DELIMITERS = (("{{", "}}"), ("%%", "%%"), ("*|", "|*"), ("[[", "]]"))
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -45,7 +45,7 @@ def refusal(target: str) -> str | None:
     Tracked: `http://` and `https://` (any case) URLs of at most 4096 bytes that carry no template placeholder
     (`{{…}}`, `%%…%%`, `*|…|*`, `[[…]]`: another system substitutes them later, so they must stay visible).
     """
-    if not _HTTP.match(target) or len(target) <= len("http://"):
+    if not _HTTP.match(target):
         return ""
     if _SURROGATE.search(target):
         return REFUSED_UNDECODABLE

@@ -10,9 +10,10 @@ The walk examines at most 100 parts and 20 levels of nesting. A part whose heade
 that is neither a field nor a continuation), or a multipart without a usable boundary, is passed over.
 
 Parsing is our own so that every offset is exact and the rewriter can splice changed bodies back into the
-original bytes: headers and every other part are untouched by construction. Field values are read with the
-stdlib's compat32 header parser. Delimiters follow RFC 2046 as the stdlib reads them: `--boundary`, optional
-`--`, optional spaces or tabs, then the end of the line; the line break before a delimiter belongs to it.
+original bytes: headers and every other part are untouched by construction. Field values are unfolded as
+the stdlib's compat32 policy does and their parameters read by email.message.Message. Delimiters follow
+RFC 2046 as the stdlib reads them: `--boundary`, optional `--`, optional spaces or tabs, then the end of the
+line; the line break before a delimiter belongs to it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from email.message import Message
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 
 import msgspec
 
@@ -32,6 +31,11 @@ MAX_PARTS = 100
 
 _HEADER_END = re.compile(rb"\n\r?\n")
 _DELIMITER_REST = re.compile(rb"(--)?[ \t]*+(?:\r?\n|\Z)")
+_CONTENT_FIELD = re.compile(
+    rb"^(?P<name>content-(?:type|transfer-encoding|disposition))[ \t]*+:"
+    rb"(?P<value>[^\n]*+\n(?:[ \t][^\n]*+\n)*+)",
+    re.IGNORECASE | re.MULTILINE,
+)
 _HEADER_BLOCK = re.compile(rb"(?:From [^\n]*+\n)?(?:[\x21-\x39\x3b-\x7e]++:[^\n]*+\n(?:[ \t][^\n]*+\n)*+)*+")
 
 
@@ -45,7 +49,7 @@ class TextPart(msgspec.Struct, frozen=True, kw_only=True):
     body_end: int  # the line break before the next delimiter is not part of the body
     charset: str | None  # lower-cased, as declared
     transfer_encoding: str  # lower-cased; "7bit" when absent
-    linesep: bytes  # the line break that ends the header block: b"\r\n" or b"\n"
+    linesep: bytes  # the line break of the blank line after the header block: b"\r\n" or b"\n"
 
 
 class TopParts(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,7 +70,8 @@ class _Walk:
 
     @property
     def done(self) -> bool:
-        return self.html is not None and self.plain is not None
+        """Both parts found, or the part budget spent: the walk stops."""
+        return (self.html is not None and self.plain is not None) or self.examined > MAX_PARTS
 
 
 def find_top_parts(raw: bytes) -> TopParts:
@@ -80,15 +85,15 @@ def _visit(walk: _Walk, start: int, end: int, depth: int, default_type: str) -> 
     if depth > MAX_DEPTH:
         walk.warnings.append(f"MIME nesting deeper than {MAX_DEPTH} levels: deeper parts not examined")
         return
-    if walk.examined >= MAX_PARTS:
+    walk.examined += 1
+    if walk.examined > MAX_PARTS:
         walk.warnings.append(f"more than {MAX_PARTS} MIME parts: the rest not examined")
         return
-    walk.examined += 1
     raw = walk.raw
     headers_end, body_start, linesep = _split_headers(raw, start, end)
     if body_start == headers_end or not _HEADER_BLOCK.fullmatch(raw, start, headers_end):
         return  # no blank line after the header block, or a line in it that is not a header field
-    fields = _parse_fields(raw[start:headers_end], default_type)
+    fields = _parse_fields(raw, start, headers_end, default_type)
     content_type = _content_type(fields)
     if content_type is None or fields.get_content_disposition() == "attachment":
         return
@@ -124,13 +129,18 @@ def _split_headers(raw: bytes, start: int, end: int) -> tuple[int, int, bytes]:
             return start, start + len(blank), blank
     found = _HEADER_END.search(raw, start, end)
     if found is None:
-        return end, end, b"\r\n" if raw.endswith(b"\r\n", start, end) else b"\n"
+        return end, end, b""  # all header, no body
     return found.start() + 1, found.end(), raw[found.start() + 1 : found.end()]
 
 
-def _parse_fields(block: bytes, default_type: str) -> Message:
-    fields = BytesHeaderParser(policy=compat32).parsebytes(block)
+def _parse_fields(raw: bytes, start: int, end: int, default_type: str) -> Message:
+    """The Content-* fields of the header block raw[start:end], unfolded as compat32 does, in a Message
+    (only for its parameter parsing: get_content_type, get_boundary, get_content_charset, …)."""
+    fields = Message()
     fields.set_default_type(default_type)
+    for found in _CONTENT_FIELD.finditer(raw, start, end):
+        value = found.group("value").decode("ascii", "surrogateescape").lstrip(" \t").rstrip("\r\n")
+        fields[found.group("name").decode("ascii")] = value
     return fields
 
 

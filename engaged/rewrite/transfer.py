@@ -59,8 +59,10 @@ def encode_body(data: bytes, transfer_encoding: str, original: bytes, linesep: b
     """`data` in `transfer_encoding`, shaped like `original` (base64 line length, trailing blank lines)."""
     if transfer_encoding == QUOTED_PRINTABLE:
         unix = data.replace(b"\r\n", b"\n")
-        encoded = _BARE_CR.sub(b"=0D", binascii.b2a_qp(unix, istext=True))
-        return encoded.replace(b"\n", linesep)
+        encoded = binascii.b2a_qp(unix, istext=True)
+        if b"\r" in unix:  # a bare CR: binascii leaves it raw, and SMTP must not carry it
+            encoded = _BARE_CR.sub(b"=0D", encoded)
+        return encoded if linesep == b"\n" else encoded.replace(b"\n", linesep)
     if transfer_encoding == "base64":
         tail = original[len(original.rstrip(b"\t\n\r ")) :]
         width = _base64_line_length(original)
