@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -13,10 +14,18 @@ import msgspec
 
 from engaged.errors import StoreError
 from engaged.events.model import Event, decode_event
-from engaged.events.store_sqlite import row_of, where_clause
-from engaged.types import EventQuery, StoredEvent
-
-Row = tuple[str, str, float, str, str, str, str, bytes]
+from engaged.events.query import (
+    EVENT_COLUMNS,
+    TRACK_TYPES,
+    WEBHOOK_SCHEMA_POSTGRES,
+    Row,
+    Step,
+    StoreQueries,
+    row_of,
+    where_clause,
+)
+from engaged.events.store_sqlite import CommitObserver
+from engaged.types import AppendSignal, EventQuery, StoredEvent
 
 # body is BYTEA: the exact bytes encode_event produced (SparkPost key order, `type` first), decoded by
 # msgspec without PostgreSQL parsing or re-serialising them; every filtered field has its own column.
@@ -30,6 +39,7 @@ CREATE TABLE IF NOT EXISTS events (
     transmission_id TEXT NOT NULL,
     campaign_id TEXT NOT NULL,
     rcpt_to TEXT NOT NULL,
+    machine TEXT,
     body BYTEA NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
@@ -44,15 +54,28 @@ DDL_LOCK = 0x656E676167656401
 APPEND_LOCK = 0x656E676167656402
 
 # One statement per batch; unnest of column arrays measured 5-15 % faster than executemany here.
-_INSERT = """
-INSERT INTO events (event_id, type, ts, message_id, transmission_id, campaign_id, rcpt_to, body)
-SELECT event_id, type, ts, message_id, transmission_id, campaign_id, rcpt_to, body
+_INSERT = f"""
+INSERT INTO events ({EVENT_COLUMNS})
+SELECT {EVENT_COLUMNS}
 FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::bytea[])
-     WITH ORDINALITY AS batch (event_id, type, ts, message_id, transmission_id, campaign_id, rcpt_to,
-                               body, n)
+            $8::text[], $9::bytea[])
+     WITH ORDINALITY AS batch ({EVENT_COLUMNS}, n)
 ORDER BY n
 ON CONFLICT (event_id) DO NOTHING
+"""
+
+# Stores created before the machine column existed gain it, filled from the stored bodies.
+_MIGRATE = f"""
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'events' AND column_name = 'machine')
+       AND EXISTS (SELECT 1 FROM information_schema.tables
+                   WHERE table_schema = current_schema() AND table_name = 'events') THEN
+        ALTER TABLE events ADD COLUMN machine TEXT;
+        UPDATE events SET machine = convert_from(body, 'UTF8')::jsonb -> 'machine_engagement' ->> 'kind'
+        WHERE type IN ({", ".join(repr(name) for name in TRACK_TYPES)});
+    END IF;
+END $$;
 """
 
 _MAX_BATCH = 1000
@@ -66,8 +89,17 @@ _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 def numbered_where(query: EventQuery) -> tuple[str, list[object]]:
     """The shared where_clause with PostgreSQL's numbered placeholders ($1, $2, …)."""
     text, params = where_clause(query, _MARK)
-    head, *tails = text.split(_MARK)
-    return head + "".join(f"${n}{tail}" for n, tail in enumerate(tails, start=1)), params
+    return numbered(text, _MARK), params
+
+
+def numbered(sql: str, mark: str = "?") -> str:
+    """SQL written with `mark` placeholders, rewritten with PostgreSQL's $1, $2, …"""
+    head, *tails = sql.split(mark)
+    return head + "".join(f"${n}{tail}" for n, tail in enumerate(tails, start=1))
+
+
+class _RolledBack(Exception):
+    """A required step changed no row; the transaction is abandoned."""
 
 
 async def insert_batch(connection: Any, rows: Sequence[Row], *, force_sync: bool = False) -> None:
@@ -85,15 +117,18 @@ async def _keep_session(connection: Any) -> None:
     """Pool reset: skipped (a round trip per release); sessions hold no state outside transactions."""
 
 
-def _fail(batch: list[tuple[list[Row], asyncio.Future[None]]], error: Exception) -> None:
-    for _, future in batch:
+_Pending = tuple[list[Row], Sequence[Event], asyncio.Future[None]]
+
+
+def _fail(batch: list[_Pending], error: Exception) -> None:
+    for *_, future in batch:
         if not future.done():
             failure = StoreError(f"event store write failed: {error}")
             failure.__cause__ = error
             future.set_exception(failure)
 
 
-class PostgresEventStore:
+class PostgresEventStore(StoreQueries):
     """Events in the `events` table of the database at `dsn`; any number of processes may share it.
 
     `append` returns after the transaction holding its events commits. Appends from many tasks are
@@ -110,12 +145,18 @@ class PostgresEventStore:
     database, amortised by group commit. The identity sequence must keep CACHE 1 (the default).
     """
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, on_commit: CommitObserver | None = None) -> None:
         self._dsn = dsn
+        self._on_commit = on_commit
         self._pool: Any = None
         self._force_sync = False
-        self._pending: deque[tuple[list[Row], asyncio.Future[None]]] = deque()
+        self._pending: deque[_Pending] = deque()
         self._flusher: asyncio.Task[None] | None = None
+        self._appends = AppendSignal()
+
+    @property
+    def appends(self) -> AppendSignal:
+        return self._appends
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -131,7 +172,8 @@ class PostgresEventStore:
             async with pool.acquire() as connection, connection.transaction():
                 # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalogs; serialise it.
                 await connection.execute("SELECT pg_advisory_xact_lock($1)", DDL_LOCK)
-                await connection.execute(_SCHEMA)
+                await connection.execute(_MIGRATE)
+                await connection.execute(_SCHEMA + WEBHOOK_SCHEMA_POSTGRES)
                 # `append` promises durability: never commit with synchronous_commit=off (reliability §2.1).
                 self._force_sync = await connection.fetchval("SHOW synchronous_commit") == "off"
         except _DB_ERRORS as error:
@@ -150,7 +192,7 @@ class PostgresEventStore:
             raise StoreError(f"event cannot be stored: {error}") from error
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((rows, future))
+        self._pending.append((rows, events, future))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
         await future
@@ -158,7 +200,7 @@ class PostgresEventStore:
     async def _flush(self) -> None:
         try:
             while self._pending:
-                batch: list[tuple[list[Row], asyncio.Future[None]]] = []
+                batch: list[_Pending] = []
                 count = 0
                 while self._pending and count < _MAX_BATCH:
                     item = self._pending.popleft()
@@ -168,10 +210,11 @@ class PostgresEventStore:
         finally:
             self._flusher = None
 
-    async def _commit(self, batch: list[tuple[list[Row], asyncio.Future[None]]]) -> None:
+    async def _commit(self, batch: list[_Pending]) -> None:
         """Write one batch and settle its waiters; bad data in one append fails only that append."""
+        began = time.perf_counter()
         try:
-            await self._write([row for rows, _ in batch for row in rows])
+            await self._write([row for rows, _, _ in batch for row in rows])
         except asyncpg.DataError as error:  # e.g. a NUL character, which TEXT cannot hold
             if len(batch) == 1:
                 _fail(batch, error)
@@ -181,9 +224,12 @@ class PostgresEventStore:
         except Exception as error:  # every waiter must learn the batch failed
             _fail(batch, error)
         else:
-            for _, future in batch:
+            for *_, future in batch:
                 if not future.done():
                     future.set_result(None)
+            self._appends.notify()
+            if self._on_commit is not None:
+                self._on_commit([event for _, events, _ in batch for event in events], time.perf_counter() - began)
 
     async def _write(self, rows: list[Row]) -> None:
         async with self._pool.acquire() as connection:
@@ -209,6 +255,32 @@ class PostgresEventStore:
             raise StoreError(f"event store read failed: {error}") from error
         except msgspec.DecodeError as error:
             raise StoreError(f"stored event is malformed: {error}") from error
+
+    async def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        if self._pool is None:
+            raise StoreError("event store is not open")
+        try:
+            return [tuple(record) for record in await self._pool.fetch(numbered(sql), *params)]
+        except _DB_ERRORS as error:
+            raise StoreError(f"event store read failed: {error}") from error
+
+    async def _transact(self, steps: Sequence[Step]) -> list[int] | None:
+        if self._pool is None:
+            raise StoreError("event store is not open")
+        counts: list[int] = []
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                for sql, params, required in steps:
+                    status = await connection.execute(numbered(sql), *params)
+                    changed = int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else 0
+                    if required and changed == 0:
+                        raise _RolledBack
+                    counts.append(changed)
+        except _RolledBack:
+            return None
+        except _DB_ERRORS as error:
+            raise StoreError(f"event store write failed: {error}") from error
+        return counts
 
     async def close(self) -> None:
         while self._flusher is not None:

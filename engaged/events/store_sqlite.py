@@ -5,13 +5,27 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from engaged.errors import StoreError
-from engaged.events.model import Event, decode_event, encode_event, event_type
-from engaged.types import EventQuery, StoredEvent
+from engaged.events.model import Event, decode_event
+from engaged.events.query import (
+    EVENT_COLUMNS,
+    TRACK_TYPES,
+    WEBHOOK_SCHEMA_SQLITE,
+    Row,
+    Step,
+    StoreQueries,
+    row_of,
+    where_clause,
+)
+from engaged.types import AppendSignal, EventQuery, StoredEvent
+
+__all__ = ["SqliteEventStore", "row_of", "where_clause"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -23,6 +37,7 @@ CREATE TABLE IF NOT EXISTS events (
     transmission_id TEXT NOT NULL,
     campaign_id TEXT NOT NULL,
     rcpt_to TEXT NOT NULL,
+    machine TEXT,
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
@@ -33,51 +48,27 @@ CREATE INDEX IF NOT EXISTS events_type ON events (type, ts);
 """
 
 _MAX_BATCH = 1000
+_MACHINE_BACKFILL = (
+    "UPDATE events SET machine = json_extract(CAST(body AS TEXT), '$.machine_engagement.kind')"
+    f" WHERE type IN ({', '.join(repr(name) for name in TRACK_TYPES)})"
+)
+
+CommitObserver = Callable[[Sequence[Event], float], None]
+"""Called on the event loop after each group commit with its events and its duration in seconds."""
 
 
-def row_of(event: Event) -> tuple[str, str, float, str, str, str, str, bytes]:
-    """The indexed columns and the JSON body of one event, as both stores write them."""
-    return (
-        event.event_id,
-        event_type(event),
-        float(event.timestamp),
-        event.message_id,
-        event.transmission_id,
-        event.campaign_id,
-        event.rcpt_to,
-        encode_event(event),
-    )
-
-
-def where_clause(query: EventQuery, placeholder: str = "?") -> tuple[str, list[object]]:
-    """SQL WHERE text and parameters for a query (shared by the SQLite and PostgreSQL stores)."""
-    clauses = ["seq > " + placeholder]
-    params: list[object] = [query.after_seq]
-    for column, values in (("type", query.types), ("message_id", query.message_ids),
-                           ("campaign_id", query.campaigns), ("rcpt_to", query.recipients),
-                           ("transmission_id", query.transmissions)):
-        if values:
-            clauses.append(f"{column} IN ({', '.join(placeholder for _ in values)})")
-            params.extend(values)
-    if query.since is not None:
-        clauses.append("ts >= " + placeholder)
-        params.append(query.since)
-    if query.until is not None:
-        clauses.append("ts < " + placeholder)
-        params.append(query.until)
-    return " AND ".join(clauses), params
-
-
-class SqliteEventStore:
+class SqliteEventStore(StoreQueries):
     """Events in `<data_dir>/events.sqlite3`. `append` returns after the batch holding it commits.
 
     Appends from many tasks are gathered into one transaction (group commit) on a single writer
-    thread; an event whose event_id is already stored is ignored, so replays are idempotent.
+    thread; an event whose event_id is already stored is ignored, so replays are idempotent. Webhook
+    state is written on the same thread, reads run on their own read-only connections.
     """
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "FULL", on_commit: CommitObserver | None = None) -> None:
         self._path = path
         self._synchronous = synchronous
+        self._on_commit = on_commit
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sqlite-reader")
         self._write_conn: sqlite3.Connection | None = None
@@ -85,6 +76,11 @@ class SqliteEventStore:
         self._pending: list[tuple[Sequence[Event], asyncio.Future[None]]] = []
         self._flushing = False
         self._flush_task: asyncio.Task[None] | None = None
+        self._appends = AppendSignal()
+
+    @property
+    def appends(self) -> AppendSignal:
+        return self._appends
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +92,13 @@ class SqliteEventStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
-        conn.executescript(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if columns and "machine" not in columns:  # a store written before the machine column existed
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ALTER TABLE events ADD COLUMN machine TEXT")
+            conn.execute(_MACHINE_BACKFILL)
+            conn.execute("COMMIT")
+        conn.executescript(_SCHEMA + WEBHOOK_SCHEMA_SQLITE)
         self._write_conn = conn
 
     async def append(self, events: Sequence[Event]) -> None:
@@ -120,6 +122,7 @@ class SqliteEventStore:
                     item = self._pending.pop(0)
                     batch.append(item)
                     count += len(item[0])
+                began = time.perf_counter()
                 try:
                     rows = [row_of(event) for events, _ in batch for event in events]
                     await loop.run_in_executor(self._writer, self._write, rows)
@@ -131,24 +134,26 @@ class SqliteEventStore:
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)
+                self._appends.notify()
+                if self._on_commit is not None:
+                    self._on_commit([event for events, _ in batch for event in events], time.perf_counter() - began)
         finally:
             self._flushing = False
 
-    def _write(self, rows: list[tuple[str, str, float, str, str, str, str, bytes]]) -> None:
-        conn = self._write_conn
-        if conn is None:
-            raise StoreError("event store is not open")
+    def _write(self, rows: list[Row]) -> None:
+        conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "INSERT OR IGNORE INTO events (event_id, type, ts, message_id, transmission_id,"
-                " campaign_id, rcpt_to, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            conn.executemany(f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._write_conn is None:
+            raise StoreError("event store is not open")
+        return self._write_conn
 
     async def query(self, query: EventQuery) -> list[StoredEvent]:
         loop = asyncio.get_running_loop()
@@ -167,6 +172,41 @@ class SqliteEventStore:
         sql = f"SELECT seq, body FROM events WHERE {where} ORDER BY seq LIMIT ?"
         rows = self._read_conn().execute(sql, [*params, query.limit]).fetchall()
         return [StoredEvent(seq, decode_event(body)) for seq, body in rows]
+
+    async def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._reader, self._read, sql, params)
+        except sqlite3.Error as error:
+            raise StoreError(f"event store read failed: {error}") from error
+
+    def _read(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        return self._read_conn().execute(sql, params).fetchall()
+
+    async def _transact(self, steps: Sequence[Step]) -> list[int] | None:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writer, self._run_steps, steps)
+        except sqlite3.Error as error:
+            raise StoreError(f"event store write failed: {error}") from error
+
+    def _run_steps(self, steps: Sequence[Step]) -> list[int] | None:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            counts = []
+            for sql, params, required in steps:
+                changed = conn.execute(sql, params).rowcount
+                if required and changed == 0:
+                    conn.execute("ROLLBACK")
+                    return None
+                counts.append(changed)
+            conn.execute("COMMIT")
+            return counts
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     async def close(self) -> None:
         while self._flush_task is not None and not self._flush_task.done():
