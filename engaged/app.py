@@ -23,6 +23,7 @@ from engaged.keys import load_keyring
 from engaged.smtp.listener import SmtpListeners
 from engaged.spool.record import SpoolRecord
 from engaged.spool.store import FileSpool
+from engaged.tracker.service import TrackerService
 from engaged.types import EventStore
 
 log = logging.getLogger("engaged")
@@ -82,6 +83,7 @@ class App:
         )
         self.injector = Injector(config, self.spool, self._accepted, ids=self.ids)
         self.smtp = SmtpListeners(config, self.injector)
+        self.tracker = TrackerService(config, self.store, self.keyring, ids=self.ids)
 
     async def _accepted(self, record: SpoolRecord) -> None:
         await self.delivery.submit(record)
@@ -96,6 +98,7 @@ class App:
         mode = self.config.delivery.mode
         target = {"relay": self.config.delivery.relay, "mx": "MX lookups", "capture": str(data / "captured")}[mode]
         log.info("delivery %s to %s: %d spooled message(s) resumed", mode, target, resumed)
+        await self.tracker.start()
         await self.smtp.start()
         for configured, bound in self.smtp.addresses:
             log.info("smtp listening on %s (configured %s)", bound, configured)
@@ -104,6 +107,7 @@ class App:
     async def stop(self) -> None:
         await self.smtp.stop()
         await self.delivery.stop()
+        await self.tracker.stop()
         await self.store.close()
         self.spool.close()
         log.info("stopped")

@@ -128,6 +128,10 @@ class ServerProcess:
     def smtp(self) -> tuple[str, int]:
         return self.address("smtp")
 
+    @property
+    def tracker(self) -> tuple[str, int]:
+        return self.address("tracker")
+
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait: a clean shutdown; returns the exit code."""
         if self.process is None:
