@@ -19,7 +19,7 @@ from engaged.events.ids import EventIdGenerator
 from engaged.events.store_postgres import PostgresEventStore
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.inject import Injector
-from engaged.keys import load_keyring
+from engaged.keys import LiveKeyring
 from engaged.smtp.listener import SmtpListeners
 from engaged.spool.record import SpoolRecord
 from engaged.spool.store import FileSpool
@@ -67,7 +67,7 @@ class App:
         self.config = config
         data = config.data_path
         self.ids = EventIdGenerator()
-        self.keyring = load_keyring(data)
+        self.keyring = LiveKeyring(data)
         self.store = build_store(config)
         self.spool = FileSpool(data / "spool", fsync=config.smtp.fsync)
         self.delivery = DeliveryQueue(

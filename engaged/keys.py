@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,3 +155,58 @@ def _locked(keys_dir: Path) -> Iterator[Path]:
         yield keys_dir
     finally:
         os.close(fd)
+
+
+class LiveKeyring:
+    """The keyring as it is on disk now, so `engaged keys rotate` takes effect without a restart.
+
+    Senders sign with the newest current key; verifiers that meet an unknown key id (a link signed
+    by another process after a rotation) re-read the file at once. The file's mtime is checked at
+    most every `recheck` seconds, so the hot path costs one clock read.
+    """
+
+    def __init__(self, data_dir: Path, *, recheck: float = 1.0) -> None:
+        self._path = data_dir / KEYS_DIR / KEYS_FILE
+        self._recheck = recheck
+        self._keyring = load_keyring(data_dir)
+        self._mtime = self._stat()
+        self._checked = time.monotonic()
+        self._forced = 0.0
+
+    def _stat(self) -> float:
+        try:
+            return self._path.stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def _refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self._recheck:
+            return
+        if force and now - self._forced < 0.1:
+            return  # forged key ids must not turn into a file read per request
+        self._checked = now
+        if force:
+            self._forced = now
+        mtime = self._stat()
+        if mtime != self._mtime:
+            with contextlib.suppress(OSError, KeyringError, ValueError):
+                self._keyring = _read(self._path)
+                self._mtime = mtime
+
+    @property
+    def current(self) -> Keyring:
+        """The keyring as last read."""
+        self._refresh()
+        return self._keyring
+
+    @property
+    def current_id(self) -> int:
+        return self.current.current_id
+
+    def key(self, key_id: int) -> bytes | None:
+        secret = self.current.key(key_id)
+        if secret is None:
+            self._refresh(force=True)
+            secret = self._keyring.key(key_id)
+        return secret

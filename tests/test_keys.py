@@ -198,3 +198,35 @@ def test_keyring_cannot_be_changed_after_construction() -> None:
 def test_keyring_refuses_bad_ids_lengths_and_a_missing_current_key(current_id: int, keys: dict[int, bytes]) -> None:
     with pytest.raises(ValueError):
         Keyring(current_id=current_id, keys=keys)
+
+
+def test_live_keyring_verifies_a_key_rotated_by_another_process(tmp_path: Path) -> None:
+    from engaged.keys import LiveKeyring
+
+    live = LiveKeyring(tmp_path, recheck=3600)
+    first = live.current_id
+    new_id = rotate_key(tmp_path)
+    # An unknown id (a link signed after the rotation) makes the verifier read the file again.
+    assert live.key(new_id) is not None
+    assert live.current_id == new_id
+    assert live.key(first) is not None
+
+
+def test_live_keyring_signs_with_the_rotated_key_after_the_recheck_interval(tmp_path: Path) -> None:
+    from engaged.keys import LiveKeyring
+
+    live = LiveKeyring(tmp_path, recheck=0.0)
+    new_id = rotate_key(tmp_path)
+    import os
+
+    os.utime(tmp_path / "keys" / "keys.json", (1, 1))  # a distinct mtime even on coarse clocks
+    assert live.current_id == new_id
+
+
+def test_live_keyring_does_not_reread_for_every_forged_key_id(tmp_path: Path) -> None:
+    from engaged.keys import LiveKeyring
+
+    live = LiveKeyring(tmp_path, recheck=3600)
+    assert live.key(200) is None
+    rotate_key(tmp_path)
+    assert live.key(2) is None  # within 0.1 s of the last forced read: not read again

@@ -6,11 +6,10 @@ import logging
 
 import msgspec
 
-from engaged.keys import Keyring
 from engaged.rewrite.mime import RewriteOptions, rewrite_message
 from engaged.smtpapi.header import strip_header
 from engaged.spool.record import SpoolRecord
-from engaged.tokens import LinkData, RecipientLinks
+from engaged.tokens import LinkData, RecipientLinks, SigningKeys
 
 log = logging.getLogger("engaged.delivery")
 
@@ -27,7 +26,7 @@ class Copy(msgspec.Struct, frozen=True):
 class CopyComposer:
     """Builds recipient copies; holds the signing keys, nothing else."""
 
-    def __init__(self, keyring: Keyring) -> None:
+    def __init__(self, keyring: SigningKeys) -> None:
         self._keyring = keyring
 
     def __call__(self, body: bytes, record: SpoolRecord, index: int) -> Copy:

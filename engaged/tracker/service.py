@@ -14,7 +14,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from engaged.config import Config, parse_hostport
 from engaged.events.ids import EventIdGenerator
-from engaged.keys import Keyring
+from engaged.tokens import SigningKeys
 from engaged.tracker.asgi import MAX_SEGMENT_CHARS, TrackerApp
 from engaged.tracker.classify import Classifier
 from engaged.tracker.geo import GeoIp
@@ -61,7 +61,7 @@ class TrackerService:
     and loads the journal into the store (what the store refuses then stays for the next start).
     """
 
-    def __init__(self, config: Config, store: EventSink, keyring: Keyring, *, ids: EventIdGenerator) -> None:
+    def __init__(self, config: Config, store: EventSink, keyring: SigningKeys, *, ids: EventIdGenerator) -> None:
         tracker = config.engagement_tracker
         self._host, self._port = parse_hostport(tracker.listen)
         self._geo_path = Path(tracker.geoip_database) if tracker.geoip_database else None
