@@ -186,7 +186,9 @@ class EventStore(Protocol):
         """In one transaction: keep the letter and store the state (moving the cursor past it)."""
         ...
 
-    async def dead_letters(self, webhook_id: str) -> list[DeadLetter]: ...
+    async def dead_letters(self, webhook_id: str, state: str | None = None) -> list[DeadLetter]:
+        """The webhook's dead letters (only those in `state` when given), oldest first."""
+        ...
 
     async def queue_dead_letters(self, webhook_id: str, ids: Sequence[int] | None) -> int:
         """Mark dead letters (all when `ids` is None) for replay; returns how many."""
