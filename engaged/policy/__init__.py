@@ -1,0 +1,1 @@
+"""Lua policy (Momentum's scriptlets): import the engine from engaged.policy.engine."""

@@ -1,0 +1,1 @@
+local bytecode = string.dump(function() return 1 end)
