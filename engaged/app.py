@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from engaged.api.service import ApiService
 from engaged.config import Config
 from engaged.delivery.capture import CaptureTransport
 from engaged.delivery.compose import CopyComposer
@@ -20,6 +21,8 @@ from engaged.events.store_postgres import PostgresEventStore
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.inject import Injector
 from engaged.keys import LiveKeyring
+from engaged.policy.engine import PolicyEngine
+from engaged.prometheus import Metrics
 from engaged.smtp.listener import SmtpListeners
 from engaged.spool.record import SpoolRecord
 from engaged.spool.store import FileSpool
@@ -29,11 +32,12 @@ from engaged.types import EventStore
 log = logging.getLogger("engaged")
 
 
-def build_store(config: Config) -> EventStore:
+def build_store(config: Config, metrics: Metrics | None = None) -> EventStore:
     """The configured event store (not yet opened): SQLite in data_dir, or a PostgreSQL DSN."""
+    on_commit = metrics.observe_commit if metrics is not None else None
     if config.events.store == "sqlite":
-        return SqliteEventStore(config.data_path / "events.sqlite3")
-    return PostgresEventStore(config.events.store)
+        return SqliteEventStore(config.data_path / "events.sqlite3", on_commit=on_commit)
+    return PostgresEventStore(config.events.store, on_commit=on_commit)
 
 
 def describe_store(config: Config) -> str:
@@ -68,7 +72,8 @@ class App:
         data = config.data_path
         self.ids = EventIdGenerator()
         self.keyring = LiveKeyring(data)
-        self.store = build_store(config)
+        self.metrics = Metrics()
+        self.store = build_store(config, self.metrics)
         self.spool = FileSpool(data / "spool", fsync=config.smtp.fsync)
         self.delivery = DeliveryQueue(
             self.spool,
@@ -81,9 +86,13 @@ class App:
             max_attempt_age=config.delivery.max_attempt_age,
             ids=self.ids,
         )
-        self.injector = Injector(config, self.spool, self._accepted, ids=self.ids)
-        self.smtp = SmtpListeners(config, self.injector)
+        self.policy = PolicyEngine.load(config.policy.scripts)
+        self.injector = Injector(config, self.spool, self._accepted, ids=self.ids, events=self.store)
+        self.smtp = SmtpListeners(config, self.injector, self.policy)
         self.tracker = TrackerService(config, self.store, self.keyring, ids=self.ids)
+        self.api = ApiService(config, self.store, metrics=self.metrics)
+        self.metrics.set_spool_depth_source(self.delivery.depth)
+        self.metrics.set_tracker_source(self.tracker.metrics)
 
     async def _accepted(self, record: SpoolRecord) -> None:
         await self.delivery.submit(record)
@@ -93,6 +102,7 @@ class App:
         data.mkdir(parents=True, exist_ok=True)
         await self.store.open()
         log.info("events store %s", describe_store(self.config))
+        await self.api.start()
         self.spool.open()
         resumed = await self.delivery.start()
         mode = self.config.delivery.mode
@@ -108,13 +118,15 @@ class App:
         await self.smtp.stop()
         await self.delivery.stop()
         await self.tracker.stop()
+        await self.api.stop()
         await self.store.close()
         self.spool.close()
+        self.policy.close()
         log.info("stopped")
 
 
 async def serve(config: Config) -> None:
-    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    """Run until SIGTERM or SIGINT, then shut down cleanly (ConfigError: a policy script did not load)."""
     app = App(config)
     await app.start()
     stop = asyncio.Event()

@@ -40,7 +40,7 @@ def serve(config_path: str | None) -> None:
     """Run every configured component until SIGTERM/SIGINT."""
     config = _load(config_path)
     logging.basicConfig(level=logging.INFO, format="engaged: %(message)s", stream=sys.stderr)
-    for noisy in ("mail.log", "aiosmtpd", "uvicorn.access"):
+    for noisy in ("mail.log", "aiosmtpd", "uvicorn.access", "uvicorn.error", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from engaged.app import serve as run
 
@@ -50,7 +50,12 @@ def serve(config_path: str | None) -> None:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(run(config))
+    try:
+        asyncio.run(run(config))
+    except ConfigError as error:
+        for line in error.problems:
+            click.echo(line, err=True)
+        sys.exit(2)
 
 
 @main.command("check-config")
@@ -58,6 +63,18 @@ def serve(config_path: str | None) -> None:
 def check_config(config_path: str | None) -> None:
     """Validate the configuration and print the effective settings."""
     config = _load(config_path)
+    from engaged.policy.engine import PolicyEngine
+    from engaged.sinks.dispatch import config_problems
+
+    problems: list[str] = list(asyncio.run(config_problems(config.webhooks)))
+    try:
+        PolicyEngine.load(config.policy.scripts).close()
+    except ConfigError as error:
+        problems.extend(error.problems)
+    if problems:
+        for line in problems:
+            click.echo(line, err=True)
+        sys.exit(2)
     click.echo(render_config(config), nl=False)
 
 

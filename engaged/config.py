@@ -132,8 +132,15 @@ class WebhookConfig(_Section, frozen=True):
     name: str
     target: str
     events: list[str] = msgspec.field(default_factory=list)
+    auth_type: Literal["none", "basic", "bearer"] = "none"
     auth_token: str = ""
+    auth_credentials: dict[str, str] = msgspec.field(default_factory=dict)
     allow_private_targets: bool = False
+    batch_size: int = 1000
+    batch_age: float = 1.0
+    timeout: float = 10.0
+    retry_base: float = 5.0
+    retry_max_age: float = 28800.0
 
 
 class Config(_Section, frozen=True):
@@ -358,6 +365,8 @@ def render_config(config: Config) -> str:
     for hook in data["webhooks"]:
         if hook.get("auth_token"):
             hook["auth_token"] = "***"
+        if hook.get("auth_credentials"):
+            hook["auth_credentials"] = {key: "***" for key in hook["auth_credentials"]}
     return _to_toml(data)
 
 

@@ -7,7 +7,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -18,11 +18,16 @@ import msgspec
 from engaged.config import Config, effective_smtpapi
 from engaged.errors import SpoolError
 from engaged.events.ids import EventIdGenerator
+from engaged.events.message import policy_rejection_event
+from engaged.events.model import Event
+from engaged.policy.context import PolicyMessage
+from engaged.policy.engine import PolicyFailure, PolicySession, Reject
 from engaged.smtp import replies
 from engaged.smtpapi.header import HeaderError, XMsysApi, decode_xmsysapi, header_values
 from engaged.smtpapi.resolve import PlanError, resolve_plan
 from engaged.spool.record import SpoolRecipient, SpoolRecord
 from engaged.spool.store import FileSpool
+from engaged.types import EventSink
 
 log = logging.getLogger("engaged.inject")
 
@@ -41,8 +46,15 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True):
     rcpt_tos: list[str]
     smtputf8: bool
     content: bytes
-    context: Mapping[str, str] = msgspec.field(default_factory=dict)
-    rcpt_contexts: list[Mapping[str, str]] = msgspec.field(default_factory=list)
+    policy: PolicySession | None = None
+
+
+class _Steered(msgspec.Struct, frozen=True):
+    """What policy made of a message: its content, and per recipient a context and own headers."""
+
+    content: bytes
+    contexts: list[dict[str, str]]
+    headers: list[bytes | None]
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -76,10 +88,12 @@ class Injector:
         spool: FileSpool,
         on_accepted: Callable[[SpoolRecord], Awaitable[None]],
         ids: EventIdGenerator | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self._config = config
         self._spool = spool
         self._on_accepted = on_accepted
+        self._events = events
         self._ids = ids or EventIdGenerator()
         # Seeded once from the OS: a getrandom() call per message costs more than the rest of the id.
         self._random = random.Random(secrets.token_bytes(32))
@@ -87,35 +101,81 @@ class Injector:
     async def inject(self, txn: Transaction) -> Accepted | Rejected:
         if not txn.content.strip():
             return Rejected(replies.R554_EMPTY_MESSAGE)
-        headers = parse_headers(txn.content)
-        header = read_xmsysapi(txn.content)
+        steered = self._apply_policy(txn)
+        if isinstance(steered, Rejected):
+            if steered.reply[:1] == "5" and self._events is not None:
+                await self._events.append(self._policy_rejections(txn, steered.reply))
+            return steered
+        headers = parse_headers(steered.content)
+        header = read_xmsysapi(steered.content)
         if isinstance(header, HeaderError):
             return Rejected(replies.r550_smtpapi(header.reason))
         now = time.time()
-        record = self._build_record(txn, headers, header, now)
+        record = self._build_record(txn, steered, headers, header, now)
         if isinstance(record, PlanError):
             return Rejected(replies.r550_smtpapi(record.reason))
         try:
-            record = await self._spool.store(record, txn.content)
+            record = await self._spool.store(record, steered.content)
         except SpoolError as error:
             log.error("message from %s not accepted: %s", txn.peer, error)
             return Rejected(replies.R451_SPOOL_UNAVAILABLE)
         await self._on_accepted(record)
         return Accepted(record, replies.r250_queued(record.message_id))
 
+    def _apply_policy(self, txn: Transaction) -> _Steered | Rejected:
+        """The DATA-time policy phases: validate_data, validate_data_spool, then per recipient
+        validate_data_spool_each_rcpt on its own copy, then validate_set_binding and
+        core_final_validation. Any refusal refuses the whole transaction (SMTP has one reply)."""
+        count = len(txn.rcpt_tos)
+        session = txn.policy
+        if session is None:
+            return _Steered(txn.content, [{} for _ in range(count)], [None] * count)
+        message = PolicyMessage(txn.content, txn.mail_from, list(txn.rcpt_tos))
+        try:
+            for phase in (session.validate_data, session.validate_data_spool):
+                verdict = phase(message)
+                if isinstance(verdict, Reject):
+                    return Rejected(verdict.reply)
+            base = message.content
+            own_headers: list[bytes | None] = []
+            for index in range(count):
+                copy = message.copy()
+                verdict = session.validate_data_spool_each_rcpt(copy, index)
+                if isinstance(verdict, Reject):
+                    return Rejected(verdict.reply)
+                own_headers.append(header_block(copy.content) if copy.content != base else None)
+            for phase in (session.validate_set_binding, session.final_validation):
+                verdict = phase(message)
+                if isinstance(verdict, Reject):
+                    return Rejected(verdict.reply)
+        except PolicyFailure as failure:
+            log.error("policy failed, message from %s not accepted: %s", txn.peer, failure)
+            return Rejected(replies.R451_POLICY_FAILURE)
+        connection = session.connection_context()
+        contexts = [connection | session.recipient_context(index) for index in range(count)]
+        return _Steered(message.content, contexts, own_headers)
+
+    def _policy_rejections(self, txn: Transaction, reply: str) -> list[Event]:
+        now = time.time()
+        message_id = new_message_id(now, self._random)
+        code, _, text = reply.partition(" ")
+        return [policy_rejection_event(
+            event_id=self._ids.next_id(now), now=now, message_id=message_id, transmission_id="", rcpt_to=rcpt,
+            mail_from=txn.mail_from, remote_addr=txn.peer, error_code=code, reason=text, customer_id=txn.customer_id,
+        ) for rcpt in txn.rcpt_tos]
+
     def _build_record(
-        self, txn: Transaction, headers: Message, header: XMsysApi | None, now: float
+        self, txn: Transaction, steered: _Steered, headers: Message, header: XMsysApi | None, now: float
     ) -> SpoolRecord | PlanError:
         settings = effective_smtpapi(self._config, txn.listener)
         recipients: list[SpoolRecipient] = []
         for index, rcpt in enumerate(txn.rcpt_tos):
-            context = dict(txn.context)
-            if index < len(txn.rcpt_contexts):
-                context.update(txn.rcpt_contexts[index])
-            plan = resolve_plan(settings, self._config.engagement_tracker, header, context, txn.customer_id)
+            plan = resolve_plan(settings, self._config.engagement_tracker, header, steered.contexts[index],
+                                txn.customer_id)
             if isinstance(plan, PlanError):
                 return plan
-            recipients.append(SpoolRecipient(rcpt_to=rcpt, plan=plan, injection_event_id=self._ids.next_id(now)))
+            recipients.append(SpoolRecipient(rcpt_to=rcpt, plan=plan, injection_event_id=self._ids.next_id(now),
+                                             headers=steered.headers[index]))
         return SpoolRecord(
             message_id=new_message_id(now, self._random),
             transmission_id=self._ids.next_id(now),
@@ -130,6 +190,12 @@ class Injector:
             friendly_from=decoded_header(headers, "From"),
             subject=decoded_header(headers, "Subject"),
         )
+
+
+def header_block(content: bytes) -> bytes:
+    """The header block of a message, with the blank line that ends it."""
+    end = content.find(b"\r\n\r\n")
+    return content if end < 0 else content[: end + 4]
 
 
 def parse_headers(content: bytes) -> Message:

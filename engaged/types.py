@@ -132,6 +132,12 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     state: str = "dead"
 
 
+class EventSink(Protocol):
+    """Anything events can be appended to; `append` returns when they are durable."""
+
+    async def append(self, events: Sequence[Event]) -> None: ...
+
+
 class EventStore(Protocol):
     """Where events are kept. `append` returns only when the events are durable (committed)."""
 

@@ -30,8 +30,11 @@ class CopyComposer:
         self._keyring = keyring
 
     def __call__(self, body: bytes, record: SpoolRecord, index: int) -> Copy:
-        data = strip_header(body)
         recipient = record.recipients[index]
+        if recipient.headers is not None:
+            end = body.find(b"\r\n\r\n")
+            body = recipient.headers + (body[end + 4 :] if end >= 0 else b"")
+        data = strip_header(body)
         plan = recipient.plan
         if not (plan.open_tracking or plan.click_tracking):
             return Copy(data)

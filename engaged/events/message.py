@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from engaged.events.model import BounceEvent, DelayEvent, DeliveryEvent, InjectionEvent
+from engaged.events.model import BounceEvent, DelayEvent, DeliveryEvent, InjectionEvent, PolicyRejectionEvent
 from engaged.spool.record import SpoolRecord
 
 
@@ -120,4 +120,20 @@ def bounce_event(
         reason=reason,
         raw_reason=raw_reason,
         bounce_class=bounce_class,
+    )
+
+
+def policy_rejection_event(
+    *, event_id: str, now: float, message_id: str, transmission_id: str, rcpt_to: str, mail_from: str,
+    remote_addr: str, error_code: str, reason: str, customer_id: str = "",
+) -> PolicyRejectionEvent:
+    """Policy refused a message before it was accepted (nothing was spooled)."""
+    domain = rcpt_to.rpartition("@")[2].lower()
+    return PolicyRejectionEvent(
+        event_id=event_id, timestamp=format_timestamp(now), message_id=message_id, transmission_id=transmission_id,
+        campaign_id="", customer_id=customer_id, rcpt_to=rcpt_to.lower(), raw_rcpt_to=rcpt_to, rcpt_meta={},
+        rcpt_tags=[], friendly_from="", msg_from=mail_from, msg_size="0", subject="", ip_pool="",
+        routing_domain=domain, recipient_domain=domain, injection_time=format_iso(now), transactional="0",
+        open_tracking=False, click_tracking=False, initial_pixel=False, recv_method="esmtp",
+        remote_addr=remote_addr, error_code=error_code, reason=reason, raw_reason=reason,
     )

@@ -60,6 +60,9 @@ class UserAuthenticator:
         name = auth_data.login.decode("utf-8", "replace")
         user = self._users.get(name)
         ok = verify_password(auth_data.password, user.password_hash if user else _DUMMY_HASH)
+        policy = getattr(session, "policy", None)
+        if policy is not None:
+            policy.set_auth(name, "pass" if user is not None and ok else "fail", mechanism=mechanism)
         if user is None or not ok:
             return AuthResult(success=False, handled=False)
         return AuthResult(success=True, auth_data=user)

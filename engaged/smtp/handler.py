@@ -11,6 +11,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from engaged.config import SmtpUser
 from engaged.inject import Accepted, Injector, Transaction
+from engaged.policy.engine import PolicyFailure, PolicySession, Reject, Verdict
 from engaged.smtp import replies
 
 log = logging.getLogger("engaged.smtp")
@@ -42,6 +43,38 @@ def peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
         return None
 
 
+class PolicedSession(Session):
+    """aiosmtpd's Session plus the connection's policy session (None when no scripts are loaded)."""
+
+    policy: PolicySession | None = None
+    refusal: str | None = None
+
+
+def policy_of(session: Session) -> PolicySession | None:
+    """The policy session of an SMTP session, if any."""
+    return session.policy if isinstance(session, PolicedSession) else None
+
+
+def policy_reply(verdict: Verdict | PolicyFailure) -> str | None:
+    """The SMTP reply for a policy verdict: None to go on, a refusal otherwise."""
+    if isinstance(verdict, PolicyFailure):
+        log.error("policy failed: %s", verdict)
+        return replies.R451_POLICY_FAILURE
+    return verdict.reply if isinstance(verdict, Reject) else None
+
+
+def run_policy(session: Session, call: str, *args: str) -> str | None:
+    """Run one session-level policy phase (validate_ehlo, validate_mailfrom, …) and map its verdict."""
+    policy = policy_of(session)
+    if policy is None:
+        return None
+    try:
+        verdict: Verdict = getattr(policy, call)(*args)
+    except PolicyFailure as failure:
+        return policy_reply(failure)
+    return policy_reply(verdict)
+
+
 class InjectionHandler:
     """Hooks for one listener; `listener` is its configured address (the key of smtp.overrides)."""
 
@@ -54,7 +87,7 @@ class InjectionHandler:
         max_recipients: int,
     ) -> None:
         self._injector = injector
-        self._listener = listener
+        self.listener = listener
         self._relay_networks = relay_networks
         self._max_recipients = max_recipients
 
@@ -68,6 +101,9 @@ class InjectionHandler:
     async def handle_EHLO(
         self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
+        refusal = run_policy(session, "validate_ehlo", hostname)
+        if refusal is not None:
+            return [refusal]
         session.host_name = hostname
         extra = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES"]
         return [*responses[:-1], *extra, responses[-1]]
@@ -79,6 +115,9 @@ class InjectionHandler:
             return replies.R530_AUTH_REQUIRED
         if address and not is_valid_address(address):
             return replies.R501_BAD_SENDER
+        refusal = run_policy(session, "validate_mailfrom", address)
+        if refusal is not None:
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.R250_SENDER_OK
@@ -92,18 +131,24 @@ class InjectionHandler:
             return replies.R501_BAD_ADDRESS
         if len(envelope.rcpt_tos) >= self._max_recipients:
             return replies.R452_TOO_MANY_RECIPIENTS
+        refusal = run_policy(session, "validate_rcptto", address)
+        if refusal is not None:
+            return refusal
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return replies.R250_RECIPIENT_OK
 
     async def handle_RSET(self, server: Any, session: Session, envelope: Envelope) -> str:
+        policy = policy_of(session)
+        if policy is not None:
+            policy.reset()
         return replies.R250_RESET
 
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         user = session.auth_data if isinstance(session.auth_data, SmtpUser) else None
         txn = Transaction(
-            listener=self._listener,
+            listener=self.listener,
             peer=str(peer_ip(session) or ""),
             helo=session.host_name or "",
             auth_user=user.name if user else "",
@@ -112,12 +157,16 @@ class InjectionHandler:
             rcpt_tos=list(envelope.rcpt_tos),
             smtputf8=bool(envelope.smtp_utf8),
             content=content,
+            policy=policy_of(session),
         )
         try:
             outcome = await self._injector.inject(txn)
         except Exception:
             log.exception("injection failed for a message from %s", txn.peer)
             return replies.R451_INTERNAL
+        finally:
+            if txn.policy is not None:
+                txn.policy.reset()
         if isinstance(outcome, Accepted):
             log.info("accepted %s from %s for %d recipient(s)", outcome.record.message_id, txn.peer,
                      len(txn.rcpt_tos))

@@ -11,14 +11,15 @@ import typing
 from collections import Counter
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, syntax
+from aiosmtpd.smtp import SMTP, Session, syntax
 
 from engaged.config import Config, parse_hostport
 from engaged.inject import Injector
+from engaged.policy.engine import PolicyEngine
 from engaged.smtp import replies
 from engaged.smtp.auth import UserAuthenticator
 from engaged.smtp.data import DataProblem, DataTimeout, read_data
-from engaged.smtp.handler import InjectionHandler, Network, peer_ip
+from engaged.smtp.handler import InjectionHandler, Network, PolicedSession, peer_ip, run_policy
 
 log = logging.getLogger("engaged.smtp")
 
@@ -56,8 +57,10 @@ class InjectionSMTP(SMTP):
     """aiosmtpd's SMTP with our DATA reader, enhanced status codes, per-peer AUTH-over-TLS and limits."""
 
     def __init__(self, handler: InjectionHandler, *, gate: ConnectionGate, data_timeout: float,
-                 **kwargs: Any) -> None:
+                 policy: PolicyEngine | None = None, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        self._injection_handler = handler
+        self._policy = policy if policy is not None and policy.active else None
         self._gate = gate
         self._gate_ip: str | None = None
         self._data_timeout = data_timeout
@@ -77,7 +80,23 @@ class InjectionSMTP(SMTP):
                 return
             self._gate_ip = ip
             self._auth_require_tls = auth_requires_tls(ip)
+            super().connection_made(transport)
+            self._start_policy(ip)
+            return
         super().connection_made(transport)
+
+    def _create_session(self) -> Session:
+        return PolicedSession(self.loop)
+
+    def _start_policy(self, ip: str) -> None:
+        """A policy session for the connection and its validate_connect; a refusal replaces the greeting."""
+        session = self.session
+        if self._policy is None or not isinstance(session, PolicedSession):
+            return
+        handler = self._injection_handler
+        session.policy = self._policy.session(peer_ip=ip, listener=handler.listener, tls=False,
+                                              can_relay=handler.may_relay(session))
+        session.refusal = run_policy(session, "validate_connect")
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._gate_ip is None:
@@ -93,8 +112,14 @@ class InjectionSMTP(SMTP):
         return result
 
     async def push(self, status: AnyStr) -> None:
-        if isinstance(status, str) and not self._in_ehlo and self.session is not None \
-                and self.session.extended_smtp:
+        session = self.session
+        if isinstance(status, str) and status.startswith("220 ") and isinstance(session, PolicedSession) \
+                and session.refusal is not None and self._original_transport is None:
+            await super().push(session.refusal)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if isinstance(status, str) and not self._in_ehlo and session is not None and session.extended_smtp:
             status = with_code(status)
         await super().push(status)
 
@@ -171,8 +196,9 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 class SmtpListeners:
     """Every [smtp] listen address, bound and serving; `addresses` are the bound host:port pairs."""
 
-    def __init__(self, config: Config, injector: Injector) -> None:
+    def __init__(self, config: Config, injector: Injector, policy: PolicyEngine | None = None) -> None:
         self._config = config
+        self._policy = policy
         self._injector = injector
         self._servers: list[asyncio.AbstractServer] = []
         self.addresses: list[tuple[str, str]] = []
@@ -205,6 +231,7 @@ class SmtpListeners:
             handler,
             gate=self._gate,
             data_timeout=smtp.data_timeout,
+            policy=self._policy,
             hostname=smtp.hostname or None,
             ident="engaged ESMTP",
             data_size_limit=smtp.max_message_size,

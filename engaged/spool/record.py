@@ -36,6 +36,7 @@ class SpoolRecipient(msgspec.Struct, frozen=True, kw_only=True):
     rcpt_to: str
     plan: TrackingPlan
     injection_event_id: str
+    headers: bytes | None = None  # this recipient's own header block, when policy edited it per recipient
 
 
 class SpoolRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,16 +20,15 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import msgspec
 
 from engaged.errors import EngagedError
 from engaged.events.model import Event, decode_event
+from engaged.types import EventSink
 
 log = logging.getLogger("engaged")
 
@@ -41,12 +40,6 @@ LOAD_INTERVAL = 0.05  # seconds between store transactions while events keep com
 _SUFFIX = ".jsonl"
 _LOCK = ".lock"
 _RETRY_MAX = 5.0
-
-
-class EventSink(Protocol):
-    """What the loader needs of an EventStore (engaged.types.EventStore): a durable, idempotent append."""
-
-    async def append(self, events: Sequence[Event]) -> None: ...
 
 
 class JournalError(EngagedError):

@@ -18,7 +18,8 @@ from engaged.tokens import SigningKeys
 from engaged.tracker.asgi import MAX_SEGMENT_CHARS, TrackerApp
 from engaged.tracker.classify import Classifier
 from engaged.tracker.geo import GeoIp
-from engaged.tracker.journal import JOURNAL_DIR, EventSink, Journal, JournalLoader
+from engaged.tracker.journal import JOURNAL_DIR, Journal, JournalLoader
+from engaged.types import EventSink
 
 log = logging.getLogger("engaged")
 

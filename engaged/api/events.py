@@ -1,0 +1,91 @@
+"""Events API: GET /api/v1/events/message (SparkPost filters, cursor paging) and /api/v1/events/stream (SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from engaged.api.params import BadRequest, decode_cursor, encode_cursor, error, event_query, integer
+from engaged.events.model import encode_event
+from engaged.prometheus import Metrics
+from engaged.sinks.stream import follow
+from engaged.types import EventStore
+
+PER_PAGE = 1000
+MAX_PER_PAGE = 10000
+TOTAL_COUNT_CAP = 100_000
+"""total_count is exact up to this many matches; larger results report this number (counting is bounded)."""
+
+
+class EventsApi:
+    """The message-events search and the live stream over one event store."""
+
+    def __init__(self, store: EventStore, metrics: Metrics, stopping: asyncio.Event, *,
+                 keepalive: float = 15.0, poll: float = 0.25) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._stopping = stopping
+        self._keepalive = keepalive
+        self._poll = poll
+
+    def routes(self) -> list[Route]:
+        return [Route("/api/v1/events/message", self.message, methods=["GET"]),
+                Route("/api/v1/events/stream", self.stream, methods=["GET"])]
+
+    async def message(self, request: Request) -> Response:
+        """`{"results": [event…], "total_count": n, "links": {"next": …}}`, oldest first, paged by cursor."""
+        params = request.query_params
+        try:
+            query = event_query(params)
+            per_page = integer(params, "per_page", PER_PAGE, 1, MAX_PER_PAGE)
+            after = decode_cursor(params["cursor"]) if params.get("cursor") else 0
+        except BadRequest as bad:
+            return error(400, bad.message, bad.param)
+        page_query = msgspec.structs.replace(query, after_seq=after, limit=per_page)
+        page, total = await asyncio.gather(self._store.query(page_query),
+                                           self._store.count(query, TOTAL_COUNT_CAP))
+        links = b"{}"
+        if len(page) == per_page:
+            rest = [(key, value) for key, value in params.multi_items() if key != "cursor"]
+            link = f"{request.url.path}?{urlencode([*rest, ('cursor', encode_cursor(page[-1].seq))])}"
+            links = b'{"next":' + msgspec.json.encode(link) + b"}"
+        body = (b'{"results":[' + b",".join(encode_event(item.event) for item in page)
+                + b'],"total_count":' + str(total).encode() + b',"links":' + links + b"}")
+        return Response(body, media_type="application/json")
+
+    async def stream(self, request: Request) -> Response:
+        """Server-Sent Events from after Last-Event-ID (header or `last_event_id`), else from now on."""
+        params = request.query_params
+        try:
+            query = event_query(params)
+            resume = request.headers.get("last-event-id") or params.get("last_event_id", "")
+            after = _seq(resume) if resume else await self._store.head()
+        except BadRequest as bad:
+            return error(400, bad.message, bad.param)
+        frames = follow(self._store, query, after, self._stopping, keepalive=self._keepalive, poll=self._poll)
+        return StreamingResponse(self._counted(frames), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def _counted(self, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        self._metrics.stream_clients.inc()
+        try:
+            async for chunk in frames:
+                yield chunk
+        finally:
+            self._metrics.stream_clients.dec()
+
+
+def _seq(value: str) -> int:
+    try:
+        seq = int(value.strip())
+    except ValueError:
+        raise BadRequest("last_event_id", "Last-Event-ID must be the id of an event this stream sent") from None
+    if seq < 0:
+        raise BadRequest("last_event_id", "Last-Event-ID must not be negative")
+    return seq

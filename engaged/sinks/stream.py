@@ -1,0 +1,60 @@
+"""Live stream: follows the event store by seq and yields Server-Sent Events frames (resumable by id)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+
+from engaged.events.model import encode_event, event_type
+from engaged.types import EventQuery, EventStore, StoredEvent
+
+_PAGE = 500
+
+
+def frame(stored: StoredEvent) -> bytes:
+    """One SSE message: `id` is the seq (for Last-Event-ID), `event` the type, `data` the event's JSON."""
+    return (b"id: %d\nevent: %s\ndata: " % (stored.seq, event_type(stored.event).encode())
+            + encode_event(stored.event) + b"\n\n")
+
+
+async def follow(store: EventStore, query: EventQuery, after: int, stopping: asyncio.Event, *,
+                 keepalive: float = 15.0, poll: float = 0.25) -> AsyncIterator[bytes]:
+    """Frames for every matching event with seq > `after`, live, until `stopping` is set.
+
+    Local appends wake the follower at once; appends by other processes are seen within `poll`
+    seconds. A comment line goes out when nothing was sent for `keepalive` seconds.
+    """
+    cursor = after
+    sent = time.monotonic()
+    yield b"retry: 1000\n\n"
+    while not stopping.is_set():
+        version = store.appends.version
+        page = await store.query(msgspec.structs.replace(query, after_seq=cursor, limit=_PAGE))
+        if page:
+            cursor = page[-1].seq
+            sent = time.monotonic()
+            yield b"".join(frame(item) for item in page)
+            continue
+        idle = time.monotonic() - sent
+        if idle >= keepalive:
+            sent = time.monotonic()
+            yield b": keepalive\n\n"
+            idle = 0.0
+        await _wait(store, version, stopping, min(poll, keepalive - idle))
+
+
+async def _wait(store: EventStore, version: int, stopping: asyncio.Event, timeout: float) -> None:
+    waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(store.appends.wait(version, timeout)),
+                                       asyncio.ensure_future(stopping.wait())}
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waits:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
