@@ -103,8 +103,8 @@ class Injector:
             return Rejected(replies.R554_EMPTY_MESSAGE)
         steered = self._apply_policy(txn)
         if isinstance(steered, Rejected):
-            if steered.reply[:1] == "5" and self._events is not None:
-                await self._events.append(self._policy_rejections(txn, steered.reply))
+            await self.record_rejection(txn.mail_from, txn.rcpt_tos, steered.reply, peer=txn.peer,
+                                        customer_id=txn.customer_id)
             return steered
         headers = parse_headers(steered.content)
         header = read_xmsysapi(steered.content)
@@ -155,14 +155,19 @@ class Injector:
         contexts = [connection | session.recipient_context(index) for index in range(count)]
         return _Steered(message.content, contexts, own_headers)
 
-    def _policy_rejections(self, txn: Transaction, reply: str) -> list[Event]:
+    async def record_rejection(self, mail_from: str, rcpt_tos: list[str], reply: str, *, peer: str,
+                               customer_id: str = "") -> None:
+        """A `policy_rejection` event per recipient for a permanent (5xx) policy refusal."""
+        if reply[:1] != "5" or self._events is None:
+            return
         now = time.time()
         message_id = new_message_id(now, self._random)
         code, _, text = reply.partition(" ")
-        return [policy_rejection_event(
+        events: list[Event] = [policy_rejection_event(
             event_id=self._ids.next_id(now), now=now, message_id=message_id, transmission_id="", rcpt_to=rcpt,
-            mail_from=txn.mail_from, remote_addr=txn.peer, error_code=code, reason=text, customer_id=txn.customer_id,
-        ) for rcpt in txn.rcpt_tos]
+            mail_from=mail_from, remote_addr=peer, error_code=code, reason=text, customer_id=customer_id,
+        ) for rcpt in rcpt_tos or [""]]
+        await self._events.append(events)
 
     def _build_record(
         self, txn: Transaction, steered: _Steered, headers: Message, header: XMsysApi | None, now: float

@@ -117,6 +117,7 @@ class InjectionHandler:
             return replies.R501_BAD_SENDER
         refusal = run_policy(session, "validate_mailfrom", address)
         if refusal is not None:
+            await self._injector.record_rejection(address, [], refusal, peer=str(peer_ip(session) or ""))
             return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -133,6 +134,8 @@ class InjectionHandler:
             return replies.R452_TOO_MANY_RECIPIENTS
         refusal = run_policy(session, "validate_rcptto", address)
         if refusal is not None:
+            await self._injector.record_rejection(envelope.mail_from or "", [address], refusal,
+                                                  peer=str(peer_ip(session) or ""))
             return refusal
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
