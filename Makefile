@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYSPKGS := swaks postfix nginx-light wrk chromium
+SYSPKGS := swaks postfix nginx-light wrk chromium strace
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: serve test lint pytest bench sysdeps venv clean

@@ -26,6 +26,7 @@ from engaged.prometheus import Metrics
 from engaged.smtp.listener import SmtpListeners
 from engaged.spool.record import SpoolRecord
 from engaged.spool.store import FileSpool
+from engaged.spool.sync import Durability
 from engaged.tracker.service import TrackerService
 from engaged.types import EventStore
 
@@ -49,19 +50,19 @@ def describe_store(config: Config) -> str:
     return f"postgresql {host}:{parts.port or 5432}{parts.path}"
 
 
-def build_transport(config: Config) -> Transport:
+def build_transport(config: Config, durability: Durability) -> Transport:
     """The configured delivery transport: capture, the relay host, or MX delivery."""
     delivery = config.delivery
     if delivery.mode == "relay":
         return SmtpTransport(delivery, RelayRouter(delivery.relay), helo=delivery.helo_name or config.smtp.hostname)
     if delivery.mode == "mx":
         return SmtpTransport(delivery, MxRouter(delivery), helo=delivery.helo_name or config.smtp.hostname)
-    return build_capture(config)
+    return build_capture(config, durability)
 
 
-def build_capture(config: Config) -> CaptureTransport:
+def build_capture(config: Config, durability: Durability) -> CaptureTransport:
     """Capture into data_dir/captured (the default mode, and where sandbox messages always go)."""
-    return CaptureTransport(config.data_path / "captured", fsync=config.smtp.fsync)
+    return CaptureTransport(config.data_path / "captured", durability=durability)
 
 
 class App:
@@ -74,13 +75,14 @@ class App:
         self.keyring = LiveKeyring(data)
         self.metrics = Metrics()
         self.store = build_store(config, self.metrics)
-        self.spool = FileSpool(data / "spool", fsync=config.smtp.fsync)
+        self.durability = Durability(config.smtp.sync, data)
+        self.spool = FileSpool(data / "spool", durability=self.durability)
         self.delivery = DeliveryQueue(
             self.spool,
             self.store,
-            build_transport(config),
+            build_transport(config, self.durability),
             CopyComposer(self.keyring),
-            sandbox=build_capture(config),
+            sandbox=build_capture(config, self.durability),
             workers=config.delivery.workers,
             retry_base=config.delivery.retry_base,
             max_attempt_age=config.delivery.max_attempt_age,
@@ -121,6 +123,7 @@ class App:
         await self.api.stop()
         await self.store.close()
         self.spool.close()
+        self.durability.close()
         self.policy.close()
         log.info("stopped")
 

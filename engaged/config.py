@@ -74,7 +74,7 @@ class SmtpConfig(_Section, frozen=True):
     data_timeout: float = 180.0
     max_commands: int = 10000
     max_errors: int = 20
-    fsync: bool = True
+    sync: Literal["syncfs", "fsync", "none"] = "syncfs"
 
 
 class EngagementTrackerConfig(_Section, frozen=True):

@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 
 from engaged.delivery.outcome import Deferred, Delivered, OutboundMessage, Outcome
+from engaged.spool.sync import Durability
 
 
 class CaptureSidecar(msgspec.Struct, frozen=True):
@@ -25,9 +26,9 @@ class CaptureSidecar(msgspec.Struct, frozen=True):
 class CaptureTransport:
     """Writes exactly the bytes relay or MX delivery would send after DATA, fsync'd, then renamed in."""
 
-    def __init__(self, directory: Path, *, fsync: bool = True) -> None:
+    def __init__(self, directory: Path, *, durability: Durability | None = None) -> None:
         self.directory = directory
-        self._fsync = fsync
+        self._durability = durability or Durability("fsync", directory)
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="capture")
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -35,6 +36,7 @@ class CaptureTransport:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._write, message)
+            await self._durability.commit(self.directory)
         except OSError as error:
             return Deferred(error_code="451", reason=f"4.3.0 capture write failed: {error.strerror}")
         return Delivered(delv_method="capture", ip_address="127.0.0.1", response="250 captured")
@@ -49,12 +51,6 @@ class CaptureTransport:
         )
         self._atomic_write(self.directory / f"{stem}.json", msgspec.json.encode(sidecar) + b"\n")
         self._atomic_write(self.directory / f"{stem}.eml", message.data)
-        if self._fsync:
-            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
         tmp = path.with_name(f".{path.name}.tmp")
@@ -64,7 +60,7 @@ class CaptureTransport:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            if self._fsync:
+            if self._durability.fsync_files:
                 os.fsync(fd)
         finally:
             os.close(fd)

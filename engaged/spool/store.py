@@ -14,6 +14,7 @@ import msgspec
 
 from engaged.errors import SpoolError
 from engaged.spool.record import SPOOL_VERSION, RecipientDone, SpoolRecord, StateLine
+from engaged.spool.sync import Durability
 
 log = logging.getLogger("engaged.spool")
 
@@ -30,78 +31,24 @@ class SpoolEntry(msgspec.Struct, frozen=True):
     state: list[StateLine]
 
 
-class _DirectorySync:
-    """Coalesces directory fsyncs: every caller waits for one fsync that started after its rename."""
-
-    def __init__(self, path: Path, executor: ThreadPoolExecutor, enabled: bool) -> None:
-        self._path = path
-        self._executor = executor
-        self._enabled = enabled
-        self._requested = 0
-        self._done = 0
-        self._running: asyncio.Task[None] | None = None
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-
-    async def sync(self) -> None:
-        if not self._enabled:
-            return
-        self._requested += 1
-        ticket = self._requested
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((ticket, future))
-        if self._running is None or self._running.done():
-            self._running = asyncio.get_running_loop().create_task(self._run())
-        await future
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._done < self._requested:
-            target = self._requested
-            try:
-                await loop.run_in_executor(self._executor, _fsync_dir, self._path)
-            except OSError as error:
-                failed = [f for t, f in self._waiters if t <= target]
-                self._waiters = [(t, f) for t, f in self._waiters if t > target]
-                for future in failed:
-                    if not future.done():
-                        future.set_exception(SpoolError(f"directory fsync failed: {error}"))
-                self._done = target
-                continue
-            self._done = target
-            ready = [f for t, f in self._waiters if t <= target]
-            self._waiters = [(t, f) for t, f in self._waiters if t > target]
-            for future in ready:
-                if not future.done():
-                    future.set_result(None)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class FileSpool:
     """Messages as `<dir>/<message_id>.msg` (record + bytes) with `<message_id>.log` (state lines).
 
-    A `.msg` file appears only by rename after its data is fsync'd, so a file in the directory is
-    always complete; its record carries the body length and CRC-32 so a damaged file is detected
-    and quarantined at startup instead of being delivered.
+    A `.msg` file is written under tmp/ and renamed into place, and `store` returns only after the
+    Durability policy made it durable. Its record carries the body length and CRC-32, so a file that
+    a crash left incomplete (never answered 250) is detected and quarantined at startup instead of
+    being delivered.
     """
 
-    def __init__(self, directory: Path, *, fsync: bool = True) -> None:
+    def __init__(self, directory: Path, *, durability: Durability | None = None) -> None:
         self.directory = directory
         self._tmp = directory / "tmp"
         self._quarantine = directory / "quarantine"
-        self._fsync = fsync
-        # The accept path (write, fsync, rename, directory fsync) has threads of its own so that
-        # delivery-side work (state lines, removals, reads) never queues in front of a 250.
+        self._durability = durability or Durability("fsync", directory)
+        # The accept path (write, rename, sync) has threads of its own so that delivery-side work
+        # (state lines, removals, reads) never queues in front of a 250.
         self._accept = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-accept")
-        self._dir_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-dirsync")
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spool")
-        self._dir_sync = _DirectorySync(directory, self._dir_executor, fsync)
 
     def open(self) -> None:
         for path in (self.directory, self._tmp, self._quarantine):
@@ -118,9 +65,9 @@ class FileSpool:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._accept, self._write, record, body)
+            await self._durability.commit(self.directory)
         except OSError as error:
             raise SpoolError(f"spool write failed: {error}") from error
-        await self._dir_sync.sync()
         return record
 
     def _write(self, record: SpoolRecord, body: bytes) -> None:
@@ -136,7 +83,7 @@ class FileSpool:
                 handle.write(b"\n")
                 handle.write(body)
                 handle.flush()
-                if self._fsync:
+                if self._durability.fsync_files:
                     os.fsync(fd)
         finally:
             os.close(fd)
@@ -226,7 +173,7 @@ class FileSpool:
         return sum(1 for _ in self.directory.glob("*.msg"))
 
     def close(self) -> None:
-        for executor in (self._accept, self._dir_executor, self._executor):
+        for executor in (self._accept, self._executor):
             executor.shutdown(wait=True)
 
 
