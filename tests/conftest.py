@@ -16,6 +16,8 @@ import pytest
 
 from engaged.testing.server import ServerProcess, write_config
 
+pytest_plugins = ["tests.eventstores"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 IN_CI = os.environ.get("CI") == "true"

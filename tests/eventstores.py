@@ -64,3 +64,25 @@ async def eventually(probe: Callable[[], Awaitable[_T | None]], timeout: float =
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"condition not met within {timeout} s")
         await asyncio.sleep(0.01)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreMaker:
+    """Unopened stores on one fresh backing, once per backend."""
+    return store_maker(request, tmp_path)
+
+
+@pytest.fixture
+async def store(make_store: StoreMaker) -> AsyncIterator[EventStore]:
+    """An open store on a fresh backing, once per backend."""
+    opened = make_store()
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def start_service(store: EventStore, tmp_path: Path) -> AsyncIterator[Services]:
+    """In-process ApiService instances on `store`; they stop before the store closes."""
+    async for start in services(tmp_path):
+        yield start

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
 import msgspec
-import pytest
 
 from engaged.events.model import Event, MachineEngagement
 from engaged.events.store_postgres import PostgresEventStore
@@ -17,20 +16,6 @@ from engaged.events.store_sqlite import SqliteEventStore
 from engaged.types import DeadLetter, EventQuery, EventStore, WebhookRecord, WebhookState
 from tests.conftest import postgres_admin
 from tests.events.test_store_contract import T0, make_event
-from tests.eventstores import StoreMaker, store_maker
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreMaker:
-    return store_maker(request, tmp_path)
-
-
-@pytest.fixture
-async def store(make_store: StoreMaker) -> AsyncIterator[EventStore]:
-    opened = make_store()
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 def hook(webhook_id: str = "w-1", **fields: object) -> WebhookRecord:
