@@ -22,6 +22,7 @@ from engaged.api.webhooks import WebhooksApi
 from engaged.errors import StoreError
 from engaged.prometheus import CONTENT_TYPE, Metrics
 from engaged.types import EventStore
+from engaged.web.middleware import DashboardMiddleware
 
 log = logging.getLogger("engaged")
 
@@ -65,6 +66,9 @@ def build_app(store: EventStore, metrics: Metrics, *, keys: Sequence[str], stopp
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(NoSniffMiddleware), Middleware(AuthMiddleware, keys=keys)],
+        middleware=[Middleware(NoSniffMiddleware),
+                    Middleware(DashboardMiddleware, store=store, keys=keys, stopping=stopping, keepalive=keepalive,
+                               poll=poll),
+                    Middleware(AuthMiddleware, keys=keys)],
         exception_handlers={HTTPException: http_error, StoreError: store_error},
     )

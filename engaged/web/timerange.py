@@ -81,6 +81,6 @@ def parse_range(params: Mapping[str, str], now: float) -> TimeRange:
 def bucket_width(since: float, until: float) -> int:
     """Seconds per chart bucket: per minute up to an hour, per hour up to 14 days, per day beyond."""
     span = until - since
-    if span <= HOUR:
+    if span <= HOUR + MINUTE:  # "the last hour", measured a moment after the range was read
         return MINUTE
     return HOUR if span <= 14 * DAY else DAY
