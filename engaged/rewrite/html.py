@@ -31,8 +31,11 @@ TOP_PIXEL = (
 )
 """The hidden initial-open pixel, placed right after the first `<body…>` start tag."""
 
-BOTTOM_PIXEL = '<img border="0" width="1" height="1" alt="" src="{url}">'
-"""The open pixel, placed before the last `</body>`."""
+BOTTOM_PIXEL = (
+    '<img border="0" width="1" height="1" alt="" style="display:block;width:1px;height:1px;border:0;margin:0;'
+    'padding:0" src="{url}">'
+)
+"""The open pixel, placed before the last `</body>`; a block, so it adds one pixel of height, not a line."""
 
 _WS = "\t\n\f\r "
 _NAME_END = r"(?=[\t\n\f\r />]|\Z)"

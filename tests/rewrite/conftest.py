@@ -80,5 +80,6 @@ def strip_pixels() -> Callable[[str], str]:
         "width:1px;margin:0;padding:0;border-width:0!important;display:none!important;line-height:0!important;"
         f'"><img border="0" width="1" height="1" alt="" src="{TRACKER}/q/i"></div>'
     )
-    bottom = f'<img border="0" width="1" height="1" alt="" src="{TRACKER}/q/b">'
+    bottom = (f'<img border="0" width="1" height="1" alt="" style="display:block;width:1px;height:1px;border:0;'
+              f'margin:0;padding:0" src="{TRACKER}/q/b">')
     return lambda text: text.replace(top, "", 1).replace(bottom, "", 1)

@@ -267,7 +267,8 @@ def test_pixels_go_after_the_body_start_tag_and_before_the_last_body_end_tag(
     assert result.pixels == 2 and strip_pixels(result.text) == doc
     assert result.text.startswith("<html><BODY style='x'><div style=\"color:transparent;")
     assert result.text.endswith(
-        '<p>stray</p><img border="0" width="1" height="1" alt="" src="https://t.example/q/b"></BODY></html>'
+        '<p>stray</p><img border="0" width="1" height="1" alt="" '
+        'style="display:block;width:1px;height:1px;border:0;margin:0;padding:0" src="https://t.example/q/b"></BODY></html>'
     )
 
 
@@ -279,7 +280,8 @@ def test_without_initial_open_only_the_bottom_pixel_is_placed(
     assert result.pixels == 1 and "/q/i" not in result.text
     assert (
         result.text
-        == '<body><p>x</p><img border="0" width="1" height="1" alt="" src="https://t.example/q/b"></body>'
+        == '<body><p>x</p><img border="0" width="1" height="1" alt="" '
+        'style="display:block;width:1px;height:1px;border:0;margin:0;padding:0" src="https://t.example/q/b"></body>'
     )
 
 

@@ -330,7 +330,8 @@ def test_links_and_pixels_the_minter_refuses_are_left_as_they_are() -> None:
     assert plain == "http://bad.example/ https://t.example/f/a/ok"
     assert html_part == (
         '<body><a href="http://bad.example/">x</a> <a href="https://t.example/f/a/ok">y</a>'
-        '<img border="0" width="1" height="1" alt="" src="https://t.example/q/b"></body>'
+        '<img border="0" width="1" height="1" alt="" '
+        'style="display:block;width:1px;height:1px;border:0;margin:0;padding:0" src="https://t.example/q/b"></body>'
     )
     assert (result.links_tracked, result.pixels, result.parts_rewritten) == (2, 1, 2)
     assert set(result.warnings) == {
