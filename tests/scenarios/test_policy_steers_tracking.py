@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email
 import re
 import subprocess
 import sys
@@ -34,7 +35,9 @@ def send(server: ServerProcess, message: bytes, rcpts: list[str] | None = None) 
 
 
 def click_payload_campaign(server: ServerProcess, copy: bytes) -> str:
-    match = re.search(rb"http://click\.example\.com/f/a/([A-Za-z0-9_-]+)", copy)
+    payload = email.message_from_bytes(copy).get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    match = re.search(rb"http://click\.example\.com/f/a/([A-Za-z0-9_-]+)", payload)
     assert match is not None, copy
     keyring = load_keyring(server.config.parent / "data")
     return decode_token(match.group(1).decode(), keyring, expect=CLICK_KINDS).campaign_id

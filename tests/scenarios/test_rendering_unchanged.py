@@ -12,7 +12,7 @@ from engaged.rewrite.html import rewrite_html
 from tests.conftest import IN_CI, SHARED, require_tool
 
 try:
-    from playwright.sync_api import Page, sync_playwright
+    from playwright.sync_api import FloatRect, Page, sync_playwright
 except ImportError:  # pragma: no cover - the test extra installs it
     if IN_CI:
         raise
@@ -44,7 +44,7 @@ def page() -> Iterator[Page]:
         browser.close()
 
 
-def render(page: Page, html: str, clip: dict[str, float] | None = None) -> tuple[bytes, Any]:
+def render(page: Page, html: str, clip: FloatRect | None = None) -> tuple[bytes, Any]:
     page.set_content(html, wait_until="load")
     height = page.evaluate("document.documentElement.scrollHeight")
     shot = page.screenshot(full_page=True, clip=clip) if clip else page.screenshot(full_page=True)
