@@ -61,7 +61,8 @@ def main() -> int:
             sink.kill()
     if sink is None:
         print("smtp-sink not installed (Debian package postfix): no baseline measured")
-    print("engaged: durable spool on (fsync of file and directory before every 250); goal ratio >= 0.3")
+    print("engaged: durable spool on (default [smtp] sync = \"syncfs\": written, renamed and synced before every")
+    print("250, one filesystem sync shared by concurrent sessions), capture delivery running; goal ratio >= 0.3")
     return 0
 
 

@@ -8,6 +8,7 @@ import random
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from engaged.delivery import bounce
 from engaged.delivery.compose import Copy
@@ -23,6 +24,7 @@ log = logging.getLogger("engaged.delivery")
 
 ComposeFn = Callable[[bytes, SpoolRecord, int], Copy]
 RETRY_BASE_SECONDS = 60.0
+INLINE_COMPOSE_BYTES = 256 * 1024
 RETRY_MAX_SECONDS = 3600.0
 
 
@@ -68,6 +70,7 @@ class DeliveryQueue:
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._fresh: set[str] = set()
+        self._compose_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="compose")
 
     async def start(self) -> int:
         """Start the workers and pick up everything the spool still holds; returns how many."""
@@ -107,7 +110,7 @@ class DeliveryQueue:
         if record.message_id in self._fresh:
             body = await self._spool.load_body(record.message_id)
             first = pending[0] if pending else 0
-            copies[first] = self._compose(body, record, first)
+            copies[first] = await self._composed(body, record, first)
             await self._announce(record, state, list(copies[first].warnings))
             self._fresh.discard(record.message_id)
         if pending:
@@ -120,6 +123,14 @@ class DeliveryQueue:
             self._state.pop(record.message_id, None)
             return
         self._schedule(record, self._next_due(state, done) - time.time())
+
+    async def _composed(self, body: bytes, record: SpoolRecord, index: int) -> Copy:
+        """Build a copy; large bodies are rewritten on a worker thread so the event loop stays responsive."""
+        plan = record.recipients[index].plan
+        if len(body) < INLINE_COMPOSE_BYTES or not (plan.open_tracking or plan.click_tracking):
+            return self._compose(body, record, index)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._compose_executor, self._compose, body, record, index)
 
     async def _announce(self, record: SpoolRecord, state: list[StateLine], warnings: list[str]) -> None:
         """Store the injection events (with what building the copy warned about), then any outcome
@@ -139,7 +150,7 @@ class DeliveryQueue:
     async def _deliver_recipient(
         self, record: SpoolRecord, body: bytes, index: int, state: list[StateLine], copy: Copy | None = None
     ) -> None:
-        copy = copy or self._compose(body, record, index)
+        copy = copy or await self._composed(body, record, index)
         recipient = record.recipients[index]
         message = OutboundMessage(
             message_id=record.message_id,
@@ -206,6 +217,7 @@ class DeliveryQueue:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._transport.close()
+        self._compose_executor.shutdown(wait=False, cancel_futures=True)
         if self._sandbox is not self._transport:
             await self._sandbox.close()
 
