@@ -6,13 +6,13 @@ import asyncio
 import getpass
 import logging
 import sys
-from datetime import datetime
 
 import click
 
 from engaged.config import Config, load_config, render_config
 from engaged.errors import ConfigError
 from engaged.events.model import EVENT_TYPES, encode_event
+from engaged.timestamps import parse_moment
 from engaged.types import EventQuery
 
 _config_option = click.option("--config", "config_path", default=None, metavar="FILE",
@@ -82,11 +82,7 @@ def _parse_since(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value).timestamp()
+        return parse_moment(value)
     except ValueError:
         raise click.BadParameter(f"not an ISO-8601 time or epoch seconds: {value}") from None
 

@@ -6,13 +6,13 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from starlette.responses import Response
 
 from engaged.events.model import EVENT_TYPES
+from engaged.timestamps import parse_moment
 from engaged.types import EventQuery
 
 __all__ = ["BadRequest", "decode_cursor", "encode_cursor", "error", "event_query", "integer", "json", "listed",
@@ -49,18 +49,10 @@ def listed(params: Mapping[str, str], name: str) -> tuple[str, ...]:
 
 def moment(params: Mapping[str, str], name: str) -> float | None:
     """A time given as epoch seconds or ISO-8601 (`2024-05-01T10:00`, `…Z`, `…+02:00`; naive means UTC)."""
-    value = params.get(name, "").strip()
-    if not value:
-        return None
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(_PLUS_LOST.sub(r"\1+\2", value))
+        return parse_moment(_PLUS_LOST.sub(r"\1+\2", params.get(name, "").strip()))
     except ValueError:
         raise BadRequest(name, f"{name} must be ISO-8601 (YYYY-MM-DDTHH:MM) or epoch seconds") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def integer(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
 import msgspec
+
+from engaged.timestamps import parse_moment
 
 RANGES: dict[str, tuple[str, float | None]] = {
     "1h": ("Last hour", 3600.0),
@@ -47,20 +48,12 @@ class TimeRange(msgspec.Struct, frozen=True, kw_only=True):
         return [("range", self.name)]
 
 
-def parse_moment(text: str, name: str) -> float | None:
+def user_moment(text: str, name: str) -> float | None:
     """`YYYY-MM-DDTHH:MM[:SS]` (a datetime-local input; no zone means UTC), ISO-8601 with a zone, or epoch seconds."""
-    value = text.strip()
-    if not value:
-        return None
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace(" ", "T", 1))
+        return parse_moment(text)
     except ValueError:
         raise BadRange(f"{name} must be a date and time like 2024-05-01T10:00 (UTC)") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def parse_range(params: Mapping[str, str], now: float) -> TimeRange:
@@ -68,7 +61,7 @@ def parse_range(params: Mapping[str, str], now: float) -> TimeRange:
     name = params.get("range", "") or DEFAULT_RANGE
     if name == "custom":
         start, end = params.get("from", ""), params.get("to", "")
-        since, until = parse_moment(start, "from"), parse_moment(end, "to")
+        since, until = user_moment(start, "from"), user_moment(end, "to")
         if since is not None and until is not None and since >= until:
             raise BadRange("from must be before to")
         return TimeRange(name=name, since=since, until=until, start_text=start.strip(), end_text=end.strip())
