@@ -6,6 +6,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
+import re
 import ssl
 import typing
 from collections import Counter
@@ -23,6 +24,7 @@ from engaged.smtp.handler import InjectionHandler, Network, PolicedSession, peer
 
 log = logging.getLogger("engaged.smtp")
 
+_SIMPLE_PATH = re.compile(r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9][A-Za-z0-9.-]*)>(|\s.*)", re.S)
 _DATA_REFUSALS = {
     DataProblem.TOO_BIG: replies.R552_TOO_BIG,
     DataProblem.BARE_LINE_ENDING: replies.R550_BARE_LINE_ENDING,
@@ -122,6 +124,18 @@ class InjectionSMTP(SMTP):
         if isinstance(status, str) and not self._in_ehlo and session is not None and session.extended_smtp:
             status = with_code(status)
         await super().push(status)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd parses every path with email's header parser and builds a Protocol class per call;
+        # plain dot-atom paths, nearly all real traffic, are read directly.
+        match = _SIMPLE_PATH.fullmatch(arg)
+        if match is not None and ".." not in match.group(1) and not match.group(1).startswith(".") \
+                and "(" not in match.group(2):
+            local = match.group(1).rpartition("@")[0]
+            if not local.endswith("."):
+                return match.group(1), match.group(2).lstrip()
+        address, rest = super()._getaddr(arg)
+        return address, rest
 
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
