@@ -82,3 +82,23 @@ async def test_store_fails_loudly_when_the_disk_refuses(tmp_path: Path) -> None:
         await spool.store(record(), b"x\r\n")
     assert list(spool.scan()) == []
     spool.close()
+
+
+async def test_finished_files_are_reused_for_new_messages_and_never_scanned(tmp_path: Path) -> None:
+    spool = FileSpool(tmp_path)
+    spool.open()
+    first = await spool.store(record("aaaaaaaaaaaaaaaaaaaa"), b"a much longer first body\r\n" * 10)
+    inode = (tmp_path / f"{first.message_id}.msg").stat().st_ino
+    await spool.finish(first.message_id)
+    assert list(spool.scan()) == []
+    second = await spool.store(record("bbbbbbbbbbbbbbbbbbbb"), b"short\r\n")
+    assert (tmp_path / f"{second.message_id}.msg").stat().st_ino == inode
+    assert await spool.load_body(second.message_id) == b"short\r\n"
+    assert [entry.record.message_id for entry in spool.scan()] == [second.message_id]
+    spool.close()
+    reopened = FileSpool(tmp_path)
+    reopened.open()
+    await reopened.finish(second.message_id)
+    third = await reopened.store(record("cccccccccccccccccccc"), b"third\r\n")
+    assert await reopened.load_body(third.message_id) == b"third\r\n"
+    reopened.close()
