@@ -48,7 +48,7 @@ pytest: $(STAMP) sysdeps
 test: $(STAMP) sysdeps lint pytest
 
 bench: $(STAMP) sysdeps
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) engaged-data .mypy_cache .ruff_cache .pytest_cache
