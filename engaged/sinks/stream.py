@@ -45,12 +45,14 @@ async def follow(store: EventStore, query: EventQuery, after: int, stopping: asy
             sent = time.monotonic()
             yield b": keepalive\n\n"
             idle = 0.0
-        await _wait(store, version, stopping, min(poll, keepalive - idle))
+        await wait_for_append(store, version, stopping, min(poll, keepalive - idle))
 
 
-async def _wait(store: EventStore, version: int, stopping: asyncio.Event, timeout: float) -> None:
-    waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(store.appends.wait(version, timeout)),
-                                       asyncio.ensure_future(stopping.wait())}
+async def wait_for_append(store: EventStore, version: int | None, stopping: asyncio.Event, timeout: float) -> None:
+    """Return after `timeout`, at shutdown, or (given the version last seen) at the next local append."""
+    waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(stopping.wait())}
+    if version is not None:
+        waits.add(asyncio.ensure_future(store.appends.wait(version, timeout)))
     try:
         await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:

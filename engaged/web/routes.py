@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from engaged.api.params import BadRequest, event_query
 from engaged.events.model import EVENT_TYPES
-from engaged.sinks.stream import follow
+from engaged.sinks.stream import follow, wait_for_append
 from engaged.types import EventQuery, EventStore
 from engaged.web.feed import format_time, view_of
 from engaged.web.queries import SORTS, DashboardQueries, sort_rows
@@ -254,17 +253,7 @@ class Dashboard:
             await self._wait(version, self._poll)
 
     async def _wait(self, version: int | None, timeout: float) -> None:
-        """Until `timeout`, shutdown, or (with a version) the next local append."""
-        waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._stopping.wait())}
-        if version is not None:
-            waits.add(asyncio.ensure_future(self._store.appends.wait(version, timeout)))
-        try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waits:
-                waiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiter
+        await wait_for_append(self._store, version, self._stopping, timeout)
 
     # -- login ---------------------------------------------------------------------------------------------
 
