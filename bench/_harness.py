@@ -11,10 +11,30 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engaged.testing.server import ServerProcess, write_config
+
+PG_ADMIN_DSN = os.environ.get("ENGAGED_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+async def pg_fetchval(statement: str, dsn: str = PG_ADMIN_DSN) -> Any:
+    """Run one statement on PostgreSQL (the admin database by default) and return its first value."""
+    connection = await asyncpg.connect(dsn, timeout=5)
+    try:
+        return await connection.fetchval(statement)
+    finally:
+        await connection.close()
+
+
+def pg_database(name: str) -> str:
+    """The DSN of database `name` on the benchmark's PostgreSQL server."""
+    return urlunsplit(urlsplit(PG_ADMIN_DSN)._replace(path="/" + name))
 
 
 def free_port() -> int:

@@ -19,13 +19,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 import httpx
 
+from bench._harness import PG_ADMIN_DSN, pg_database, pg_fetchval
 from engaged.events.model import (
     BounceEvent,
     ClickEvent,
@@ -42,7 +42,6 @@ from engaged.events.store_sqlite import SqliteEventStore
 from engaged.testing.server import ServerProcess, write_config
 from engaged.types import EventStore
 
-ADMIN_DSN = os.environ.get("ENGAGED_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TOTAL = int(os.environ.get("ENGAGED_BENCH_DASHBOARD_EVENTS", "1000000"))
 CAMPAIGNS = 100
 CHUNK = 20_000
@@ -209,36 +208,22 @@ def bench_sqlite(now: float) -> tuple[float, dict[str, tuple[float, float]], tup
         return (filled, *serve_and_measure(Path(tmp), ""))
 
 
-async def _admin(statement: str) -> None:
-    connection = await asyncpg.connect(ADMIN_DSN, timeout=5)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-async def _analyze(dsn: str) -> None:
-    connection = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await connection.execute("VACUUM ANALYZE events")
-    finally:
-        await connection.close()
 
 
 def bench_postgres(now: float) -> tuple[float, dict[str, tuple[float, float]], tuple[float, float] | str] | str:
     name = f"engaged_bench_{secrets.token_hex(4)}"
     try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        asyncio.run(pg_fetchval(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        return f"PostgreSQL skipped: unreachable at {ADMIN_DSN} ({error})"
-    dsn = urlunsplit(urlsplit(ADMIN_DSN)._replace(path="/" + name))
+        return f"PostgreSQL skipped: unreachable at {PG_ADMIN_DSN} ({error})"
+    dsn = pg_database(name)
     try:
         filled = asyncio.run(fill(PostgresEventStore(dsn), now))
-        asyncio.run(_analyze(dsn))
+        asyncio.run(pg_fetchval("VACUUM ANALYZE events", dsn))
         with tempfile.TemporaryDirectory(prefix="engaged-bench-") as tmp:
             return (filled, *serve_and_measure(Path(tmp), f'[events]\nstore = "{dsn}"\n'))
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg_fetchval(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def main() -> int:

@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -22,6 +21,7 @@ import asyncpg
 import httpx
 import msgspec
 
+from bench._harness import PG_ADMIN_DSN, pg_database
 from engaged.api.service import ApiService
 from engaged.config import ApiConfig, Config
 from engaged.events.model import ClickEvent, DeliveryEvent, Event
@@ -32,7 +32,6 @@ from engaged.prometheus import Metrics
 from engaged.types import EventStore, WebhookRecord
 from tests.sinks.receiver import Receiver
 
-ADMIN_DSN = os.environ.get("ENGAGED_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 ROWS = int(os.environ.get("ENGAGED_BENCH_ROWS", "1000000"))
 DRAIN = 50_000
 T0 = 1_700_000_000.0
@@ -237,20 +236,20 @@ async def postgres_database() -> tuple[str, Callable[[], Awaitable[None]]] | str
     """A fresh database and its dropper, or why PostgreSQL is skipped."""
     name = f"engaged_bench_{secrets.token_hex(4)}"
     try:
-        admin = await asyncpg.connect(ADMIN_DSN, timeout=5)
+        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        return f"PostgreSQL skipped: unreachable at {ADMIN_DSN} ({error})"
+        return f"PostgreSQL skipped: unreachable at {PG_ADMIN_DSN} ({error})"
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
 
     async def drop() -> None:
-        conn = await asyncpg.connect(ADMIN_DSN, timeout=5)
+        conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
 
-    return urlunsplit(urlsplit(ADMIN_DSN)._replace(path="/" + name)), drop
+    return pg_database(name), drop
 
 
 async def run_backend(label: str, make_big: Callable[[], EventStore], fill: Callable[[], Awaitable[float]],

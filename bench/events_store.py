@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import sqlite3
 import sys
@@ -11,19 +10,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 
+from bench._harness import PG_ADMIN_DSN, pg_database
 from engaged.events.ids import EventIdGenerator
 from engaged.events.model import ClickEvent, Event
 from engaged.events.store_postgres import PostgresEventStore
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.types import EventStore
 
-ADMIN_DSN = os.environ.get("ENGAGED_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TOTAL = 20_000
 CASES = [(1, 1), (1, 100), (50, 1), (50, 100)]  # (concurrent producers, events per append call)
 
@@ -78,10 +76,10 @@ async def postgres_rates(events: list[Event]) -> list[float] | str:
     """The rates, or why PostgreSQL was skipped."""
     name = f"engaged_bench_{secrets.token_hex(4)}"
     try:
-        admin = await asyncpg.connect(ADMIN_DSN, timeout=5)
+        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        return f"PostgreSQL skipped: unreachable at {ADMIN_DSN} ({error})"
-    dsn = urlunsplit(urlsplit(ADMIN_DSN)._replace(path="/" + name))
+        return f"PostgreSQL skipped: unreachable at {PG_ADMIN_DSN} ({error})"
+    dsn = pg_database(name)
     rates = []
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')

@@ -8,7 +8,6 @@ Server on CPU 0, wrk on CPU 1 (taskset), 50 connections, a few hundred rotating 
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import shutil
 import sqlite3
@@ -16,17 +15,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 
-from bench._harness import free_port
+from bench._harness import PG_ADMIN_DSN, free_port, pg_database, pg_fetchval
 from bench._tracker_harness import TrackerProcess, WrkResult, click_paths, run_wrk, start_nginx, write_lua
 from engaged.keys import load_keyring
 
-ADMIN_DSN = os.environ.get("ENGAGED_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECONDS = 10
 WARMUP = 2
 CONNECTIONS = 50
@@ -40,21 +37,6 @@ def line(label: str, result: WrkResult) -> str:
             f"p99 {result.p99_ms:6.2f} ms" + (f"   ({result.errors})" if result.errors else ""))
 
 
-async def _admin(statement: str) -> None:
-    connection = await asyncpg.connect(ADMIN_DSN, timeout=5)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-async def _count(dsn: str) -> int:
-    connection = await asyncpg.connect(dsn, timeout=5)
-    try:
-        count: int = await connection.fetchval("SELECT count(*) FROM events")
-        return count
-    finally:
-        await connection.close()
 
 
 def count_sqlite(path: Path) -> int:
@@ -81,7 +63,10 @@ def bench_tracker(directory: Path, label: str, dsn: str | None) -> WrkResult:
         raise
     metrics = tracker.stop()
     elapsed = time.monotonic() - began
-    stored = asyncio.run(_count(dsn)) if dsn else count_sqlite(directory / "events.sqlite3")
+    if dsn:
+        stored = int(asyncio.run(pg_fetchval("SELECT count(*) FROM events", dsn)))
+    else:
+        stored = count_sqlite(directory / "events.sqlite3")
     print(line(f"engaged ({label})", result))
     batches = max(1, metrics["journal_batches"])
     print(f"{'':22} {stored:,} events in {label}, {stored / elapsed:,.0f} events/s over load + drain; "
@@ -117,15 +102,15 @@ def main() -> int:
         ours = bench_tracker(sqlite_dir, "SQLite", None)
         name = f"engaged_bench_{secrets.token_hex(4)}"
         try:
-            asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+            asyncio.run(pg_fetchval(f'CREATE DATABASE "{name}"'))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            print(f"PostgreSQL skipped: unreachable at {ADMIN_DSN}: {error}")
+            print(f"PostgreSQL skipped: unreachable at {PG_ADMIN_DSN}: {error}")
         else:
             try:
                 bench_tracker(root / "postgres", "PostgreSQL",
-                              urlunsplit(urlsplit(ADMIN_DSN)._replace(path="/" + name)))
+                              pg_database(name))
             finally:
-                asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                asyncio.run(pg_fetchval(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         if baseline is not None:
             ratio = ours.requests_per_second / baseline.requests_per_second
             met = ratio >= GOAL_RATIO and ours.p99_ms < GOAL_P99_MS
