@@ -7,6 +7,7 @@ import functools
 import ipaddress
 import logging
 import re
+import socket
 import ssl
 import typing
 from collections import Counter
@@ -210,8 +211,13 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 class SmtpListeners:
     """Every [smtp] listen address, bound and serving; `addresses` are the bound host:port pairs."""
 
-    def __init__(self, config: Config, injector: Injector, policy: PolicyEngine | None = None) -> None:
+    def __init__(self, config: Config, injector: Injector, policy: PolicyEngine | None = None, *,
+                 reuse_port: bool = False, sockets: dict[str, socket.socket] | None = None) -> None:
         self._config = config
+        # SO_REUSEPORT: several worker processes bind the same addresses. Or a parent binds once and hands
+        # each worker the bound sockets, keyed by their [smtp] listen entry (needed for port 0).
+        self._reuse_port = reuse_port
+        self._sockets = sockets or {}
         self._policy = policy
         self._injector = injector
         self._servers: list[asyncio.AbstractServer] = []
@@ -233,7 +239,12 @@ class SmtpListeners:
                 relay_networks=self._networks,
                 max_recipients=self._config.smtp.max_recipients,
             )
-            server = await loop.create_server(functools.partial(self._protocol, handler), host=host, port=port)
+            factory = functools.partial(self._protocol, handler)
+            bound_socket = self._sockets.get(listen)
+            if bound_socket is not None:
+                server = await loop.create_server(factory, sock=bound_socket)
+            else:
+                server = await loop.create_server(factory, host=host, port=port, reuse_port=self._reuse_port or None)
             self._servers.append(server)
             sock = server.sockets[0].getsockname()
             bound = f"[{sock[0]}]:{sock[1]}" if ":" in str(sock[0]) else f"{sock[0]}:{sock[1]}"

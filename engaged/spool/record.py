@@ -37,6 +37,8 @@ class SpoolRecipient(msgspec.Struct, frozen=True, kw_only=True):
     plan: TrackingPlan
     injection_event_id: str
     headers: bytes | None = None  # this recipient's own header block, when policy edited it per recipient
+    dsn_notify: str = ""  # RFC 3461 NOTIFY as the client gave it ("SUCCESS,FAILURE", "NEVER"); "" = not given
+    dsn_orcpt: str = ""  # RFC 3461 ORCPT (addr-type;xtext-address), "" = not given
 
 
 class SpoolRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +60,8 @@ class SpoolRecord(msgspec.Struct, frozen=True, kw_only=True):
     body_length: int = 0
     body_crc32: int = 0
     warnings: list[str] = msgspec.field(default_factory=list)
+    dsn_ret: str = ""  # RFC 3461 RET ("FULL" or "HDRS"), "" = not given
+    dsn_envid: str = ""  # RFC 3461 ENVID (xtext as sent), "" = not given
 
 
 class RecipientDone(msgspec.Struct, frozen=True, kw_only=True, tag="done"):

@@ -90,3 +90,26 @@ def test_plain_paths_parse_like_aiosmtpds_parser() -> None:
                 "<a..b@c.d>", "<.a@b.c>", "<a.@b.c>", "<a@b.c> (comment) SIZE=1", '<"quoted name"@b.c>', "<>",
                 "a@b.c", "<a@b.c>junk"]:
         assert probe._getaddr(arg) == SMTP._getaddr(probe, arg), arg
+
+
+async def test_listeners_share_a_port_with_reuse_port_or_take_a_bound_socket() -> None:
+    from typing import cast
+
+    from engaged.config import Config, SmtpConfig
+    from engaged.inject import Injector
+    from engaged.smtp.listener import SmtpListeners
+
+    first = socket.socket()
+    first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    first.bind(("127.0.0.1", 0))
+    first.listen()
+    port = first.getsockname()[1]
+    injector = cast(Injector, None)  # binding needs no injector
+    shared = SmtpListeners(Config(smtp=SmtpConfig(listen=[f"127.0.0.1:{port}"])), injector, reuse_port=True)
+    await shared.start()
+    assert shared.addresses == [(f"127.0.0.1:{port}", f"127.0.0.1:{port}")]
+    await shared.stop()
+    handed = SmtpListeners(Config(smtp=SmtpConfig(listen=["127.0.0.1:0"])), injector, sockets={"127.0.0.1:0": first})
+    await handed.start()
+    assert handed.addresses == [("127.0.0.1:0", f"127.0.0.1:{port}")]
+    await handed.stop()
