@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SYSPKGS := swaks postfix nginx-light wrk chromium strace
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test lint pytest bench sysdeps venv clean
+.PHONY: serve test lint pytest wheel bench sysdeps venv clean
 
 venv: $(STAMP)
 
@@ -45,7 +45,11 @@ lint: $(STAMP)
 pytest: $(STAMP) sysdeps
 	$(BIN)/pytest -q
 
-test: $(STAMP) sysdeps lint pytest
+test: $(STAMP) sysdeps lint pytest wheel
+
+# The wheel alone, without extras, in a fresh virtualenv: check-config, serve, one message, clean stop.
+wheel: $(STAMP)
+	$(BIN)/python tests/packaging/check_wheel.py
 
 bench: $(STAMP) sysdeps
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
