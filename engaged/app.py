@@ -130,12 +130,14 @@ class App:
 
 async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT, then shut down cleanly (ConfigError: a policy script did not load)."""
-    app = App(config)
-    await app.start()
+    # The handlers go in before anything starts: a SIGTERM during startup lets startup finish, then shuts down
+    # cleanly, instead of killing a half-started process with the default disposition.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    app = App(config)
+    await app.start()
     await stop.wait()
     log.info("shutting down")
     await app.stop()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
+import signal
 import sys
+from types import FrameType
 
 import click
 
@@ -28,6 +30,10 @@ def _load(config_path: str | None) -> Config:
         sys.exit(2)
 
 
+def _exit_before_start(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 @click.group()
 @click.version_option(package_name="engaged")
 def main() -> None:
@@ -38,6 +44,10 @@ def main() -> None:
 @_config_option
 def serve(config_path: str | None) -> None:
     """Run every configured component until SIGTERM/SIGINT."""
+    # Until the event loop takes the signals over (the first thing app.serve does), nothing has started that
+    # needs draining: a SIGTERM or SIGINT then ends the process cleanly instead of with the default disposition.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_before_start)
     config = _load(config_path)
     logging.basicConfig(level=logging.INFO, format="engaged: %(message)s", stream=sys.stderr)
     for noisy in ("mail.log", "aiosmtpd", "uvicorn.access", "uvicorn.error", "httpx", "httpcore"):

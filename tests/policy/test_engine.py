@@ -167,7 +167,9 @@ def test_endless_loop_fails_the_call_and_the_engine_keeps_working() -> None:
 
 
 def test_memory_bomb_is_stopped_by_the_memory_cap_and_the_engine_recovers() -> None:
-    engine = PolicyEngine.load([script("memory_bomb")], max_memory=48 << 20, max_instructions=50_000_000)
+    # Only the memory cap may stop it: a CPU-time limit far out of reach, so a busy machine cannot fire that first.
+    engine = PolicyEngine.load([script("memory_bomb")], max_memory=48 << 20, max_instructions=50_000_000,
+                               max_seconds=600.0)
     session, message = at_data(engine)
     with pytest.raises(PolicyFailure, match="not enough memory"):
         session.validate_data(message)

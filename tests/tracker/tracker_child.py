@@ -21,10 +21,10 @@ async def main(data_dir: Path) -> None:
     config = Config(data_dir=str(data_dir), engagement_tracker=EngagementTrackerConfig(listen="127.0.0.1:0"))
     store = SqliteEventStore(data_dir / "events.sqlite3")
     await store.open()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)  # before start logs its address
     service = TrackerService(config, store, load_keyring(data_dir), ids=EventIdGenerator())
     await service.start()
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     await service.stop()
     await store.close()
