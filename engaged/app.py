@@ -27,6 +27,9 @@ from engaged.smtp.listener import SmtpListeners
 from engaged.spool.record import SpoolRecord
 from engaged.spool.store import FileSpool
 from engaged.spool.sync import Durability
+from engaged.suppression.model import SuppressionStore
+from engaged.suppression.store_postgres import PostgresSuppressionStore
+from engaged.suppression.store_sqlite import SqliteSuppressionStore
 from engaged.tracker.service import TrackerService
 from engaged.types import EventStore
 
@@ -39,6 +42,13 @@ def build_store(config: Config, metrics: Metrics | None = None) -> EventStore:
     if config.events.store == "sqlite":
         return SqliteEventStore(config.data_path / "events.sqlite3", on_commit=on_commit)
     return PostgresEventStore(config.events.store, on_commit=on_commit)
+
+
+def build_suppressions(config: Config) -> SuppressionStore:
+    """The suppression list (not yet opened), beside the event store: data_dir for SQLite, else the same DSN."""
+    if config.events.store == "sqlite":
+        return SqliteSuppressionStore(config.data_path / "suppression.sqlite3")
+    return PostgresSuppressionStore(config.events.store)
 
 
 def describe_store(config: Config) -> str:
@@ -75,6 +85,7 @@ class App:
         self.keyring = LiveKeyring(data)
         self.metrics = Metrics()
         self.store = build_store(config, self.metrics)
+        self.suppressions = build_suppressions(config)
         self.durability = Durability(config.smtp.sync, data)
         self.spool = FileSpool(data / "spool", durability=self.durability)
         self.delivery = DeliveryQueue(
@@ -92,7 +103,7 @@ class App:
         self.injector = Injector(config, self.spool, self._accepted, ids=self.ids, events=self.store)
         self.smtp = SmtpListeners(config, self.injector, self.policy)
         self.tracker = TrackerService(config, self.store, self.keyring, ids=self.ids)
-        self.api = ApiService(config, self.store, metrics=self.metrics)
+        self.api = ApiService(config, self.store, metrics=self.metrics, suppressions=self.suppressions)
         self.metrics.set_spool_depth_source(self.delivery.depth)
         self.metrics.set_tracker_source(self.tracker.metrics)
 
@@ -103,6 +114,7 @@ class App:
         data: Path = self.config.data_path
         data.mkdir(parents=True, exist_ok=True)
         await self.store.open()
+        await self.suppressions.open()
         log.info("events store %s", describe_store(self.config))
         await self.api.start()
         self.spool.open()
@@ -122,6 +134,7 @@ class App:
         await self.tracker.stop()
         await self.api.stop()
         await self.store.close()
+        await self.suppressions.close()
         self.spool.close()
         self.durability.close()
         self.policy.close()

@@ -126,6 +126,12 @@ class ApiConfig(_Section, frozen=True):
     keys: list[str] = msgspec.field(default_factory=list)
 
 
+class SuppressionConfig(_Section, frozen=True):
+    """[suppression]: the suppression list (kept in the event store's database, or data_dir for SQLite)."""
+
+    enabled: bool = True
+
+
 class WebhookConfig(_Section, frozen=True):
     """One [[webhooks]] entry."""
 
@@ -155,6 +161,7 @@ class Config(_Section, frozen=True):
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     webhooks: list[WebhookConfig] = msgspec.field(default_factory=list)
+    suppression: SuppressionConfig = msgspec.field(default_factory=SuppressionConfig)
 
     @property
     def data_path(self) -> Path:
@@ -162,7 +169,7 @@ class Config(_Section, frozen=True):
         return Path(self.data_dir).resolve()
 
 
-_SECTIONS = ("engagement_tracker", "smtpapi", "smtp", "policy", "delivery", "events", "api")
+_SECTIONS = ("engagement_tracker", "smtpapi", "smtp", "policy", "delivery", "events", "api", "suppression")
 
 
 def parse_hostport(value: str) -> tuple[str, int]:

@@ -16,7 +16,7 @@ import pytest
 
 from engaged.testing.server import ServerProcess, write_config
 
-pytest_plugins = ["tests.eventstores"]
+pytest_plugins = ["tests.eventstores", "tests.suppressionstores"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

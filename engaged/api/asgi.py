@@ -18,9 +18,11 @@ from engaged.api.auth import AuthMiddleware
 from engaged.api.events import EventsApi
 from engaged.api.metrics import MetricsApi
 from engaged.api.params import error
+from engaged.api.suppression import SuppressionApi
 from engaged.api.webhooks import WebhooksApi
 from engaged.errors import StoreError
 from engaged.prometheus import CONTENT_TYPE, Metrics
+from engaged.suppression.model import SuppressionStore
 from engaged.types import EventStore
 from engaged.web.middleware import DashboardMiddleware
 
@@ -43,7 +45,8 @@ class NoSniffMiddleware:
 
 
 def build_app(store: EventStore, metrics: Metrics, *, keys: Sequence[str], stopping: asyncio.Event,
-              webhooks_changed: Callable[[], None], keepalive: float = 15.0, poll: float = 0.25) -> Starlette:
+              webhooks_changed: Callable[[], None], keepalive: float = 15.0, poll: float = 0.25,
+              suppressions: SuppressionStore | None = None) -> Starlette:
     """Every route of the API listener behind AuthMiddleware."""
 
     async def prometheus(request: Request) -> Response:
@@ -63,6 +66,7 @@ def build_app(store: EventStore, metrics: Metrics, *, keys: Sequence[str], stopp
         *MetricsApi(store).routes(),
         *WebhooksApi(store, webhooks_changed).routes(),
         Route("/metrics", prometheus, methods=["GET"]),
+        *(SuppressionApi(suppressions).routes() if suppressions is not None else []),
     ]
     return Starlette(
         routes=routes,

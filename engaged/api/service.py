@@ -14,6 +14,7 @@ from engaged.api.asgi import build_app
 from engaged.config import Config, parse_hostport
 from engaged.prometheus import Metrics
 from engaged.sinks.dispatch import WebhookDispatcher
+from engaged.suppression.model import SuppressionStore
 from engaged.types import EventStore
 
 log = logging.getLogger("engaged")
@@ -51,14 +52,16 @@ class ApiService:
     """Serves the events, metrics and webhooks APIs, the live stream and /metrics; runs webhook delivery."""
 
     def __init__(self, config: Config, store: EventStore, *, metrics: Metrics, owner: str | None = None,
-                 keepalive: float = 15.0, poll: float = 0.25) -> None:
+                 keepalive: float = 15.0, poll: float = 0.25,
+                 suppressions: SuppressionStore | None = None) -> None:
         self._config = config
         self._store = store
         self._stopping = asyncio.Event()
         node = owner or f"{socket.gethostname()}:{config.data_path}"
         self._webhooks = WebhookDispatcher(store, metrics, node)
         self._app = build_app(store, metrics, keys=config.api.keys, stopping=self._stopping,
-                              webhooks_changed=self._webhooks.refresh, keepalive=keepalive, poll=poll)
+                              webhooks_changed=self._webhooks.refresh, keepalive=keepalive, poll=poll,
+                              suppressions=suppressions)
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._address = ""
