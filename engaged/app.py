@@ -28,6 +28,7 @@ from engaged.spool.record import SpoolRecord
 from engaged.spool.store import FileSpool
 from engaged.spool.sync import Durability
 from engaged.suppression.model import SuppressionStore
+from engaged.suppression.rules import SuppressionRules
 from engaged.suppression.store_postgres import PostgresSuppressionStore
 from engaged.suppression.store_sqlite import SqliteSuppressionStore
 from engaged.tracker.service import TrackerService
@@ -101,6 +102,7 @@ class App:
         )
         self.policy = PolicyEngine.load(config.policy.scripts)
         self.injector = Injector(config, self.spool, self._accepted, ids=self.ids, events=self.store)
+        self.suppression_rules = SuppressionRules(self.store, self.suppressions)
         self.smtp = SmtpListeners(config, self.injector, self.policy)
         self.tracker = TrackerService(config, self.store, self.keyring, ids=self.ids)
         self.api = ApiService(config, self.store, metrics=self.metrics, suppressions=self.suppressions)
@@ -117,6 +119,7 @@ class App:
         await self.suppressions.open()
         log.info("events store %s", describe_store(self.config))
         await self.api.start()
+        await self.suppression_rules.start()
         self.spool.open()
         resumed = await self.delivery.start()
         mode = self.config.delivery.mode
@@ -132,6 +135,7 @@ class App:
         await self.smtp.stop()
         await self.delivery.stop()
         await self.tracker.stop()
+        await self.suppression_rules.stop()
         await self.api.stop()
         await self.store.close()
         await self.suppressions.close()

@@ -23,7 +23,7 @@ def make_suppressions(request: pytest.FixtureRequest, tmp_path: Path) -> Suppres
         path = tmp_path / "suppression.sqlite3"
         return lambda: SqliteSuppressionStore(path)
     dsn: str = request.getfixturevalue("postgres_dsn")
-    asyncio.run(postgres_admin("DROP TABLE IF EXISTS suppression_list", dsn=dsn))
+    asyncio.run(postgres_admin("DROP TABLE IF EXISTS suppression_list, suppression_followed", dsn=dsn))
     return lambda: PostgresSuppressionStore(dsn)
 
 

@@ -69,8 +69,15 @@ class SuppressionStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def upsert(self, entries: Sequence[SuppressionEntry]) -> None:
-        """Insert or replace entries by (recipient, type); a replaced entry keeps its `created`."""
+    async def upsert(self, entries: Sequence[SuppressionEntry], *, followed: int | None = None) -> None:
+        """Insert or replace entries by (recipient, type); a replaced entry keeps its `created`.
+
+        `followed` moves the rules' event cursor (never backwards) in the same transaction.
+        """
+        ...
+
+    async def followed(self) -> int | None:
+        """The event seq up to which the automatic rules have run (None before their first run)."""
         ...
 
     async def search(self, search: SuppressionSearch) -> list[SuppressionEntry]: ...

@@ -19,6 +19,17 @@ CREATE TABLE IF NOT EXISTS suppression_list (
 );
 CREATE INDEX IF NOT EXISTS suppression_updated ON suppression_list (updated, recipient, type);
 CREATE INDEX IF NOT EXISTS suppression_domain ON suppression_list (domain);
+CREATE TABLE IF NOT EXISTS suppression_followed (
+    name TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL
+);
+"""
+
+FOLLOWED = "SELECT seq FROM suppression_followed WHERE name = 'rules'"
+FOLLOW = """
+INSERT INTO suppression_followed (name, seq) VALUES ('rules', ?)
+ON CONFLICT (name) DO UPDATE SET seq = CASE WHEN excluded.seq > suppression_followed.seq
+                                           THEN excluded.seq ELSE suppression_followed.seq END
 """
 
 UPSERT = f"""

@@ -49,13 +49,16 @@ class PostgresSuppressionStore:
         if pool is not None:
             await pool.close()
 
-    async def upsert(self, entries: Sequence[SuppressionEntry]) -> None:
-        if not entries:
+    async def upsert(self, entries: Sequence[SuppressionEntry], *, followed: int | None = None) -> None:
+        if not entries and followed is None:
             return
         pool = self._ready()
         try:
             async with pool.acquire() as connection, connection.transaction():
-                await connection.executemany(numbered(sql.UPSERT), [sql.row_of(entry) for entry in entries])
+                if entries:
+                    await connection.executemany(numbered(sql.UPSERT), [sql.row_of(entry) for entry in entries])
+                if followed is not None:
+                    await connection.execute(numbered(sql.FOLLOW), followed)
         except _DB_ERRORS as error:
             raise StoreError(f"suppression list write failed: {error}") from error
 
@@ -64,6 +67,10 @@ class PostgresSuppressionStore:
             return list(await self._ready().fetch(numbered(statement), *params))
         except _DB_ERRORS as error:
             raise StoreError(f"suppression list read failed: {error}") from error
+
+    async def followed(self) -> int | None:
+        rows = await self._fetch(sql.FOLLOWED, [])
+        return int(rows[0][0]) if rows else None
 
     async def search(self, search: SuppressionSearch) -> list[SuppressionEntry]:
         statement, params = sql.select(search)

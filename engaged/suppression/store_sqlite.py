@@ -61,20 +61,26 @@ class SqliteSuppressionStore:
             self._conn.close()
             self._conn = None
 
-    async def upsert(self, entries: Sequence[SuppressionEntry]) -> None:
-        if entries:
+    async def upsert(self, entries: Sequence[SuppressionEntry], *, followed: int | None = None) -> None:
+        if entries or followed is not None:
             rows = [sql.row_of(entry) for entry in entries]
-            await self._run(lambda: self._write(rows))
+            await self._run(lambda: self._write(rows, followed))
 
-    def _write(self, rows: list[sql.Row]) -> None:
+    def _write(self, rows: list[sql.Row], followed: int | None) -> None:
         conn = self._db()
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(sql.UPSERT, rows)
+            if followed is not None:
+                conn.execute(sql.FOLLOW, [followed])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    async def followed(self) -> int | None:
+        rows = await self._run(lambda: self._db().execute(sql.FOLLOWED).fetchall())
+        return int(rows[0][0]) if rows else None
 
     async def search(self, search: SuppressionSearch) -> list[SuppressionEntry]:
         statement, params = sql.select(search)
