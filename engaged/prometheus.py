@@ -16,7 +16,7 @@ __all__ = ["CONTENT_TYPE", "Metrics"]
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The text exposition format's media type, for GET /metrics."""
 
-_ENGAGEMENTS = frozenset({"open", "initial_open", "click", "link_unsubscribe"})
+_ENGAGEMENTS = frozenset({"open", "initial_open", "click", "link_unsubscribe", "list_unsubscribe"})
 _WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -28,7 +28,7 @@ class Metrics:
         registry = self.registry
         self.messages = Counter(
             "engaged_events_messages_total", "Message events stored, per recipient (injection, delivery, delay, "
-            "bounce, policy_rejection).", ["type"], registry=registry)
+            "bounce, policy_rejection, out_of_band, spam_complaint).", ["type"], registry=registry)
         self.engagements = Counter(
             "engaged_events_engagements_total", "Engagement events stored, by type and machine kind "
             "(machine=\"human\" when the tracker did not flag it).", ["type", "machine"], registry=registry)

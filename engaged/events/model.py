@@ -141,6 +141,53 @@ class LinkUnsubscribeEvent(_TrackFields, tag="link_unsubscribe", kw_only=True, o
     target_link_name: str = ""
 
 
+class ListUnsubscribeEvent(_TrackFields, tag="list_unsubscribe", kw_only=True, omit_defaults=True):
+    """The recipient used the List-Unsubscribe header: the one-click POST (RFC 8058), or a mail to its mailto.
+
+    `mailfrom` is the recipient's address (the MAIL FROM of an unsubscribe mail); `subject`, `friendly_from`
+    and `msg_from` describe the message unsubscribed from when known.
+    """
+
+    mailfrom: str = ""
+    friendly_from: str = ""
+    msg_from: str = ""
+    subject: str = ""
+
+
+class _InboundFields(_EventBase, kw_only=True, omit_defaults=True):
+    """Fields of events engaged learns from mail sent back to it (out_of_band, spam_complaint)."""
+
+    friendly_from: str = ""
+    msg_from: str = ""
+    subject: str = ""
+    ip_pool: str = ""
+    sending_ip: str = ""
+    routing_domain: str = ""
+    recipient_domain: str = ""
+    injection_time: str = ""
+    transactional: str = "0"
+    delv_method: str = "esmtp"
+    recv_method: str = "esmtp"
+
+
+class OutOfBandEvent(_InboundFields, tag="out_of_band", kw_only=True, omit_defaults=True):
+    """The receiving system accepted the copy, then sent a bounce back (a DSN or a plain reply)."""
+
+    bounce_class: str
+    error_code: str = ""
+    reason: str = ""
+    raw_reason: str = ""
+
+
+class SpamComplaintEvent(_InboundFields, tag="spam_complaint", kw_only=True, omit_defaults=True):
+    """A feedback loop report (ARF, RFC 5965) says the recipient marked the copy as spam."""
+
+    fbtype: str = "abuse"
+    report_by: str = ""
+    report_to: str = ""
+    user_str: str = ""
+
+
 Event = (
     InjectionEvent
     | DeliveryEvent
@@ -151,6 +198,9 @@ Event = (
     | InitialOpenEvent
     | ClickEvent
     | LinkUnsubscribeEvent
+    | ListUnsubscribeEvent
+    | OutOfBandEvent
+    | SpamComplaintEvent
 )
 
 EVENT_TYPES: tuple[str, ...] = (
@@ -163,6 +213,9 @@ EVENT_TYPES: tuple[str, ...] = (
     "open",
     "click",
     "link_unsubscribe",
+    "list_unsubscribe",
+    "out_of_band",
+    "spam_complaint",
 )
 
 _ENVELOPES: dict[str, Envelope] = {
@@ -175,6 +228,9 @@ _ENVELOPES: dict[str, Envelope] = {
     "initial_open": "track_event",
     "click": "track_event",
     "link_unsubscribe": "unsubscribe_event",
+    "list_unsubscribe": "unsubscribe_event",
+    "out_of_band": "message_event",
+    "spam_complaint": "message_event",
 }
 
 _encoder = msgspec.json.Encoder()

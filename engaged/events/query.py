@@ -102,6 +102,9 @@ METRICS: dict[str, str] = {
     "count_bounce": _total(("bounce",)),
     "count_delayed": _total(("delay",)),
     "count_policy_rejection": _total(("policy_rejection",)),
+    "count_outofband_bounce": _total(("out_of_band",)),
+    "count_spam_complaint": _total(("spam_complaint",)),
+    "count_unsubscribe": _total(("link_unsubscribe", "list_unsubscribe")),
     **_engagement(human=False),
     **_engagement(human=True),
 }

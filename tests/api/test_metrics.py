@@ -25,7 +25,7 @@ def story() -> list[Event]:
     def event(kind: str, rcpt: str, campaign: str = "spring", machine: MachineEngagement | None = None,
               message: str = "m-1") -> Event:
         made = make_event(kind, next(n), rcpt=rcpt, campaign=campaign, message_id=message)
-        if kind in ("open", "initial_open", "click", "link_unsubscribe"):
+        if kind in ("open", "initial_open", "click", "link_unsubscribe", "list_unsubscribe"):
             made = msgspec.structs.replace(made, machine_engagement=machine)
         return made
 
@@ -45,6 +45,9 @@ def story() -> list[Event]:
         event("delay", "dee@x.org", campaign="fall", message="m-2"),
         event("bounce", "dee@x.org", campaign="fall", message="m-2"),
         event("policy_rejection", "eve@x.org", campaign="fall", message="m-3"),
+        event("list_unsubscribe", "ann@x.org", machine=HUMAN),
+        event("out_of_band", "dee@x.org", campaign="fall", message="m-2"),
+        event("spam_complaint", "bob@x.org"),
     ]
 
 
@@ -54,10 +57,11 @@ SPRING = {
     "count_clicked": 2, "count_unique_clicked": 2, "count_unique_confirmed_opened": 3,
     "count_human_rendered": 2, "count_unique_human_rendered": 1, "count_human_initial_rendered": 1,
     "count_unique_human_initial_rendered": 1, "count_human_clicked": 1, "count_unique_human_clicked": 1,
-    "count_unique_human_confirmed_opened": 2,
+    "count_unique_human_confirmed_opened": 2, "count_unsubscribe": 2, "count_spam_complaint": 1,
+    "count_outofband_bounce": 0,
 }
 FALL = {**dict.fromkeys(METRICS, 0), "count_injected": 1, "count_bounce": 1, "count_delayed": 2,
-        "count_policy_rejection": 1}
+        "count_policy_rejection": 1, "count_outofband_bounce": 1}
 
 
 async def metrics(service: ApiService, path: str = "", **params: Any) -> httpx.Response:

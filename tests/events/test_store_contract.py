@@ -21,9 +21,12 @@ from engaged.events.model import (
     InitialOpenEvent,
     InjectionEvent,
     LinkUnsubscribeEvent,
+    ListUnsubscribeEvent,
     MachineEngagement,
     OpenEvent,
+    OutOfBandEvent,
     PolicyRejectionEvent,
+    SpamComplaintEvent,
     event_type,
 )
 from engaged.events.store_postgres import PostgresEventStore
@@ -152,7 +155,16 @@ def make_event(
         case "click":
             return ClickEvent(**common, **track, **link)
         case "link_unsubscribe":
-            return LinkUnsubscribeEvent(**common, **track, **link, mailfrom="bounces@example.net")
+            return LinkUnsubscribeEvent(**common, **track, **link, mailfrom="ann@example.com")
+        case "list_unsubscribe":
+            return ListUnsubscribeEvent(**common, **track, mailfrom="ann@example.com", subject=message["subject"])
+        case "out_of_band":
+            inbound = {key: message[key] for key in ("friendly_from", "msg_from", "subject", "routing_domain")}
+            return OutOfBandEvent(**common, **inbound, **failure)
+        case "spam_complaint":
+            inbound = {key: message[key] for key in ("friendly_from", "msg_from", "subject", "routing_domain")}
+            return SpamComplaintEvent(**common, **inbound, fbtype="abuse", report_by="fbl.example.org",
+                                      report_to="fbl@bounces.example.net", user_str="ann")
     raise ValueError(kind)
 
 
