@@ -84,6 +84,15 @@ _CONNECT_TIMEOUT = 10.0
 _COMMAND_TIMEOUT = 60.0
 _MARK = "\x00"
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# A write that failed on these lost its connection (a terminated backend, a restart, a network cut), not its
+# data; it is repeated on a fresh connection. Inserts skip stored event_ids, so an ambiguous COMMIT is safe
+# to repeat.
+# asyncpg raises InternalClientError ("cannot switch to state 15; another operation (2) is in progress") on a
+# connection whose backend died while it waited for a reply; such a connection must never serve another write.
+_CONNECTION_LOST = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError,
+                    asyncpg.exceptions.InternalClientError, OSError, asyncio.TimeoutError)
+_WRITE_ATTEMPTS = 4
+_RETRY_PAUSE = 0.05
 
 
 def numbered_where(query: EventQuery) -> tuple[str, list[object]]:
@@ -111,6 +120,24 @@ async def insert_batch(connection: Any, rows: Sequence[Row], *, force_sync: bool
     sync = "SET LOCAL synchronous_commit TO on; " if force_sync else ""
     await connection.execute(f"BEGIN; {sync}SELECT pg_advisory_xact_lock({APPEND_LOCK})")
     await connection.execute(_INSERT, *(list(column) for column in zip(*rows, strict=True)))
+
+
+def _text_safe(row: Row) -> Row:
+    """The row with U+0000 in its TEXT columns replaced by U+FFFD: PostgreSQL TEXT cannot hold NUL.
+
+    The body (BYTEA) keeps the event exactly. Every column value is a field of the body, and JSON spells NUL
+    as \\u0000, so a body without that escape needs no look at the columns.
+    """
+    body = row[-1]
+    if not isinstance(body, bytes) or b"\\u0000" not in body:
+        return row
+    event_id, kind, ts, message_id, transmission_id, campaign_id, rcpt_to, machine, _ = row
+    return (_no_nul(event_id), _no_nul(kind), ts, _no_nul(message_id), _no_nul(transmission_id),
+            _no_nul(campaign_id), _no_nul(rcpt_to), None if machine is None else _no_nul(machine), body)
+
+
+def _no_nul(text: str) -> str:
+    return text.replace("\x00", "\ufffd")
 
 
 async def _keep_session(connection: Any) -> None:
@@ -187,7 +214,7 @@ class PostgresEventStore(StoreQueries):
         if self._pool is None:
             raise StoreError("event store is not open")
         try:
-            rows = [row_of(event) for event in events]
+            rows = [_text_safe(row_of(event)) for event in events]
         except ValueError as error:  # a timestamp that is not epoch seconds
             raise StoreError(f"event cannot be stored: {error}") from error
         loop = asyncio.get_running_loop()
@@ -232,14 +259,31 @@ class PostgresEventStore(StoreQueries):
                 self._on_commit([event for _, events, _ in batch for event in events], time.perf_counter() - began)
 
     async def _write(self, rows: list[Row]) -> None:
+        """Insert and commit `rows`, on a fresh connection again (up to _WRITE_ATTEMPTS) when one is lost."""
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                await self._write_once(rows)
+                return
+            except _CONNECTION_LOST:
+                if attempt == _WRITE_ATTEMPTS:
+                    raise
+            await asyncio.sleep(_RETRY_PAUSE * attempt)
+
+    async def _write_once(self, rows: list[Row]) -> None:
         async with self._pool.acquire() as connection:
             try:
                 await insert_batch(connection, rows, force_sync=self._force_sync)
                 await connection.execute("COMMIT")
-            except BaseException:
-                if not connection.is_closed() and connection.is_in_transaction():
-                    with contextlib.suppress(Exception):
+            except Exception as error:
+                if isinstance(error, asyncpg.PostgresError) and not isinstance(error, _CONNECTION_LOST):
+                    # The server refused a statement and the session is still there: end the transaction.
+                    with contextlib.suppress(*_DB_ERRORS):
                         await connection.execute("ROLLBACK")
+                else:
+                    # Broken, or already handed back to the pool (asyncpg detaches a connection whose backend
+                    # went away, and the proxy then raises InterfaceError): make sure the pool drops it.
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        connection.terminate()
                 raise
 
     async def query(self, query: EventQuery) -> list[StoredEvent]:

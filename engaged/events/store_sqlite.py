@@ -147,7 +147,10 @@ class SqliteEventStore(StoreQueries):
             conn.executemany(f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR): a second ROLLBACK would fail and
+            # hide the reason ("cannot rollback - no transaction is active").
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     def _connection(self) -> sqlite3.Connection:
