@@ -64,6 +64,11 @@ def decode_xmsysapi(raw_value: str) -> XMsysApi | HeaderError:
         return HeaderError("X-MSYS-API must be a json object")
     if _depth(data) > MAX_JSON_DEPTH:
         return HeaderError(f"X-MSYS-API is nested deeper than {MAX_JSON_DEPTH} levels")
+    nul = _nul_path(data, "")
+    if nul is not None:
+        # Every string here ends up in events; PostgreSQL TEXT cannot hold NUL, so a message carrying one
+        # would be accepted and then never stored. Refuse it while the client can still be told.
+        return HeaderError(f"X-MSYS-API '{nul}' must not contain a NUL character")
     return _validate(data)
 
 
@@ -85,6 +90,26 @@ def _depth(value: Any, level: int = 1) -> int:
     if isinstance(value, list):
         return max((_depth(v, level + 1) for v in value), default=level)
     return level
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """The dotted path of the first key or string value holding U+0000 (depth is bounded already)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return where.replace("\x00", "\\u0000")
+            found = _nul_path(item, where)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for n, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{n}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _type_error(field: str, kind: str) -> HeaderError:

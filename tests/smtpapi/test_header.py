@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,3 +70,20 @@ def test_strip_header_removes_exactly_that_header(headers: list[tuple[bytes, byt
 def test_strip_header_without_the_header_returns_the_same_object() -> None:
     message = b"Subject: a\r\n\r\nbody\r\n"
     assert strip_header(message) is message
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        ('{"campaign_id": "a\\u0000b"}', "campaign_id"),
+        ('{"metadata": {"user": "4\\u00002"}}', "metadata.user"),
+        ('{"metadata": {"deep": {"list": [1, "\\u0000"]}}}', "metadata.deep.list[1]"),
+        ('{"metadata": {"k\\u0000": 1}}', "metadata.k\\u0000"),
+        ('{"tags": ["fine", "\\u0000"]}', "tags[1]"),
+        ('{"options": {"ip_pool": "p\\u0000"}}', "options.ip_pool"),
+        ('{"options": {"open_tracking": "\\u0000true"}}', "options.open_tracking"),
+        ('{"unknown": "\\u0000"}', "unknown"),
+    ],
+)
+def test_a_nul_character_in_any_string_is_refused(value: str, field: str) -> None:
+    assert decode_xmsysapi(value) == HeaderError(f"X-MSYS-API '{field}' must not contain a NUL character")
