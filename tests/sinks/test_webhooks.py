@@ -174,7 +174,9 @@ async def test_an_undeliverable_batch_becomes_a_dead_letter_that_replays_under_i
         store: EventStore, start_service: Services, receiver: Receiver) -> None:
     receiver.behaviour = always(503)
     service = await start_service(store)
-    hook = await create(service, target=receiver.url, retry_max_age=0.4, **FAST)
+    # Long enough for a second attempt, and a request timeout no busy machine reaches (a timed-out attempt
+    # would end with another last_error), even when one round trip takes most of a second.
+    hook = await create(service, target=receiver.url, retry_max_age=3.0, **{**FAST, "timeout": 20.0})
     await store.append([make_event("bounce", n) for n in range(3)])
     letters = await eventually(lambda: _letters(service, hook["id"]))
     (letter,) = letters
