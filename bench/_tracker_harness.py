@@ -1,8 +1,9 @@
 """Tracker benchmark helpers: a tracker process, nginx `return 302`, wrk with a rotating Lua script.
 
-Run as `python bench/_tracker_harness.py serve DATA_DIR [POSTGRES_DSN]` it is the tracker process: a
-TrackerService on 127.0.0.1:0 with SQLite in DATA_DIR (or the DSN), on uvloop, stopped by SIGTERM, after
-which it prints its metrics as one JSON line. Without `serve` (as `make bench` runs it) it does nothing.
+Run as `python bench/_tracker_harness.py worker DATA_DIR N PORT` it is tracker worker N (SO_REUSEPORT on
+127.0.0.1:PORT, 0: any); as `... loader DATA_DIR [POSTGRES_DSN]` it is the journal loader into SQLite in
+DATA_DIR (or the DSN). Both run on uvloop, stop on SIGTERM and then print their metrics as one JSON line.
+Without those arguments (as `make bench` runs it) it does nothing.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ class WrkResult:
     errors: str
 
 
-def run_wrk(url: str, script: Path, seconds: int, connections: int = 50) -> WrkResult:
-    """wrk -t1 against `url` on CPU 1 with the Lua `script`; throughput and latency percentiles."""
-    command = pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url], 1)
+def run_wrk(url: str, script: Path, seconds: int, connections: int = 50, cpu: int | None = 1) -> WrkResult:
+    """wrk -t1 against `url` (on CPU 1 unless `cpu` is None) with the Lua `script`; rate and latency percentiles."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    command = pinned(command, cpu) if cpu is not None else command
     output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     latencies = {int(p): float(value) * _UNITS[unit] for p, value, unit in _LATENCY.findall(output)}
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
@@ -88,8 +90,11 @@ def click_paths(keyring: Keyring, address: str, count: int) -> list[str]:
     return paths
 
 
-def start_nginx(directory: Path, port: int) -> subprocess.Popen[bytes] | None:
-    """nginx (one worker, CPU 0) answering every request with `302 https://example.com/`; None if missing."""
+def start_nginx(directory: Path, port: int, workers: str = "1") -> subprocess.Popen[bytes] | None:
+    """nginx answering every request with `302 https://example.com/`; None if missing.
+
+    One worker is pinned to CPU 0 like engaged's one worker; `workers = "auto"` runs unpinned.
+    """
     binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if binary is None:
         return None
@@ -97,12 +102,13 @@ def start_nginx(directory: Path, port: int) -> subprocess.Popen[bytes] | None:
     temp.mkdir(parents=True, exist_ok=True)
     config = directory / "nginx.conf"
     config.write_text(
-        f"worker_processes 1;\ndaemon off;\npid {directory}/nginx.pid;\nerror_log {directory}/error.log;\n"
-        "events { worker_connections 1024; }\n"
+        f"worker_processes {workers};\ndaemon off;\npid {directory}/nginx.pid;\nerror_log {directory}/error.log;\n"
+        "worker_rlimit_nofile 20000;\nevents { worker_connections 4096; }\n"
         f"http {{\n  access_log off;\n  client_body_temp_path {temp};\n  proxy_temp_path {temp};\n"
         f"  fastcgi_temp_path {temp};\n  uwsgi_temp_path {temp};\n  scgi_temp_path {temp};\n"
-        f"  server {{ listen 127.0.0.1:{port}; location / {{ return 302 https://example.com/; }} }}\n}}\n")
-    process = subprocess.Popen(pinned([binary, "-c", str(config), "-p", str(directory)], 0),
+        f"  server {{ listen 127.0.0.1:{port} reuseport; location / {{ return 302 https://example.com/; }} }}\n}}\n")
+    command = [binary, "-c", str(config), "-p", str(directory)]
+    process = subprocess.Popen(pinned(command, 0) if workers == "1" else command,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if not _wait_port(port, process):
         process.kill()
@@ -123,65 +129,125 @@ def _wait_port(port: int, process: subprocess.Popen[bytes] | subprocess.Popen[st
     return False
 
 
-class TrackerProcess:
-    """This file run as the tracker process, pinned to CPU 0."""
+class Child:
+    """This file run as a tracker worker or as the journal loader; its metrics come back on SIGTERM."""
 
-    def __init__(self, data_dir: Path, dsn: str | None = None) -> None:
-        command = [sys.executable, __file__, "serve", str(data_dir), *([dsn] if dsn else [])]
-        self.process = subprocess.Popen(pinned(command, 0), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
+    def __init__(self, args: list[str], cpu: int | None, ready_text: str, script: str = __file__) -> None:
+        command = [sys.executable, script, *args]
+        self.process = subprocess.Popen(pinned(command, cpu) if cpu is not None else command,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.address = ""
         self.log: list[str] = []
+        self._ready_text = ready_text
         ready = threading.Event()
         threading.Thread(target=self._read, args=(ready,), daemon=True).start()
-        if not ready.wait(60) or not self.address:
+        if not ready.wait(60) or not any(ready_text in line for line in self.log):
             self.process.kill()
-            raise RuntimeError("the tracker did not start:\n" + "\n".join(self.log[-20:]))
+            raise RuntimeError("the child did not start:\n" + "\n".join(self.log[-20:]))
 
     def _read(self, ready: threading.Event) -> None:
         if self.process.stderr is None:
             return
         for line in self.process.stderr:
             self.log.append(line.rstrip("\n"))
-            if "tracker listening on " in line:
-                self.address = line.split()[-1]
+            if self._ready_text in line:
+                if "listening on" in line:
+                    self.address = line.split("listening on ", 1)[1].split()[0]
                 ready.set()
         ready.set()
 
-    def stop(self) -> dict[str, int]:
-        """SIGTERM; the tracker's metrics once it has loaded its journal and exited."""
+    def stop(self) -> dict[str, float]:
+        """SIGTERM; the child's metrics once it has finished and exited."""
         self.process.send_signal(signal.SIGTERM)
-        stdout, _ = self.process.communicate(timeout=120)
+        stdout, _ = self.process.communicate(timeout=300)
         for line in reversed(stdout.splitlines()):
             if line.startswith("{"):
-                metrics: dict[str, int] = json.loads(line)
+                metrics: dict[str, float] = json.loads(line)
                 return metrics
-        raise RuntimeError("the tracker printed no metrics:\n" + "\n".join(self.log[-20:]))
+        raise RuntimeError("the child printed no metrics:\n" + "\n".join(self.log[-20:]))
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(30)
 
 
-async def _serve(data_dir: Path, dsn: str | None) -> None:
+class TrackerWorkers:
+    """`count` tracker workers on one SO_REUSEPORT address and one journal loader, like `engaged serve`.
+
+    One worker runs on CPU 0 and the loader on CPU 1 (with wrk); several run unpinned.
+    """
+
+    def __init__(self, data_dir: Path, count: int, dsn: str | None = None) -> None:
+        self.loader = Child(["loader", str(data_dir), *([dsn] if dsn else [])], 1 if count == 1 else None,
+                            "loader following")
+        self.workers: list[Child] = []
+        try:
+            port = "0"
+            for number in range(count):
+                child = Child(["worker", str(data_dir), str(number), port], 0 if count == 1 else None,
+                              "tracker listening on")
+                self.workers.append(child)
+                port = child.address.rpartition(":")[2]
+        except BaseException:
+            self.kill()
+            raise
+        self.address = self.workers[0].address
+
+    @property
+    def pids(self) -> list[int]:
+        return [child.process.pid for child in self.workers]
+
+    def stop(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Stop the workers, then the loader (which stores what is left); (summed worker metrics, loader's)."""
+        total: dict[str, float] = {}
+        for child in self.workers:
+            for name, value in child.stop().items():
+                total[name] = total.get(name, 0) + value
+        return total, self.loader.stop()
+
+    def kill(self) -> None:
+        for child in [*self.workers, self.loader]:
+            if child.process.poll() is None:
+                child.kill()
+
+
+async def _worker(data_dir: Path, number: int, port: int) -> None:
     from engaged.config import Config, EngagementTrackerConfig
     from engaged.events.ids import EventIdGenerator
-    from engaged.events.store_postgres import PostgresEventStore
-    from engaged.events.store_sqlite import SqliteEventStore
     from engaged.keys import load_keyring
     from engaged.tracker.service import TrackerService
 
-    store = PostgresEventStore(dsn) if dsn else SqliteEventStore(data_dir / "events.sqlite3")
-    await store.open()
-    config = Config(data_dir=str(data_dir), engagement_tracker=EngagementTrackerConfig(listen="127.0.0.1:0"))
-    service = TrackerService(config, store, load_keyring(data_dir), ids=EventIdGenerator())
+    config = Config(data_dir=str(data_dir), engagement_tracker=EngagementTrackerConfig(listen=f"127.0.0.1:{port}"))
+    service = TrackerService(config, load_keyring(data_dir), ids=EventIdGenerator(), worker=number, reuse_port=True)
     await service.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     await service.stop()
-    await store.close()
     print(json.dumps(service.metrics()), flush=True)
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
+async def _loader(data_dir: Path, dsn: str | None) -> None:
+    from engaged.events.store_postgres import PostgresEventStore
+    from engaged.events.store_sqlite import SqliteEventStore
+    from engaged.tracker.loader import JournalLoader, follow
+
+    store = PostgresEventStore(dsn) if dsn else SqliteEventStore(data_dir / "events.sqlite3")
+    await store.open()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    loader = JournalLoader(data_dir, store)
+    logging.getLogger("engaged").info("loader following %s", data_dir)
+    await follow(loader, stop)
+    await store.close()
+    print(json.dumps(loader.metrics()), flush=True)
+
+
+if __name__ == "__main__" and sys.argv[1:2] in (["worker"], ["loader"]):
     import uvloop
 
     logging.basicConfig(level=logging.INFO, format="engaged: %(message)s", stream=sys.stderr)
-    uvloop.run(_serve(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None))
+    if sys.argv[1] == "worker":
+        uvloop.run(_worker(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
+    else:
+        uvloop.run(_loader(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None))

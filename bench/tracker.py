@@ -1,19 +1,31 @@
 """Tracker benchmark: clicks/s and p50/p99 with every event durable, against nginx `return 302`, driven by wrk.
 
-Each answered click was appended and fsync'd to the journal before its 302; the tracker is then stopped,
-which loads the rest of its journal, so "events/s into the store" covers the load plus that drain.
-Server on CPU 0, wrk on CPU 1 (taskset), 50 connections, a few hundred rotating valid click links.
+Every answered click was appended and fdatasync'd to its worker's journal before its 302; a journal
+loader in its own process stores the events. After each run the workers and then the loader are
+stopped and the store is counted: stored must equal what the workers journaled (0 lost).
+
+Cases: engaged with one worker (CPU 0; wrk and the loader on CPU 1) against nginx `worker_processes 1`
+(CPU 0), and engaged with one worker per CPU against nginx `worker_processes auto` (all unpinned), each
+at wrk -t1 -c50 and -c1000, with SQLite and with PostgreSQL. A few hundred rotating valid click links.
+
+`--http-options` instead measures the HTTP layers the tracker could sit on (each answering a fixed 302)
+next to nginx and the tracker itself; `--baseline DIR` adds the tracker of another checkout (DIR's
+bench/_tracker_harness.py `serve`, e.g. the uvicorn tracker of an older main).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import secrets
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -21,22 +33,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import asyncpg
 
 from bench._harness import PG_ADMIN_DSN, free_port, pg_database, pg_fetchval
-from bench._tracker_harness import TrackerProcess, WrkResult, click_paths, run_wrk, start_nginx, write_lua
+from bench._tracker_harness import (
+    Child,
+    TrackerWorkers,
+    WrkResult,
+    _wait_port,
+    click_paths,
+    run_wrk,
+    start_nginx,
+    write_lua,
+)
 from engaged.keys import load_keyring
 
 SECONDS = 10
 WARMUP = 2
-CONNECTIONS = 50
+CONNECTIONS = (50, 1000)
 LINKS = 300
-GOAL_RATIO = 0.2
-GOAL_P99_MS = 10.0
+GOAL_RATIO = 0.3
+GOAL_P99_MS = 5.0
+HERE = Path(__file__).resolve().parent
 
 
 def line(label: str, result: WrkResult) -> str:
-    return (f"{label:<22} {result.requests_per_second:>9,.0f} req/s   p50 {result.p50_ms:6.2f} ms   "
+    return (f"{label:<34} {result.requests_per_second:>9,.0f} req/s   p50 {result.p50_ms:6.2f} ms   "
             f"p99 {result.p99_ms:6.2f} ms" + (f"   ({result.errors})" if result.errors else ""))
-
-
 
 
 def count_sqlite(path: Path) -> int:
@@ -48,74 +68,212 @@ def count_sqlite(path: Path) -> int:
         connection.close()
 
 
-def bench_tracker(directory: Path, label: str, dsn: str | None) -> WrkResult:
-    """One tracker run: warm-up, measured load, stop (drains the journal), then the store's view."""
-    keyring = load_keyring(directory)
-    tracker = TrackerProcess(directory, dsn)
-    try:
-        script = write_lua(directory / "clicks.lua", click_paths(keyring, tracker.address, LINKS))
-        url = f"http://{tracker.address}"
-        run_wrk(url, script, WARMUP, CONNECTIONS)
+@dataclass
+class Case:
+    workers: int
+    connections: int
+    label: str
+
+    @property
+    def cpu(self) -> int | None:
+        return 1 if self.workers == 1 else None
+
+
+def nginx_runs(root: Path, cases: list[Case]) -> dict[tuple[int, int], WrkResult]:
+    results: dict[tuple[int, int], WrkResult] = {}
+    for workers in sorted({case.workers for case in cases}):
+        port = free_port()
+        nginx = start_nginx(root / f"nginx{workers}", port, "1" if workers == 1 else "auto")
+        if nginx is None:
+            print("nginx is not installed (Debian nginx-light; make sysdeps): no baseline")
+            return results
+        try:
+            script = write_lua(root / "nginx.lua", [f"/f/a/{n}" for n in range(LINKS)])
+            url = f"http://127.0.0.1:{port}"
+            for case in (case for case in cases if case.workers == workers):
+                run_wrk(url, script, WARMUP, case.connections, case.cpu)
+                results[(workers, case.connections)] = result = run_wrk(url, script, SECONDS, case.connections,
+                                                                        case.cpu)
+                print(line(f"nginx {case.label} -c{case.connections}", result))
+        finally:
+            nginx.terminate()
+            nginx.wait(10)
+    return results
+
+
+def engaged_runs(root: Path, cases: list[Case], store: str, dsn: str | None,
+                 profile: Path | None) -> dict[tuple[int, int], WrkResult]:
+    """Each case on a fresh tracker; returns the wrk results and prints the store count check."""
+    results: dict[tuple[int, int], WrkResult] = {}
+    for case in cases:
+        directory = root / f"{store}-{case.workers}-{case.connections}"
+        keyring = load_keyring(directory)
+        tracker = TrackerWorkers(directory, case.workers, dsn)
+        spy: subprocess.Popen[bytes] | None = None
+        try:
+            script = write_lua(directory / "clicks.lua", click_paths(keyring, tracker.address, LINKS))
+            url = f"http://{tracker.address}"
+            run_wrk(url, script, WARMUP, case.connections, case.cpu)
+            if profile is not None and case.workers == 1 and case.connections == CONNECTIONS[0] and store == "SQLite":
+                spy = start_profile(profile, tracker.pids[0])
+            result = run_wrk(url, script, SECONDS, case.connections, case.cpu)
+        except BaseException:
+            tracker.kill()
+            raise
+        finally:
+            if spy is not None:
+                spy.wait(60)
         began = time.monotonic()
-        result = run_wrk(url, script, SECONDS, CONNECTIONS)
-    except BaseException:
-        tracker.process.kill()
-        raise
-    metrics = tracker.stop()
-    elapsed = time.monotonic() - began
-    if dsn:
-        stored = int(asyncio.run(pg_fetchval("SELECT count(*) FROM events", dsn)))
-    else:
-        stored = count_sqlite(directory / "events.sqlite3")
-    print(line(f"engaged ({label})", result))
-    batches = max(1, metrics["journal_batches"])
-    print(f"{'':22} {stored:,} events in {label}, {stored / elapsed:,.0f} events/s over load + drain; "
-          f"{metrics['journal_appended'] / batches:.1f} events per journal write+fsync "
-          f"({metrics['journal_batches']:,} fsyncs); lost {metrics['journal_failed']}")
-    if stored != metrics["journal_appended"] or metrics["journal_failed"]:
-        print(f"{'':22} WARNING: {metrics['journal_appended']} journaled but {stored} stored")
-    return result
+        workers, loader = tracker.stop()
+        drain = time.monotonic() - began
+        if dsn:
+            stored = int(asyncio.run(pg_fetchval("SELECT count(*) FROM events", dsn)))
+            asyncio.run(pg_fetchval("TRUNCATE events", dsn))
+        else:
+            stored = count_sqlite(directory / "events.sqlite3")
+        results[(case.workers, case.connections)] = result
+        journaled = int(workers["journal_appended"])
+        lost = journaled - stored + int(workers["journal_failed"])
+        print(line(f"engaged {case.label} {store} -c{case.connections}", result))
+        print(f"{'':34} {stored:,} stored of {journaled:,} journaled (lost {lost}); "
+              f"{journaled / max(1, workers['journal_batches']):.1f} events per fdatasync; loader "
+              f"{loader['loader_batches']:.0f} batches, lag at stop {drain:.2f} s")
+    return results
+
+
+def start_profile(output: Path, pid: int) -> subprocess.Popen[bytes] | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not os.path.exists(spy):
+        print("py-spy not installed: no profile")
+        return None
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(SECONDS - 1), "--rate", "200",
+                             "--format", "raw", "--output", str(output), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def ratios(label: str, ours: dict[tuple[int, int], WrkResult], nginx: dict[tuple[int, int], WrkResult]) -> None:
+    for key, result in sorted(ours.items()):
+        baseline = nginx.get(key)
+        if baseline is None:
+            continue
+        ratio = result.requests_per_second / baseline.requests_per_second
+        workers, connections = key
+        goal = ""
+        if workers == 1 and connections == CONNECTIONS[0]:
+            met = ratio >= GOAL_RATIO and result.p99_ms < GOAL_P99_MS
+            goal = f"   goal >= {GOAL_RATIO}x and p99 < {GOAL_P99_MS:g} ms: {'met' if met else 'NOT met'}"
+        print(f"ratio {label} {'1 worker' if workers == 1 else 'auto'} -c{connections}: {ratio:.2f}x nginx{goal}")
+
+
+def matrix(args: argparse.Namespace) -> None:
+    cpus = os.cpu_count() or 1
+    cases = [Case(1, connections, "1 worker") for connections in CONNECTIONS]
+    cases += [Case(cpus, connections, f"{cpus} workers") for connections in CONNECTIONS]
+    print(f"tracker bench: wrk -t1 -d{SECONDS}s, {LINKS} rotating click links, journal fdatasync before every answer")
+    with tempfile.TemporaryDirectory(prefix="engaged-bench-tracker-") as tmp:
+        root = Path(tmp)
+        nginx = nginx_runs(root, cases)
+        sqlite = engaged_runs(root, cases, "SQLite", None, args.profile)
+        ratios("SQLite", sqlite, nginx)
+        name = f"engaged_bench_{secrets.token_hex(4)}"
+        try:
+            asyncio.run(pg_fetchval(f'CREATE DATABASE "{name}"'))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            print(f"PostgreSQL skipped: unreachable at {PG_ADMIN_DSN}: {error}")
+            return
+        try:
+            postgres = engaged_runs(root, cases, "PostgreSQL", pg_database(name), None)
+            ratios("PostgreSQL", postgres, nginx)
+        finally:
+            asyncio.run(pg_fetchval(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def http_options(args: argparse.Namespace) -> None:
+    """Each HTTP layer answering a fixed 302 on CPU 0 (wrk -c50 on CPU 1), then the tracker itself."""
+    print(f"HTTP layers, fixed 302, wrk -t1 -c{CONNECTIONS[0]} -d{SECONDS}s, server on CPU 0")
+    with tempfile.TemporaryDirectory(prefix="engaged-bench-http-") as tmp:
+        root = Path(tmp)
+        script = write_lua(root / "plain.lua", [f"/f/a/{n}" for n in range(LINKS)])
+
+        def measure(label: str, port: int) -> None:
+            url = f"http://127.0.0.1:{port}"
+            run_wrk(url, script, WARMUP, CONNECTIONS[0])
+            print(line(label, run_wrk(url, script, SECONDS, CONNECTIONS[0])))
+
+        port = free_port()
+        nginx = start_nginx(root / "nginx", port)
+        if nginx is not None:
+            try:
+                measure("nginx return 302", port)
+            finally:
+                nginx.terminate()
+                nginx.wait(10)
+        options: list[tuple[str, list[str]]] = [
+            ("uvicorn, empty ASGI app", [sys.executable, str(HERE / "_http_options.py"), "uvicorn"]),
+            ("asyncio.Protocol on httptools", [sys.executable, str(HERE / "_http_options.py"), "protocol"]),
+        ]
+        granian = shutil.which("granian") or str(Path(sys.executable).with_name("granian"))
+        if os.path.exists(granian):
+            options.append(("granian, empty ASGI app", [granian, "--interface", "asgi", "--workers", "1",
+                                                        "--loop", "uvloop", "--no-ws", "--log-level", "warning",
+                                                        "--host", "127.0.0.1", "--working-dir", str(HERE),
+                                                        "_http_options:app", "--port"]))
+        else:
+            print("granian is not installed (pip install granian): skipped")
+        for label, command in options:
+            port = free_port()
+            process = subprocess.Popen(["taskset", "-c", "0", *command, str(port)], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+            try:
+                if _wait_port(port, process):
+                    measure(label, port)
+                else:
+                    print(f"{label}: did not start")
+            finally:
+                process.terminate()
+                process.wait(10)
+        if args.baseline is not None:
+            baseline_tracker(root, Path(args.baseline))
+        directory = root / "ours"
+        keyring = load_keyring(directory)
+        tracker = TrackerWorkers(directory, 1)
+        try:
+            paths = write_lua(directory / "clicks.lua", click_paths(keyring, tracker.address, LINKS))
+            url = f"http://{tracker.address}"
+            run_wrk(url, paths, WARMUP, CONNECTIONS[0])
+            print(line("engaged tracker (this checkout)", run_wrk(url, paths, SECONDS, CONNECTIONS[0])))
+        finally:
+            tracker.stop()
+
+
+def baseline_tracker(root: Path, checkout: Path) -> None:
+    directory = root / "baseline"
+    keyring = load_keyring(directory)
+    child = Child(["serve", str(directory)], 0, "tracker listening on",
+                  script=str(checkout / "bench" / "_tracker_harness.py"))
+    try:
+        paths = write_lua(directory / "clicks.lua", click_paths(keyring, child.address, LINKS))
+        url = f"http://{child.address}"
+        run_wrk(url, paths, WARMUP, CONNECTIONS[0])
+        print(line(f"engaged tracker ({checkout.name})", run_wrk(url, paths, SECONDS, CONNECTIONS[0])))
+    finally:
+        child.stop()
 
 
 def main() -> int:
     if shutil.which("wrk") is None:
         print("tracker bench skipped: wrk is not installed (make sysdeps installs it)")
         return 0
-    print(f"tracker bench: wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, {LINKS} rotating click links, journal fsync on")
-    with tempfile.TemporaryDirectory(prefix="engaged-bench-tracker-") as tmp:
-        root = Path(tmp)
-        baseline: WrkResult | None = None
-        port = free_port()
-        nginx = start_nginx(root / "nginx", port)
-        if nginx is None:
-            print("nginx is not installed (Debian nginx-light; make sysdeps): no baseline")
-        else:
-            try:
-                script = write_lua(root / "nginx.lua", [f"/f/a/{n}" for n in range(LINKS)])
-                run_wrk(f"http://127.0.0.1:{port}", script, WARMUP, CONNECTIONS)
-                baseline = run_wrk(f"http://127.0.0.1:{port}", script, SECONDS, CONNECTIONS)
-            finally:
-                nginx.terminate()
-                nginx.wait(10)
-            print(line("nginx return 302", baseline))
-        sqlite_dir = root / "sqlite"
-        ours = bench_tracker(sqlite_dir, "SQLite", None)
-        name = f"engaged_bench_{secrets.token_hex(4)}"
-        try:
-            asyncio.run(pg_fetchval(f'CREATE DATABASE "{name}"'))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            print(f"PostgreSQL skipped: unreachable at {PG_ADMIN_DSN}: {error}")
-        else:
-            try:
-                bench_tracker(root / "postgres", "PostgreSQL",
-                              pg_database(name))
-            finally:
-                asyncio.run(pg_fetchval(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        if baseline is not None:
-            ratio = ours.requests_per_second / baseline.requests_per_second
-            met = ratio >= GOAL_RATIO and ours.p99_ms < GOAL_P99_MS
-            print(f"ratio (SQLite run): {ratio:.2f}x nginx; goal >= {GOAL_RATIO}x with p99 < {GOAL_P99_MS:g} ms: "
-                  f"{'met' if met else 'NOT met'}")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--http-options", action="store_true", help="measure the candidate HTTP layers instead")
+    parser.add_argument("--baseline", metavar="CHECKOUT", help="with --http-options: also another checkout's tracker")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="py-spy raw profile of the one-worker SQLite -c50 run into FILE")
+    args = parser.parse_args()
+    if args.http_options:
+        http_options(args)
+    else:
+        matrix(args)
     return 0
 
 

@@ -8,6 +8,8 @@ import signal
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import msgspec
+
 from engaged.api.service import ApiService
 from engaged.config import Config
 from engaged.delivery.capture import CaptureTransport
@@ -31,6 +33,7 @@ from engaged.suppression.model import SuppressionStore
 from engaged.suppression.rules import SuppressionRules
 from engaged.suppression.store_postgres import PostgresSuppressionStore
 from engaged.suppression.store_sqlite import SqliteSuppressionStore
+from engaged.tracker.loader import LoaderProcess
 from engaged.tracker.service import TrackerService
 from engaged.types import EventStore
 
@@ -104,10 +107,11 @@ class App:
         self.injector = Injector(config, self.spool, self._accepted, ids=self.ids, events=self.store)
         self.suppression_rules = SuppressionRules(self.store, self.suppressions)
         self.smtp = SmtpListeners(config, self.injector, self.policy)
-        self.tracker = TrackerService(config, self.store, self.keyring, ids=self.ids)
+        self.tracker = TrackerService(config, self.keyring, ids=self.ids)
+        self.loader = LoaderProcess(msgspec.json.encode(config), data)
         self.api = ApiService(config, self.store, metrics=self.metrics, suppressions=self.suppressions)
         self.metrics.set_spool_depth_source(self.delivery.depth)
-        self.metrics.set_tracker_source(self.tracker.metrics)
+        self.metrics.set_tracker_source(lambda: {**self.tracker.metrics(), **self.loader.metrics()})
 
     async def _accepted(self, record: SpoolRecord) -> None:
         await self.delivery.submit(record)
@@ -125,6 +129,7 @@ class App:
         mode = self.config.delivery.mode
         target = {"relay": self.config.delivery.relay, "mx": "MX lookups", "capture": str(data / "captured")}[mode]
         log.info("delivery %s to %s: %d spooled message(s) resumed", mode, target, resumed)
+        await self.loader.start()
         await self.tracker.start()
         await self.smtp.start()
         for configured, bound in self.smtp.addresses:
@@ -135,6 +140,7 @@ class App:
         await self.smtp.stop()
         await self.delivery.stop()
         await self.tracker.stop()
+        await self.loader.stop()
         await self.suppression_rules.stop()
         await self.api.stop()
         await self.store.close()
@@ -154,7 +160,9 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     app = App(config)
+    loop.add_signal_handler(signal.SIGHUP, app.tracker.reload_tls)
     await app.start()
     await stop.wait()
     log.info("shutting down")
     await app.stop()
+

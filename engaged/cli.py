@@ -68,6 +68,19 @@ def serve(config_path: str | None) -> None:
         sys.exit(2)
 
 
+@main.command("tracker-loader", hidden=True)
+def tracker_loader() -> None:
+    """The tracker journal loader of `engaged serve` (its Config as JSON on stdin); stops on SIGTERM."""
+    import msgspec
+    import uvloop
+
+    config = msgspec.json.decode(sys.stdin.buffer.read(), type=Config)
+    logging.basicConfig(level=logging.INFO, format="engaged: %(message)s", stream=sys.stderr)
+    from engaged.tracker.loader import run_process
+
+    uvloop.run(run_process(config))
+
+
 @main.command("check-config")
 @_config_option
 def check_config(config_path: str | None) -> None:

@@ -85,6 +85,11 @@ class EngagementTrackerConfig(_Section, frozen=True):
     max_metadata_len: int = 1000
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
     geoip_database: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    header_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    max_connections: int = 10_000
 
 
 class PolicyConfig(_Section, frozen=True):
@@ -301,6 +306,15 @@ def _check(config: Config) -> list[tuple[str, str]]:
             problems.append((f"engagement_tracker.trusted_proxies[{index}]", str(error)))
     if tracker.geoip_database and not Path(tracker.geoip_database).is_file():
         problems.append(("engagement_tracker.geoip_database", f"file not found: {tracker.geoip_database}"))
+    for key in ("tls_cert", "tls_key"):
+        value = getattr(tracker, key)
+        if value and not Path(value).is_file():
+            problems.append((f"engagement_tracker.{key}", f"file not found: {value}"))
+    if tracker.tls_key and not tracker.tls_cert:
+        problems.append(("engagement_tracker.tls_key", "needs tls_cert"))
+    for key in ("header_timeout", "idle_timeout", "max_connections"):
+        if getattr(tracker, key) <= 0:
+            problems.append((f"engagement_tracker.{key}", "must be positive"))
     for index, script in enumerate(config.policy.scripts):
         if not Path(script).is_file():
             problems.append((f"policy.scripts[{index}]", f"file not found: {script}"))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -77,11 +78,13 @@ class Metrics:
         for event in events:
             self.observe_event(event)
 
-    def set_tracker_source(self, source: Callable[[], Mapping[str, int]]) -> None:
-        """Export the tracker's counters (TrackerService.metrics) at every scrape.
+    def set_tracker_source(self, source: Callable[[], Mapping[str, float]]) -> None:
+        """Export the tracker's counters (TrackerService.metrics, the loader's) at every scrape.
 
         `journal_failed` becomes engaged_tracker_journal_failures_total (answers whose event was lost);
-        every other counter `<name>` becomes engaged_tracker_<name>_total.
+        the gauges in TRACKER_GAUGES keep their name (engaged_tracker_loader_lag_seconds: how long the
+        last stored batch's oldest event waited in the journal); every other counter `<name>` becomes
+        engaged_tracker_<name>_total.
         """
         self._tracker.source = source
 
@@ -94,11 +97,19 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+TRACKER_GAUGES: Final = {
+    "loader_lag_seconds": "Seconds the oldest event of the journal loader's last batch waited to be stored "
+                          "(0 when it is caught up).",
+    "loader_lag_bytes": "Journaled bytes not yet stored by the journal loader.",
+    "connections_open": "Open connections to the tracker.",
+}
+
+
 class _TrackerCollector(Collector):
     """Reads the tracker's own counters at scrape time (they live in the tracker, not in this registry)."""
 
     def __init__(self) -> None:
-        self.source: Callable[[], Mapping[str, int]] | None = None
+        self.source: Callable[[], Mapping[str, float]] | None = None
 
     def collect(self) -> Iterator[Metric]:
         counters = dict(self.source()) if self.source is not None else {}
@@ -106,6 +117,10 @@ class _TrackerCollector(Collector):
                                      "Engagements answered whose event could not be journaled (lost events).")
         failed.add_metric([], counters.pop("journal_failed", 0))
         yield failed
+        for name, help_text in TRACKER_GAUGES.items():
+            gauge = GaugeMetricFamily(f"engaged_tracker_{name}", help_text)
+            gauge.add_metric([], counters.pop(name, 0))
+            yield gauge
         for name, value in sorted(counters.items()):
             family = CounterMetricFamily(f"engaged_tracker_{name}", f"Tracker counter {name}.")
             family.add_metric([], value)

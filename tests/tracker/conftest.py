@@ -1,4 +1,4 @@
-"""Tracker fixtures: a real TrackerService on port 0 in the test's loop, link minting, an in-memory store."""
+"""Tracker fixtures: a real TrackerService on port 0 and a journal loader in the test's loop, links, a memory store."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from engaged.events.model import ClickEvent, Event, InitialOpenEvent, LinkUnsubs
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.keys import Keyring, load_keyring
 from engaged.tokens import LinkData, RecipientLinks
+from engaged.tracker.loader import JournalLoader
 from engaged.tracker.service import TrackerService
 from engaged.types import EventQuery, EventStore
 
@@ -79,9 +80,10 @@ def build_mmdb(path: Path) -> Path:
 
 @dataclass
 class RunningTracker:
-    """A started TrackerService with its store, keys and an HTTP client."""
+    """A started TrackerService and its journal loader, with the store, keys and an HTTP client."""
 
     service: TrackerService
+    loader: JournalLoader
     store: EventStore
     keyring: Keyring
     data_dir: Path
@@ -89,7 +91,12 @@ class RunningTracker:
 
     @property
     def base(self) -> str:
-        return f"http://{self.service.address}"
+        return f"{self.service.scheme}://{self.service.address}"
+
+    async def flush(self) -> int:
+        """Store everything the worker journaled so far; returns how many events that took."""
+        await self.service.journal.settled()
+        return await self.loader.load_available()
 
     def links(self, **changes: Any) -> RecipientLinks:
         """A recipient's link minter pointing at this tracker."""
@@ -97,7 +104,7 @@ class RunningTracker:
 
     async def events(self, message_id: str | None = None) -> list[TrackEvent]:
         """Everything journaled so far, loaded into the store, oldest first (engagement events only)."""
-        await self.service.flush()
+        await self.flush()
         query = EventQuery(message_ids=(message_id,) if message_id else (), limit=100_000)
         events: list[TrackEvent] = []
         for stored in await self.store.query(query):
@@ -112,7 +119,7 @@ class RunningTracker:
 
 class TrackerFactory(Protocol):
     async def __call__(self, *, store: EventStore | None = None, keyring: Keyring | None = None,
-                       data_dir: Path | None = None, **tracker: Any) -> RunningTracker: ...
+                       data_dir: Path | None = None, verify: Any = True, **tracker: Any) -> RunningTracker: ...
 
 
 @pytest.fixture
@@ -121,7 +128,7 @@ async def start_tracker(tmp_path: Path) -> AsyncIterator[TrackerFactory]:
     running: list[tuple[RunningTracker, bool]] = []
 
     async def factory(*, store: EventStore | None = None, keyring: Keyring | None = None,
-                      data_dir: Path | None = None, **tracker: Any) -> RunningTracker:
+                      data_dir: Path | None = None, verify: Any = True, **tracker: Any) -> RunningTracker:
         data = data_dir or tmp_path / f"tracker{len(running)}"
         owned = store is None
         if store is None:
@@ -130,9 +137,12 @@ async def start_tracker(tmp_path: Path) -> AsyncIterator[TrackerFactory]:
         tracker.setdefault("listen", "127.0.0.1:0")
         config = Config(data_dir=str(data), engagement_tracker=EngagementTrackerConfig(**tracker))
         keys = keyring or load_keyring(data)
-        service = TrackerService(config, store, keys, ids=EventIdGenerator())
+        service = TrackerService(config, keys, ids=EventIdGenerator())
         await service.start()
-        handle = RunningTracker(service, store, keys, data, httpx.AsyncClient(follow_redirects=False, timeout=10))
+        loader = JournalLoader(config.data_path, store)
+        loader.start()
+        client = httpx.AsyncClient(follow_redirects=False, timeout=10, verify=verify)
+        handle = RunningTracker(service, loader, store, keys, data, client)
         running.append((handle, owned))
         return handle
 
@@ -140,6 +150,7 @@ async def start_tracker(tmp_path: Path) -> AsyncIterator[TrackerFactory]:
     for handle, owned in reversed(running):
         await handle.client.aclose()
         await handle.service.stop()
+        await handle.loader.stop()
         if owned:
             await handle.store.close()
 

@@ -7,9 +7,7 @@ import errno
 import os
 import random
 import time
-from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -17,8 +15,8 @@ import pytest
 
 from engaged.events.model import ClickEvent, InitialOpenEvent, LinkUnsubscribeEvent, MachineEngagement, OpenEvent
 from engaged.tokens import MAX_TOKEN_CHARS
-from engaged.tracker.asgi import MAX_SEGMENT_CHARS, ROBOTS_TXT, TrackerApp, location_of
 from engaged.tracker.classify import HUMAN, PREFETCH
+from engaged.tracker.handler import MAX_SEGMENT_CHARS, ROBOTS_TXT, Tracker, location_of
 from engaged.tracker.pixel import PIXEL_GIF
 from tests.tracker.conftest import BROWSER_UA, RunningTracker, TrackerFactory, build_mmdb
 
@@ -160,7 +158,7 @@ async def test_an_expired_link_still_redirects_and_serves_the_pixel_but_records_
     assert (click.status_code, click.headers["location"]) == (302, TARGET)
     assert (pixel.status_code, pixel.content) == (200, PIXEL_GIF)
     assert await tracker.events() == []
-    assert tracker.service.app.stats.expired == 2
+    assert tracker.service.tracker.stats.expired == 2
 
 
 # --- refusals -------------------------------------------------------------------------------------
@@ -179,7 +177,7 @@ async def test_a_token_of_the_wrong_kind_for_the_path_is_404(tracker: RunningTra
 
 
 async def test_every_byte_of_a_token_changed_is_refused_in_process(tracker: RunningTracker) -> None:
-    app = tracker.service.app
+    app = tracker.service.tracker
     links = tracker.links()
     for url in (links.click_url(TARGET, "x", None, False), links.open_url(True)):
         head, token = split_token(url)
@@ -196,7 +194,7 @@ async def test_every_byte_of_a_token_changed_is_refused_in_process(tracker: Runn
             variants.add(token[:position] + replacement + token[position + 1:])
         variants |= {token[:cut] for cut in range(len(token))} | {token + "A", token + "AA", token.swapcase()}
         variants.discard(token)
-        statuses = {await call(app, path + variant) for variant in variants}
+        statuses = {call(app, path + variant) for variant in variants}
         assert statuses == {404}, url
     assert await tracker.events() == []
 
@@ -229,9 +227,9 @@ async def test_tokens_over_4096_characters_are_refused(tracker: RunningTracker) 
     assert await tracker.events() == []
 
 
-async def test_a_request_line_beyond_the_server_bound_is_rejected_before_the_app(tracker: RunningTracker) -> None:
+async def test_a_request_line_beyond_the_server_bound_is_414_before_the_token_is_read(tracker: RunningTracker) -> None:
     response = await tracker.get(f"{tracker.base}/q/{'A' * 40_000}")
-    assert response.status_code == 400
+    assert response.status_code == 414
 
 
 async def test_too_many_headers_are_rejected(tracker: RunningTracker) -> None:
@@ -375,20 +373,10 @@ def test_location_is_rechecked_and_escaped(target: str, location: bytes | None) 
     assert location_of(target) == location
 
 
-async def call(app: TrackerApp, path: str, method: str = "GET") -> int:
-    """The status of one request to the ASGI app, without a socket."""
-    sent: list[MutableMapping[str, Any]] = []
-
-    async def receive() -> MutableMapping[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
-             "headers": [(b"user-agent", BROWSER_UA.encode())], "client": ("127.0.0.1", 40000)}
-    await app(scope, receive, send)
-    status: int = sent[0]["status"]
+def call(tracker: Tracker, path: str, method: str = "GET") -> int:
+    """The status of one request to the handler, without a socket."""
+    answer = tracker.handle(method.encode(), path, BROWSER_UA.encode(), b"", b"", "127.0.0.1")
+    status = int(answer.head.split(b" ", 2)[1])
     if status == 302:
         raise AssertionError(f"{path} redirected")
     return status

@@ -1,0 +1,396 @@
+"""The journal loader: follows every tracker worker's journal and stores its events in large batches.
+
+It runs once per node, in a process of its own (the node process of `engaged serve`), never beside
+a listener. Each pass reads, for every `tracker-journal/<worker>/` directory (and segments left at
+the top of `tracker-journal/` by older versions), the whole lines written after its position, appends
+them to the EventStore in one transaction per batch, and only then moves its positions on. Stores
+ignore an event_id they already hold, so reading a line twice (after the loader itself was killed)
+stores nothing twice. A segment is removed once it is loaded and closed: a newer one exists in its
+directory, or no writer holds the directory's lock (the worker stopped or died; a torn last line,
+which was never answered, is skipped). Positions live in memory only: a restarted loader re-reads
+what is still on disk, which is at most a segment or two per worker.
+
+`lag_seconds` is how long the oldest event of the last batch waited between its answer and its
+commit (0 when a pass finds nothing new); `lag_bytes` is what is journaled and not yet stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from engaged.config import Config
+from engaged.events.model import Event, decode_event
+from engaged.tracker.journal import JOURNAL_DIR, LOCK, segment_numbers, segment_path
+from engaged.types import EventSink
+
+log = logging.getLogger("engaged")
+
+LOAD_INTERVAL: Final = 0.05  # seconds between passes while idle (a pass that found work repeats at once)
+BATCH_BYTES: Final = 4 * 1024 * 1024  # read per pass and store transaction, across every worker
+CLOSED_CHECK_SECONDS: Final = 1.0  # how often a caught-up directory is checked for a stopped writer
+_RETRY_MAX: Final = 5.0
+
+
+@dataclass
+class LoaderStats:
+    """Counters for metrics: events and batches stored, store failures, malformed and torn lines skipped."""
+
+    loaded: int = 0
+    batches: int = 0
+    load_errors: int = 0
+    corrupt_lines: int = 0
+
+
+@dataclass
+class _Follower:
+    """The loader's position in one writer's directory."""
+
+    directory: Path
+    offsets: dict[int, int] = field(default_factory=dict)  # segment number -> bytes loaded
+    checked: float = 0.0
+
+
+@dataclass
+class _Batch:
+    lines: list[bytes] = field(default_factory=list)
+    moves: list[tuple[_Follower, int, int]] = field(default_factory=list)  # (follower, segment, new offset)
+    size: int = 0
+
+
+class JournalLoader:
+    """Moves every worker's journaled events under `data_dir/tracker-journal` into `store`."""
+
+    def __init__(self, data_dir: Path, store: EventSink, *, interval: float = LOAD_INTERVAL,
+                 batch_bytes: int = BATCH_BYTES, clock: Callable[[], float] = time.time) -> None:
+        self.root = data_dir / JOURNAL_DIR
+        self.stats = LoaderStats()
+        self.lag_seconds = 0.0
+        self.lag_bytes = 0
+        self._store = store
+        self._interval = interval
+        self._batch_bytes = batch_bytes
+        self._clock = clock
+        self._followers: dict[Path, _Follower] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    async def load_available(self) -> int:
+        """Store every whole line journaled so far; returns the events appended. Store errors propagate."""
+        async with self._lock:
+            count = 0
+            while True:
+                loaded, more = await self._pass()
+                count += loaded
+                if not more:
+                    return count
+
+    async def _pass(self) -> tuple[int, bool]:
+        """One batch: read, store, move on. Returns (events stored, whether more is waiting)."""
+        batch = await asyncio.to_thread(self._collect)
+        events: list[Event] = []
+        for line in batch.lines:
+            try:
+                events.append(decode_event(line))
+            except msgspec.DecodeError as error:
+                self.stats.corrupt_lines += 1
+                log.warning("tracker journal: skipping a malformed line: %s", error)
+        if events:
+            await self._store.append(events)
+            self.stats.batches += 1
+            self.stats.loaded += len(events)
+            self.lag_seconds = max(0.0, self._clock() - _timestamp(events[0]))
+        elif not batch.moves:
+            self.lag_seconds = 0.0
+        for follower, number, offset in batch.moves:
+            follower.offsets[number] = offset
+        await asyncio.to_thread(self._forget_loaded)
+        return len(events), bool(batch.moves) and self.lag_bytes > 0
+
+    def _collect(self) -> _Batch:
+        """On a thread: whole lines after each position, up to the batch size, over every directory."""
+        batch = _Batch()
+        lag = 0
+        for follower in self._scan():
+            for number in segment_numbers(follower.directory):
+                offset = follower.offsets.get(number, 0)
+                try:
+                    size = os.stat(segment_path(follower.directory, number)).st_size
+                except FileNotFoundError:
+                    continue
+                lag += max(0, size - offset)
+                budget = self._batch_bytes - batch.size
+                if size <= offset or budget <= 0:
+                    continue
+                chunk = _read(segment_path(follower.directory, number), offset, min(size - offset, budget))
+                cut = chunk.rfind(b"\n") + 1
+                if not cut:
+                    continue  # a line still being written, a line longer than the budget, or a torn end
+                batch.lines.extend(chunk[:cut - 1].split(b"\n"))
+                batch.moves.append((follower, number, offset + cut))
+                batch.size += cut
+        self.lag_bytes = max(0, lag - batch.size)
+        return batch
+
+    def _scan(self) -> list[_Follower]:
+        directories = [self.root]
+        with contextlib.suppress(FileNotFoundError):
+            directories += sorted(entry for entry in self.root.iterdir() if entry.is_dir() and entry.name.isdigit())
+        for directory in directories:
+            if directory not in self._followers:
+                self._followers[directory] = _Follower(directory)
+        return [self._followers[directory] for directory in directories]
+
+    def _forget_loaded(self) -> None:
+        """On a thread: remove loaded segments that no writer will append to again."""
+        now = time.monotonic()
+        for follower in list(self._followers.values()):
+            numbers = segment_numbers(follower.directory)
+            for number in numbers[:-1]:  # a newer segment exists: this one is closed
+                path = segment_path(follower.directory, number)
+                if _is_loaded(path, follower.offsets.get(number, 0), self.stats):
+                    _unlink(path)
+                    follower.offsets.pop(number, None)
+            if not numbers or (now - follower.checked < CLOSED_CHECK_SECONDS and not self._stop.is_set()):
+                continue
+            last = numbers[-1]
+            path = segment_path(follower.directory, last)
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                continue
+            if size - follower.offsets.get(last, 0) > 64 * 1024:
+                continue  # still loading; check once caught up
+            follower.checked = now
+            self._remove_if_writer_gone(follower, last, path)
+
+    def _remove_if_writer_gone(self, follower: _Follower, number: int, path: Path) -> None:
+        lock = follower.directory / LOCK
+        if follower.directory == self.root:
+            fd = -1  # the old single-tracker layout: no writer appends there any more
+        else:
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = -1
+            else:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    return  # a writer is alive: its segment stays open
+        try:
+            if _is_loaded(path, follower.offsets.get(number, 0), self.stats):
+                _unlink(path)
+                follower.offsets.pop(number, None)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    @property
+    def pending(self) -> bool:
+        """Whether journaled lines were waiting at the last pass."""
+        return self.lag_bytes > 0
+
+    def start(self) -> None:
+        """Follow the journals in the background until stop()."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                async with self._lock:
+                    _, more = await self._pass()
+            except Exception as error:  # the store is down: everything stays journaled; retry
+                failures += 1
+                self.stats.load_errors += 1
+                log.warning("tracker journal: event store append failed (attempt %d): %s", failures, error)
+                await self._pause(min(_RETRY_MAX, 0.05 * 2 ** failures))
+                continue
+            failures = 0
+            if not more:
+                await self._pause(self._interval)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def stop(self) -> None:
+        """Stop following, then make one last attempt to store what is journaled."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        try:
+            await self.load_available()
+        except Exception as error:
+            self.stats.load_errors += 1
+            log.warning("tracker journal: %s; the remaining events will be loaded at the next start", error)
+
+    def metrics(self) -> dict[str, float]:
+        """The loader's counters and gauges for the metrics endpoint."""
+        return {"loader_loaded": self.stats.loaded, "loader_batches": self.stats.batches,
+                "loader_load_errors": self.stats.load_errors, "loader_corrupt_lines": self.stats.corrupt_lines,
+                "loader_lag_seconds": self.lag_seconds, "loader_lag_bytes": self.lag_bytes}
+
+
+def _timestamp(event: Event) -> float:
+    try:
+        return float(event.timestamp)
+    except ValueError:
+        return 0.0
+
+
+def _is_loaded(path: Path, offset: int, stats: LoaderStats) -> bool:
+    """Whether a closed segment holds nothing after `offset` but, at most, a torn last line."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return False
+    if size <= offset:
+        return True
+    rest = _read(path, offset, size - offset)
+    if b"\n" in rest:
+        return False
+    stats.corrupt_lines += 1
+    log.warning("tracker journal: skipping %d torn byte(s) at the end of %s", len(rest), path)
+    return True
+
+
+def _read(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(size)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+METRICS_FILE: Final = "tracker-loader.json"
+METRICS_EVERY: Final = 0.5
+
+
+async def follow(loader: JournalLoader, stop: asyncio.Event, metrics_path: Path | None = None) -> None:
+    """Run `loader` until `stop` is set, then store what is left; its metrics go to `metrics_path` meanwhile.
+
+    The node process's entry point: the store must be open, and stays open until this returns.
+    """
+    loader.start()
+    try:
+        while not stop.is_set():
+            if metrics_path is not None:
+                await asyncio.to_thread(write_metrics, metrics_path, loader.metrics())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), METRICS_EVERY)
+    finally:
+        await loader.stop()
+        if metrics_path is not None:
+            write_metrics(metrics_path, loader.metrics())
+
+
+def write_metrics(path: Path, values: dict[str, float]) -> None:
+    """Replace the metrics file (no fsync: it is a gauge, not a record)."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(msgspec.json.encode(values))
+    os.replace(temporary, path)
+
+
+def read_metrics(path: Path) -> dict[str, float]:
+    """The loader's last published metrics ({} before it has published any)."""
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=dict[str, float])
+    except (OSError, msgspec.DecodeError):
+        return {}
+
+
+class LoaderProcess:
+    """The journal loader in a child process (`python -m engaged tracker-loader`, the config on stdin).
+
+    Used by `engaged serve` until the supervisor's node process hosts `follow` itself.
+    """
+
+    def __init__(self, config_json: bytes, data_dir: Path) -> None:
+        self._config_json = config_json
+        self.metrics_path = data_dir / METRICS_FILE
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    async def start(self) -> None:
+        process = self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "engaged", "tracker-loader", stdin=asyncio.subprocess.PIPE)
+        if process.stdin is None:
+            raise RuntimeError("no pipe to the loader process")
+        process.stdin.write(self._config_json)
+        await process.stdin.drain()
+        process.stdin.close()
+        log.info("tracker journal loader running (pid %d)", process.pid)
+
+    async def stop(self) -> int:
+        """SIGTERM, then wait for its last load; returns its exit status."""
+        process, self._process = self._process, None
+        if process is None:
+            return 0
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        return await process.wait()
+
+    def metrics(self) -> dict[str, float]:
+        return read_metrics(self.metrics_path)
+
+
+async def run_process(config: Config) -> None:
+    """The loader's own process (`engaged tracker-loader`): follow the journals into the store until SIGTERM.
+
+    It also stops, after a last load, when its parent goes away (a SIGKILLed `engaged serve`). It opens
+    the configured store itself, importing only the stores, so it starts in a fraction of serve's time.
+    """
+    from engaged.events.store_postgres import PostgresEventStore
+    from engaged.events.store_sqlite import SqliteEventStore
+
+    data = config.data_path
+    store: EventSink
+    if config.events.store == "sqlite":
+        sqlite = SqliteEventStore(data / "events.sqlite3")
+        await sqlite.open()
+        store, close = sqlite, sqlite.close
+    else:
+        postgres = PostgresEventStore(config.events.store)
+        await postgres.open()
+        store, close = postgres, postgres.close
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    parent = os.getppid()
+
+    async def orphaned() -> None:
+        while not stop.is_set():
+            if os.getppid() != parent:
+                stop.set()
+            await asyncio.sleep(1.0)
+
+    watcher = loop.create_task(orphaned())
+    try:
+        await follow(JournalLoader(data, store), stop, data / METRICS_FILE)
+    finally:
+        watcher.cancel()
+        await close()
