@@ -137,7 +137,8 @@ def engaged_runs(root: Path, cases: list[Case], store: str, dsn: str | None,
         print(line(f"engaged {case.label} {store} -c{case.connections}", result))
         print(f"{'':34} {stored:,} stored of {journaled:,} journaled (lost {lost}); "
               f"{journaled / max(1, workers['journal_batches']):.1f} events per fdatasync; loader "
-              f"{loader['loader_batches']:.0f} batches, lag at stop {drain:.2f} s")
+              f"{loader['loader_batches']:.0f} batches, answer-to-store lag max "
+              f"{loader['loader_lag_max_seconds']:.2f} s (drain after stop {drain:.2f} s)")
     return results
 
 

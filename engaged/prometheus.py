@@ -101,6 +101,7 @@ TRACKER_GAUGES: Final = {
     "loader_lag_seconds": "Seconds the oldest event of the journal loader's last batch waited to be stored "
                           "(0 when it is caught up).",
     "loader_lag_bytes": "Journaled bytes not yet stored by the journal loader.",
+    "loader_lag_max_seconds": "The largest loader_lag_seconds since the loader started.",
     "connections_open": "Open connections to the tracker.",
 }
 

@@ -55,16 +55,19 @@ def worker_directory(data_dir: Path, worker: int) -> Path:
     return data_dir / JOURNAL_DIR / str(worker)
 
 
-def segment_numbers(directory: Path) -> list[int]:
-    """The numbers of the segments in `directory`, oldest first."""
+def segments(directory: Path) -> list[tuple[int, Path]]:
+    """The segments in `directory` as (number, path), oldest first (names `<n>.jsonl`, padded or not)."""
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return []
-    return sorted(int(name[:-len(SUFFIX)]) for name in names if name.endswith(SUFFIX) and name[:-len(SUFFIX)].isdigit())
+    found = [(int(name[:-len(SUFFIX)]), name) for name in names
+             if name.endswith(SUFFIX) and name[:-len(SUFFIX)].isdigit()]
+    return [(number, directory / name) for number, name in sorted(found)]
 
 
 def segment_path(directory: Path, number: int) -> Path:
+    """Where this journal writes segment `number`."""
     return directory / f"{number:012d}{SUFFIX}"
 
 
@@ -108,8 +111,8 @@ class Journal:
                     raise JournalError(f"{self.directory} is in use by another tracker") from None
                 time.sleep(0.01)
         self._lock_fd = fd
-        numbers = segment_numbers(self.directory)
-        self._start_segment((numbers[-1] if numbers else 0) + 1)
+        found = segments(self.directory)
+        self._start_segment((found[-1][0] if found else 0) + 1)
 
     def _start_segment(self, number: int) -> None:
         path = segment_path(self.directory, number)

@@ -33,7 +33,7 @@ import msgspec
 
 from engaged.config import Config
 from engaged.events.model import Event, decode_event
-from engaged.tracker.journal import JOURNAL_DIR, LOCK, segment_numbers, segment_path
+from engaged.tracker.journal import JOURNAL_DIR, LOCK, segments
 from engaged.types import EventSink
 
 log = logging.getLogger("engaged")
@@ -78,6 +78,7 @@ class JournalLoader:
         self.root = data_dir / JOURNAL_DIR
         self.stats = LoaderStats()
         self.lag_seconds = 0.0
+        self.lag_max_seconds = 0.0
         self.lag_bytes = 0
         self._store = store
         self._interval = interval
@@ -113,6 +114,7 @@ class JournalLoader:
             self.stats.batches += 1
             self.stats.loaded += len(events)
             self.lag_seconds = max(0.0, self._clock() - _timestamp(events[0]))
+            self.lag_max_seconds = max(self.lag_max_seconds, self.lag_seconds)
         elif not batch.moves:
             self.lag_seconds = 0.0
         for follower, number, offset in batch.moves:
@@ -125,17 +127,17 @@ class JournalLoader:
         batch = _Batch()
         lag = 0
         for follower in self._scan():
-            for number in segment_numbers(follower.directory):
+            for number, path in segments(follower.directory):
                 offset = follower.offsets.get(number, 0)
                 try:
-                    size = os.stat(segment_path(follower.directory, number)).st_size
+                    size = os.stat(path).st_size
                 except FileNotFoundError:
                     continue
                 lag += max(0, size - offset)
                 budget = self._batch_bytes - batch.size
                 if size <= offset or budget <= 0:
                     continue
-                chunk = _read(segment_path(follower.directory, number), offset, min(size - offset, budget))
+                chunk = _read(path, offset, min(size - offset, budget))
                 cut = chunk.rfind(b"\n") + 1
                 if not cut:
                     continue  # a line still being written, a line longer than the budget, or a torn end
@@ -158,16 +160,14 @@ class JournalLoader:
         """On a thread: remove loaded segments that no writer will append to again."""
         now = time.monotonic()
         for follower in list(self._followers.values()):
-            numbers = segment_numbers(follower.directory)
-            for number in numbers[:-1]:  # a newer segment exists: this one is closed
-                path = segment_path(follower.directory, number)
+            found = segments(follower.directory)
+            for number, path in found[:-1]:  # a newer segment exists: this one is closed
                 if _is_loaded(path, follower.offsets.get(number, 0), self.stats):
                     _unlink(path)
                     follower.offsets.pop(number, None)
-            if not numbers or (now - follower.checked < CLOSED_CHECK_SECONDS and not self._stop.is_set()):
+            if not found or (now - follower.checked < CLOSED_CHECK_SECONDS and not self._stop.is_set()):
                 continue
-            last = numbers[-1]
-            path = segment_path(follower.directory, last)
+            last, path = found[-1]
             try:
                 size = os.stat(path).st_size
             except FileNotFoundError:
@@ -245,7 +245,8 @@ class JournalLoader:
         """The loader's counters and gauges for the metrics endpoint."""
         return {"loader_loaded": self.stats.loaded, "loader_batches": self.stats.batches,
                 "loader_load_errors": self.stats.load_errors, "loader_corrupt_lines": self.stats.corrupt_lines,
-                "loader_lag_seconds": self.lag_seconds, "loader_lag_bytes": self.lag_bytes}
+                "loader_lag_seconds": self.lag_seconds, "loader_lag_bytes": self.lag_bytes,
+                "loader_lag_max_seconds": self.lag_max_seconds}
 
 
 def _timestamp(event: Event) -> float:

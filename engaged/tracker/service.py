@@ -36,13 +36,15 @@ BACKLOG: Final = 4096
 class TrackerService:
     """Tracker worker `worker` of `engaged serve`: answers at [engagement_tracker] listen.
 
-    start() opens the journal, binds (port 0 allowed) and logs `tracker listening on host:port`;
+    `sock` is a socket bound already (the supervisor's, SO_REUSEPORT), else start() binds [engagement_tracker]
+    listen itself (port 0 allowed). start() opens the journal `tracker-journal/<worker>/`, listens and logs
+    `tracker listening on host:port`;
     stop() stops accepting, lets answered requests finish, closes idle connections and the journal.
     reload_tls() re-reads tls_cert and tls_key (SIGHUP); connections already open keep their session.
     """
 
     def __init__(self, config: Config, keyring: SigningKeys, *, ids: EventIdGenerator, worker: int = 0,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, sock: socket.socket | None = None) -> None:
         tracker = config.engagement_tracker
         self._config = tracker
         self._host, self._port = parse_hostport(tracker.listen)
@@ -53,6 +55,7 @@ class TrackerService:
         self._keyring = keyring
         self._ids = ids
         self._reuse_port = reuse_port
+        self._bound = sock
         self._tracker: Tracker | None = None
         self._state: HttpServerState | None = None
         self._server: asyncio.Server | None = None
@@ -96,7 +99,8 @@ class TrackerService:
                             max_connections=self._config.max_connections)
         state = self._state = HttpServerState(self._tracker, self.journal, limits)
         state.start()
-        sock = bind(self._host, self._port, reuse_port=self._reuse_port)
+        shared = self._reuse_port or self._bound is not None
+        sock, self._bound = self._bound or bind(self._host, self._port, reuse_port=self._reuse_port), None
         try:
             self._server = await asyncio.get_running_loop().create_server(
                 lambda: TrackerProtocol(state), sock=sock, ssl=self._tls, backlog=BACKLOG,
@@ -106,7 +110,7 @@ class TrackerService:
             raise
         host, port = sock.getsockname()[:2]
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        suffix = f" (worker {self.worker}, {self.scheme})" if self._reuse_port or self._tls else ""
+        suffix = f" (worker {self.worker}, {self.scheme})" if shared or self._tls else ""
         log.info("tracker listening on %s%s", self._address, suffix)
 
     def reload_tls(self) -> bool:

@@ -13,9 +13,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from engaged.events.ids import EventIdGenerator
 from engaged.events.model import ClickEvent, InitialOpenEvent, LinkUnsubscribeEvent, MachineEngagement, OpenEvent
 from engaged.tokens import MAX_TOKEN_CHARS
-from engaged.tracker.classify import HUMAN, PREFETCH
+from engaged.tracker.classify import HUMAN, PREFETCH, Classifier
 from engaged.tracker.handler import MAX_SEGMENT_CHARS, ROBOTS_TXT, Tracker, location_of
 from engaged.tracker.pixel import PIXEL_GIF
 from tests.tracker.conftest import BROWSER_UA, RunningTracker, TrackerFactory, build_mmdb
@@ -380,3 +381,30 @@ def call(tracker: Tracker, path: str, method: str = "GET") -> int:
     if status == 302:
         raise AssertionError(f"{path} redirected")
     return status
+
+
+async def test_a_pixel_fetched_again_is_answered_from_the_verified_token_cache_and_recorded_each_time(
+        tracker: RunningTracker, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = tracker.links().open_url(False)
+    assert (await tracker.get(url)).status_code == 200
+    import engaged.tracker.handler as handler
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cached token was decoded again")
+
+    monkeypatch.setattr(handler, "decode_token", refuse)  # an image proxy's prefetch, then the reader's own fetch
+    for _ in range(3):
+        assert (await tracker.get(url, **{"user-agent": "Mozilla/5.0"})).status_code == 200
+    assert tracker.service.tracker.stats.token_cache_hits == 3
+    events = await tracker.events()
+    assert len(events) == 4 and len({event.event_id for event in events}) == 4
+    assert [event.machine_engagement.kind if event.machine_engagement else None for event in events[1:]] == [
+        "apple_mpp"] * 3
+
+
+def test_the_verified_token_cache_is_bounded(tracker: RunningTracker) -> None:
+    small = Tracker(keyring=tracker.keyring, ids=EventIdGenerator(), classifier=Classifier(), token_cache_size=3)
+    for n in range(10):
+        url = tracker.links(message_id=f"m{n}").open_url(False)
+        assert small.handle(b"GET", url.split(tracker.service.address, 1)[1]).event is not None
+    assert len(small._verified) == 3

@@ -1,4 +1,4 @@
-"""The tracker's HTTP server under bad input: wrong tokens, slow and many clients, garbage; pipelining and keep-alive."""
+"""The tracker's HTTP server under bad input (wrong tokens, slow, many and hostile clients); pipelining, keep-alive."""
 
 from __future__ import annotations
 

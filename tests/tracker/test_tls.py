@@ -52,7 +52,7 @@ async def peer_certificate(address: str) -> bytes:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    reader, writer = await asyncio.open_connection(host, int(port), ssl=context)
+    _, writer = await asyncio.open_connection(host, int(port), ssl=context)
     ssl_object = writer.get_extra_info("ssl_object")
     der: bytes = ssl_object.getpeercert(binary_form=True)
     writer.close()
