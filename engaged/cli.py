@@ -50,7 +50,7 @@ def serve(config_path: str | None) -> None:
         signal.signal(sig, _exit_before_start)
     config = _load(config_path)
     logging.basicConfig(level=logging.INFO, format="engaged: %(message)s", stream=sys.stderr)
-    for noisy in ("mail.log", "aiosmtpd", "uvicorn.access", "uvicorn.error", "httpx", "httpcore"):
+    for noisy in ("mail.log", "uvicorn.access", "uvicorn.error", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from engaged.app import serve as run
 

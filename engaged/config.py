@@ -74,6 +74,14 @@ class SmtpConfig(_Section, frozen=True):
     data_timeout: float = 180.0
     max_commands: int = 10000
     max_errors: int = 20
+    first_command_timeout: float = 30.0  # before the first complete command (slowloris)
+    max_idle_per_ip: int = 20  # idle sessions per client address; a new one closes the oldest
+    reserved_connections: int = 50  # of max_connections, kept for relay_networks and authenticated clients
+    auth_max_failures: int = 10  # failed AUTH per client address within auth_lockout_window
+    auth_max_failures_per_user: int = 5  # failed AUTH per user name and client address
+    auth_lockout_window: float = 300.0
+    auth_hash_threads: int = 2
+    proxy_protocol: bool = False  # expect a PROXY v1/v2 header first (HAProxy, cloud load balancers)
     sync: Literal["syncfs", "fsync", "none"] = "syncfs"
 
 

@@ -47,6 +47,10 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True):
     smtputf8: bool
     content: bytes
     policy: PolicySession | None = None
+    dsn_ret: str = ""  # RFC 3461 parameters as the client gave them ("" = none)
+    dsn_envid: str = ""
+    dsn_notify: list[str] = msgspec.field(default_factory=list)  # per recipient, parallel to rcpt_tos
+    dsn_orcpt: list[str] = msgspec.field(default_factory=list)
 
 
 class _Steered(msgspec.Struct, frozen=True):
@@ -180,7 +184,9 @@ class Injector:
             if isinstance(plan, PlanError):
                 return plan
             recipients.append(SpoolRecipient(rcpt_to=rcpt, plan=plan, injection_event_id=self._ids.next_id(now),
-                                             headers=steered.headers[index]))
+                                             headers=steered.headers[index],
+                                             dsn_notify=_nth(txn.dsn_notify, index),
+                                             dsn_orcpt=_nth(txn.dsn_orcpt, index)))
         return SpoolRecord(
             message_id=new_message_id(now, self._random),
             transmission_id=self._ids.next_id(now),
@@ -192,9 +198,15 @@ class Injector:
             helo=txn.helo,
             auth_user=txn.auth_user,
             smtputf8=txn.smtputf8,
+            dsn_ret=txn.dsn_ret,
+            dsn_envid=txn.dsn_envid,
             friendly_from=decoded_header(headers, "From"),
             subject=decoded_header(headers, "Subject"),
         )
+
+
+def _nth(values: list[str], index: int) -> str:
+    return values[index] if index < len(values) else ""
 
 
 def header_block(content: bytes) -> bytes:

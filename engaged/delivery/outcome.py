@@ -17,6 +17,10 @@ class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
     data: bytes
     smtputf8: bool = False
     received_at: float = 0.0
+    dsn_notify: str = ""  # RFC 3461, passed on when the next hop offers DSN ("" = not given)
+    dsn_orcpt: str = ""
+    dsn_ret: str = ""
+    dsn_envid: str = ""
 
 
 class Delivered(msgspec.Struct, frozen=True, kw_only=True):

@@ -172,6 +172,10 @@ class DeliveryQueue:
             data=copy.data,
             smtputf8=record.smtputf8,
             received_at=record.received_at,
+            dsn_notify=recipient.dsn_notify,
+            dsn_orcpt=recipient.dsn_orcpt,
+            dsn_ret=record.dsn_ret,
+            dsn_envid=record.dsn_envid,
         )
         transport = self._sandbox if recipient.plan.sandbox else self._transport
         outcome = await transport.deliver(message)

@@ -172,9 +172,10 @@ class SmtpTransport:
                                " (no SMTPUTF8)", ip_address=connection.ip), True
             options.append("SMTPUTF8")
         encoding = "utf-8" if needs_utf8 else "ascii"
+        rcpt_options = _dsn_options(client, message, options)
         try:
             await client.mail(message.mail_from, options=options, encoding=encoding)
-            await client.rcpt(message.rcpt_to, encoding=encoding)
+            await client.rcpt(message.rcpt_to, options=rcpt_options, encoding=encoding)
             response = await client.data(data)
         except aiosmtplib.SMTPResponseException as error:
             reusable = error.code != 421
@@ -195,6 +196,17 @@ class SmtpTransport:
                     await asyncio.wait_for(connection.client.quit(), 2)
                 connection.client.close()
         self._idle.clear()
+
+
+def _dsn_options(client: aiosmtplib.SMTP, message: OutboundMessage, mail_options: list[str]) -> list[str]:
+    """RFC 3461 parameters the client gave, passed on when the next hop offers DSN (else dropped:
+    the next hop then applies its defaults, as RFC 3461 4 expects of a relay without DSN)."""
+    if not client.supports_extension("dsn"):
+        return []
+    mail_options += [f"RET={message.dsn_ret}"] if message.dsn_ret else []
+    mail_options += [f"ENVID={message.dsn_envid}"] if message.dsn_envid else []
+    rcpt = [f"NOTIFY={message.dsn_notify}"] if message.dsn_notify else []
+    return rcpt + ([f"ORCPT={message.dsn_orcpt}"] if message.dsn_orcpt else [])
 
 
 def _failure(code: str, text: str, ip: str) -> Outcome:

@@ -48,6 +48,10 @@ def _common(record: SpoolRecord, index: int, event_id: str, now: float) -> dict[
         "click_tracking": plan.click_tracking,
         "initial_pixel": plan.open_tracking and plan.initial_open,
         "recv_method": "esmtp",
+        "dsn_notify": recipient.dsn_notify or None,
+        "dsn_orcpt": recipient.dsn_orcpt or None,
+        "dsn_ret": record.dsn_ret or None,
+        "dsn_envid": record.dsn_envid or None,
     }
 
 

@@ -47,6 +47,10 @@ class _MessageFields(_EventBase, kw_only=True, omit_defaults=True):
     sending_ip: str = ""
     sandbox: str | None = None
     warnings: list[str] | None = None
+    dsn_notify: str | None = None  # RFC 3461 parameters the client gave, when it gave them
+    dsn_orcpt: str | None = None
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
 
 
 class InjectionEvent(_MessageFields, tag="injection", kw_only=True, omit_defaults=True):

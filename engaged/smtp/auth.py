@@ -1,7 +1,8 @@
-"""SMTP AUTH: PBKDF2 password hashes and the aiosmtpd authenticator over [[smtp.users]]."""
+"""SMTP AUTH: PBKDF2 password hashes and the authenticator over [[smtp.users]], hashing off the event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -9,14 +10,12 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
-
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from concurrent.futures import ThreadPoolExecutor
 
 from engaged.config import SmtpUser
 
 _ITERATIONS = 120_000
-_TRACKED_ADDRESSES = 10_000  # client addresses whose recent AUTH failures are remembered
+_TRACKED_KEYS = 10_000  # client addresses (and address/user pairs) whose recent AUTH failures are remembered
 # Verifying an unknown user costs the same as a known one, so timing does not reveal names.
 _DUMMY_HASH = "pbkdf2_sha256$120000$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
@@ -49,52 +48,91 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
-class UserAuthenticator:
-    """aiosmtpd authenticator: PLAIN/LOGIN against the configured users.
+class _Failures:
+    """Recent failure times per key within a sliding window, for at most _TRACKED_KEYS keys."""
 
-    On success `auth_data` is the SmtpUser, so the handler can read its customer_id.
+    def __init__(self, window: float, clock: Callable[[], float]) -> None:
+        self._window = window
+        self._clock = clock
+        self._times: OrderedDict[str, list[float]] = OrderedDict()
+
+    def count(self, key: str) -> int:
+        now = self._clock()
+        recent = [t for t in self._times.get(key, []) if now - t < self._window]
+        if recent:
+            self._times[key] = recent
+        else:
+            self._times.pop(key, None)
+        return len(recent)
+
+    def add(self, key: str) -> None:
+        self._times.setdefault(key, []).append(self._clock())
+        self._times.move_to_end(key)
+        while len(self._times) > _TRACKED_KEYS:
+            self._times.popitem(last=False)
+
+
+class UserAuthenticator:
+    """PLAIN/LOGIN credentials against the configured users, with lockouts per address and per user.
+
+    A client address is locked out after `max_failures` failed attempts within `window` seconds,
+    and one user name from one address after `max_user_failures` (so a guesser on 127.0.0.1 does not
+    lock out every other local application's account). Locked-out attempts cost no hashing.
+    Hashes run on `concurrency` threads (hashlib releases the GIL), never on the event loop.
     """
 
-    def __init__(self, users: list[SmtpUser], *, max_failures: int = 10, window: float = 300.0,
+    def __init__(self, users: list[SmtpUser], *, max_failures: int = 10, max_user_failures: int = 5,
+                 window: float = 300.0, concurrency: int = 2,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._users = {user.name: user for user in users}
         self._max_failures = max_failures
-        self._window = window
-        self._clock = clock
-        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self._max_user_failures = max_user_failures
+        self._failures = _Failures(window, clock)
+        self._concurrency = concurrency
+        self._pool: ThreadPoolExecutor | None = None
+        self._slots: asyncio.Semaphore | None = None
 
-    def _blocked(self, ip: str) -> bool:
-        """Too many failed attempts from this address within the window (password guessing)."""
-        now = self._clock()
-        recent = [t for t in self._failures.get(ip, []) if now - t < self._window]
-        if recent:
-            self._failures[ip] = recent
-        else:
-            self._failures.pop(ip, None)
-        return len(recent) >= self._max_failures
+    def locked_out(self, ip: str, name: str) -> bool:
+        """Too many recent failures from this address, or for this user from this address."""
+        return (self._failures.count(ip) >= self._max_failures
+                or self._failures.count(f"{ip}\x00{name}") >= self._max_user_failures)
 
-    def _failed(self, ip: str) -> None:
-        self._failures.setdefault(ip, []).append(self._clock())
-        self._failures.move_to_end(ip)
-        while len(self._failures) > _TRACKED_ADDRESSES:
-            self._failures.popitem(last=False)
+    def check(self, ip: str, login: bytes, password: bytes) -> SmtpUser | None:
+        """The user for these credentials, or None (wrong, unknown or locked out); hashes in this thread."""
+        name = login.decode("utf-8", "replace")
+        if self.locked_out(ip, name):
+            self._failed(ip, name)
+            return None
+        return self._settle(ip, name, self._verify(name, password))
 
-    def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-        if mechanism not in ("PLAIN", "LOGIN") or not isinstance(auth_data, LoginPassword):
-            return AuthResult(success=False, handled=False)
-        peer = getattr(session, "peer", None)
-        ip = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "")
-        if self._blocked(ip):
-            self._failed(ip)
-            return AuthResult(success=False, handled=False)
-        name = auth_data.login.decode("utf-8", "replace")
+    async def authenticate(self, ip: str, login: bytes, password: bytes) -> SmtpUser | None:
+        """`check`, with the hash on a bounded thread pool so other sessions keep being served."""
+        name = login.decode("utf-8", "replace")
+        if self.locked_out(ip, name):
+            self._failed(ip, name)
+            return None
+        if self._pool is None or self._slots is None:
+            self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="smtp-auth")
+            self._slots = asyncio.Semaphore(self._concurrency * 4)
+        async with self._slots:
+            user = await asyncio.get_running_loop().run_in_executor(self._pool, self._verify, name, password)
+        return self._settle(ip, name, user)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _verify(self, name: str, password: bytes) -> SmtpUser | None:
         user = self._users.get(name)
-        ok = verify_password(auth_data.password, user.password_hash if user else _DUMMY_HASH)
-        if user is None or not ok:
-            self._failed(ip)
-        policy = getattr(session, "policy", None)
-        if policy is not None:
-            policy.set_auth(name, "pass" if user is not None and ok else "fail", mechanism=mechanism)
-        if user is None or not ok:
-            return AuthResult(success=False, handled=False)
-        return AuthResult(success=True, auth_data=user)
+        ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
+        return user if ok else None
+
+    def _settle(self, ip: str, name: str, user: SmtpUser | None) -> SmtpUser | None:
+        if user is None:
+            self._failed(ip, name)
+        return user
+
+    def _failed(self, ip: str, name: str) -> None:
+        self._failures.add(ip)
+        self._failures.add(f"{ip}\x00{name}")

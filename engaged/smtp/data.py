@@ -1,14 +1,12 @@
-"""Bulk DATA reader: chunked reads, smuggling-safe end of data, dot-unstuffing, size and line limits."""
+"""DATA and BDAT content, sans-I/O: smuggling-safe end of data, dot-unstuffing, size and line limits."""
 
 from __future__ import annotations
 
-import asyncio
 import enum
 
 import msgspec
 
 _END = b"\r\n.\r\n"
-_CHUNK = 262144
 _MAX_WIRE_LINE = 999  # 998 octets of text plus a transparency dot, CRLF not counted (RFC 5321 4.5.3.1.6)
 
 
@@ -27,61 +25,69 @@ class DataRead(msgspec.Struct, frozen=True):
     problem: DataProblem | None = None
 
 
-class DataTimeout(Exception):
-    """The client sent nothing for longer than the data timeout."""
+class DataReader:
+    """Collects one DATA section from successive input chunks up to the first CRLF.CRLF.
 
-
-async def read_data(reader: asyncio.StreamReader, *, max_size: int, timeout: float) -> DataRead:
-    """Read up to the first CRLF.CRLF and return the message, or the reason it is refused.
-
-    Only CRLF.CRLF ends DATA; a bare CR or LF anywhere refuses the message (SMTP smuggling).
-    Bytes after the end marker (pipelined commands) go back into the reader. Past `max_size` the
-    data is read and discarded so memory stays bounded. Raises DataTimeout, or
-    asyncio.IncompleteReadError when the client disconnects.
+    Only CRLF.CRLF ends DATA; a bare CR or LF anywhere refuses the message (SMTP smuggling). Past
+    `max_size` the data is discarded up to the end marker so memory stays bounded.
     """
-    buffer = bytearray(b"\r\n")
-    search_from = 0
-    discarded = 0
-    while True:
-        try:
-            chunk = await asyncio.wait_for(reader.read(_CHUNK), timeout)
-        except TimeoutError:
-            raise DataTimeout from None
-        if not chunk:
-            raise asyncio.IncompleteReadError(bytes(buffer[-64:]), None)
+
+    def __init__(self, max_size: int) -> None:
+        self._max_size = max_size
+        self._buffer = bytearray()
+        self._search_from = 0
+        self._discarded = 0
+
+    def start(self) -> None:
+        # The leading CRLF lets an empty message (".\r\n" straight after 354) match the end marker.
+        self._buffer = bytearray(b"\r\n")
+        self._search_from = 0
+        self._discarded = 0
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> tuple[DataRead | None, bytes]:
+        """Add input; (the section, the bytes after its end marker) once complete, else (None, b"")."""
+        buffer = self._buffer
         buffer += chunk
-        end = buffer.find(_END, search_from)
+        end = buffer.find(_END, self._search_from)
         if end >= 0:
-            _unread(reader, bytes(buffer[end + len(_END) :]))
+            leftover = bytes(buffer[end + len(_END) :])
+            discarded = self._discarded
+            wire = bytes(buffer[2 : end + 2])
+            self._buffer = bytearray()
             if discarded:
-                return DataRead(b"", DataProblem.TOO_BIG)
-            return check_data(bytes(buffer[2 : end + 2]), max_size)
-        search_from = max(len(buffer) - len(_END) + 1, 0)
-        if len(buffer) > max_size + 4096:
+                return DataRead(b"", DataProblem.TOO_BIG), leftover
+            return check_data(wire, self._max_size), leftover
+        self._search_from = max(len(buffer) - len(_END) + 1, 0)
+        if len(buffer) > self._max_size + 4096:
             keep = bytes(buffer[-(len(_END) - 1) :])
-            discarded += len(buffer) - len(keep)
-            buffer = bytearray(keep)
-            search_from = 0
+            self._discarded += len(buffer) - len(keep)
+            self._buffer = bytearray(keep)
+            self._search_from = 0
+        return None, b""
 
 
 def check_data(wire: bytes, max_size: int) -> DataRead:
     """Validate and unstuff one DATA section as it came off the wire (without the final `.CRLF`)."""
-    if len(wire) > max_size:
-        return DataRead(b"", DataProblem.TOO_BIG)
-    crlf = wire.count(b"\r\n")
-    if wire.count(b"\r") != crlf or wire.count(b"\n") != crlf:
-        return DataRead(b"", DataProblem.BARE_LINE_ENDING)
-    if len(wire) > _MAX_WIRE_LINE and max(map(len, wire.split(b"\r\n"))) > _MAX_WIRE_LINE:
-        return DataRead(b"", DataProblem.LINE_TOO_LONG)
+    problem = _problem(wire, max_size)
+    if problem is not None:
+        return DataRead(b"", problem)
     content = wire.replace(b"\r\n.", b"\r\n") if b"\r\n." in wire else wire
     if content.startswith(b"."):
         content = content[1:]
     return DataRead(content)
 
 
-def _unread(reader: asyncio.StreamReader, data: bytes) -> None:
-    # StreamReader has no public push-back; pipelined commands after the end marker must be
-    # read next by the command loop, so they go back to the front of its buffer.
-    if data:
-        buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
-        buffer[0:0] = data
+def check_chunks(content: bytes, max_size: int) -> DataProblem | None:
+    """The same limits for BDAT content (RFC 3030: no dot-stuffing, so nothing to undo)."""
+    return _problem(content, max_size)
+
+
+def _problem(wire: bytes, max_size: int) -> DataProblem | None:
+    if len(wire) > max_size:
+        return DataProblem.TOO_BIG
+    crlf = wire.count(b"\r\n")
+    if wire.count(b"\r") != crlf or wire.count(b"\n") != crlf:
+        return DataProblem.BARE_LINE_ENDING
+    if len(wire) > _MAX_WIRE_LINE and max(map(len, wire.split(b"\r\n"))) > _MAX_WIRE_LINE:
+        return DataProblem.LINE_TOO_LONG
+    return None

@@ -1,58 +1,45 @@
-"""The aiosmtpd handler: EHLO/MAIL/RCPT/DATA hooks; relay control and limits; DATA goes to inject.py."""
+"""What engaged decides at each SMTP step: relay control, policy phases, limits, AUTH; DATA goes to inject.py."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import re
-from typing import Any
-
-from aiosmtpd.smtp import Envelope, Session
+from collections.abc import Awaitable
 
 from engaged.config import SmtpUser
 from engaged.inject import Accepted, Injector, Transaction
 from engaged.policy.engine import PolicyFailure, PolicySession, Reject, Verdict
 from engaged.smtp import replies
+from engaged.smtp.auth import UserAuthenticator
+from engaged.smtp.steps import Authenticate, Hello, MailFrom, Message, RcptTo
 
 log = logging.getLogger("engaged.smtp")
 
-# A practical RFC 5321 path check: local@domain, no spaces, no CR/LF/NUL, sane lengths.
-_ATOM = r"[^\s<>()\[\],;:\\\"@\x00-\x1f\x7f]+"
-_ADDRESS = re.compile(rf"{_ATOM}(\.{_ATOM})*@[^\s@<>\x00-\x1f\x7f]+")
-_QUOTED_LOCAL = re.compile(r"\"(?:[^\"\\\r\n]|\\[^\r\n])*\"@[^\s@<>\x00-\x1f\x7f]+")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Reply = str | Awaitable[str]
 
 
-def is_valid_address(address: str) -> bool:
-    """True for a mailbox RFC 5321 allows and that we can carry: bounded lengths, no control characters."""
-    if len(address) > 256:
-        return False
-    local, _, domain = address.rpartition("@")
-    if not local or not domain or len(local) > 64 or len(domain) > 255:
-        return False
-    return bool(_ADDRESS.fullmatch(address) or _QUOTED_LOCAL.fullmatch(address))
-
-
-def peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The client's address, or None when the socket gave none."""
-    peer: object = session.peer
-    host = peer[0] if isinstance(peer, tuple) and peer else peer
     try:
-        return ipaddress.ip_address(str(host).split("%", 1)[0])
+        return ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         return None
 
 
-class PolicedSession(Session):
-    """aiosmtpd's Session plus the connection's policy session (None when no scripts are loaded)."""
+class Session:
+    """One connection as the handler sees it: the client, its policy session, who authenticated."""
 
-    policy: PolicySession | None = None
-    refusal: str | None = None
+    __slots__ = ("address", "helo", "ip", "policy", "tls", "trusted", "user")
 
-
-def policy_of(session: Session) -> PolicySession | None:
-    """The policy session of an SMTP session, if any."""
-    return session.policy if isinstance(session, PolicedSession) else None
+    def __init__(self, ip: str, *, trusted: bool, policy: PolicySession | None = None) -> None:
+        self.address = parse_ip(ip)
+        self.ip = str(self.address) if self.address is not None else ""
+        self.policy = policy
+        self.user: SmtpUser | None = None
+        self.tls = False
+        self.helo = ""
+        self.trusted = trusted  # inside relay_networks
 
 
 def policy_reply(verdict: Verdict | PolicyFailure) -> str | None:
@@ -65,7 +52,7 @@ def policy_reply(verdict: Verdict | PolicyFailure) -> str | None:
 
 def run_policy(session: Session, call: str, *args: str) -> str | None:
     """Run one session-level policy phase (validate_ehlo, validate_mailfrom, …) and map its verdict."""
-    policy = policy_of(session)
+    policy = session.policy
     if policy is None:
         return None
     try:
@@ -76,91 +63,88 @@ def run_policy(session: Session, call: str, *args: str) -> str | None:
 
 
 class InjectionHandler:
-    """Hooks for one listener; `listener` is its configured address (the key of smtp.overrides)."""
+    """The decisions for one listener; `listener` is its configured address (the key of smtp.overrides)."""
 
-    def __init__(
-        self,
-        injector: Injector,
-        *,
-        listener: str,
-        relay_networks: list[Network],
-        max_recipients: int,
-    ) -> None:
+    def __init__(self, injector: Injector, *, listener: str, relay_networks: list[Network], max_recipients: int,
+                 authenticator: UserAuthenticator) -> None:
         self._injector = injector
         self.listener = listener
         self._relay_networks = relay_networks
         self._max_recipients = max_recipients
+        self._authenticator = authenticator
+
+    def is_relay_network(self, ip: str) -> bool:
+        address = parse_ip(ip)
+        return address is not None and any(address in network for network in self._relay_networks)
 
     def may_relay(self, session: Session) -> bool:
         """Authenticated clients and clients inside relay_networks may inject; nobody else."""
-        if session.authenticated:
-            return True
-        ip = peer_ip(session)
-        return ip is not None and any(ip in network for network in self._relay_networks)
+        return session.user is not None or session.trusted
 
-    async def handle_EHLO(
-        self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
-    ) -> list[str]:
-        refusal = run_policy(session, "validate_ehlo", hostname)
-        if refusal is not None:
-            return [refusal]
-        session.host_name = hostname
-        extra = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES"]
-        return [*responses[:-1], *extra, responses[-1]]
+    def connect(self, session: Session) -> str | None:
+        """validate_connect: None for the greeting, or the refusal that replaces it."""
+        return run_policy(session, "validate_connect")
 
-    async def handle_MAIL(
-        self, server: Any, session: Session, envelope: Envelope, address: str, mail_options: list[str]
-    ) -> str:
+    def hello(self, session: Session, step: Hello) -> str | None:
+        refusal = run_policy(session, "validate_ehlo", step.hostname)
+        if refusal is None:
+            session.helo = step.hostname
+        return refusal
+
+    def mail(self, session: Session, step: MailFrom) -> Reply:
         if not self.may_relay(session):
             return replies.R530_AUTH_REQUIRED
-        if address and not is_valid_address(address):
-            return replies.R501_BAD_SENDER
+        address = step.envelope.mail_from
         refusal = run_policy(session, "validate_mailfrom", address)
         if refusal is not None:
-            await self._injector.record_rejection(address, [], refusal, peer=str(peer_ip(session) or ""))
-            return refusal
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
+            return self._refuse(refusal, address, [], session)
         return replies.R250_SENDER_OK
 
-    async def handle_RCPT(
-        self, server: Any, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
-    ) -> str:
+    def rcpt(self, session: Session, step: RcptTo) -> Reply:
         if not self.may_relay(session):
             return replies.R554_RELAY_DENIED
-        if not is_valid_address(address):
-            return replies.R501_BAD_ADDRESS
-        if len(envelope.rcpt_tos) >= self._max_recipients:
+        if len(step.envelope.rcpt_tos) >= self._max_recipients:
             return replies.R452_TOO_MANY_RECIPIENTS
-        refusal = run_policy(session, "validate_rcptto", address)
+        refusal = run_policy(session, "validate_rcptto", step.address)
         if refusal is not None:
-            await self._injector.record_rejection(envelope.mail_from or "", [address], refusal,
-                                                  peer=str(peer_ip(session) or ""))
-            return refusal
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
+            return self._refuse(refusal, step.envelope.mail_from, [step.address], session)
         return replies.R250_RECIPIENT_OK
 
-    async def handle_RSET(self, server: Any, session: Session, envelope: Envelope) -> str:
-        policy = policy_of(session)
-        if policy is not None:
-            policy.reset()
-        return replies.R250_RESET
+    def reset(self, session: Session) -> None:
+        if session.policy is not None:
+            session.policy.reset()
 
-    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
-        content = envelope.original_content or b""
-        user = session.auth_data if isinstance(session.auth_data, SmtpUser) else None
+    async def _refuse(self, refusal: str, mail_from: str, rcpt_tos: list[str], session: Session) -> str:
+        await self._injector.record_rejection(mail_from, rcpt_tos, refusal, peer=session.ip)
+        return refusal
+
+    async def authenticate(self, session: Session, step: Authenticate) -> str:
+        user = await self._authenticator.authenticate(session.ip, step.login, step.password)
+        if session.policy is not None:
+            session.policy.set_auth(step.login.decode("utf-8", "replace"), "pass" if user else "fail",
+                                    mechanism=step.mechanism)
+        if user is None:
+            return replies.R535_AUTH_FAILED
+        session.user = user
+        return replies.R235_AUTH_OK
+
+    async def message(self, session: Session, step: Message) -> str:
+        envelope, user = step.envelope, session.user
         txn = Transaction(
             listener=self.listener,
-            peer=str(peer_ip(session) or ""),
-            helo=session.host_name or "",
+            peer=session.ip,
+            helo=session.helo,
             auth_user=user.name if user else "",
             customer_id=user.customer_id if user else "",
-            mail_from=envelope.mail_from or "",
+            mail_from=envelope.mail_from,
             rcpt_tos=list(envelope.rcpt_tos),
-            smtputf8=bool(envelope.smtp_utf8),
-            content=content,
-            policy=policy_of(session),
+            smtputf8=envelope.smtputf8,
+            content=step.content,
+            policy=session.policy,
+            dsn_ret=envelope.ret,
+            dsn_envid=envelope.envid,
+            dsn_notify=list(envelope.notify),
+            dsn_orcpt=list(envelope.orcpt),
         )
         try:
             outcome = await self._injector.inject(txn)
@@ -174,7 +158,3 @@ class InjectionHandler:
             log.info("accepted %s from %s for %d recipient(s)", outcome.record.message_id, txn.peer,
                      len(txn.rcpt_tos))
         return outcome.reply
-
-    async def handle_exception(self, error: Exception) -> str:
-        log.error("SMTP session error: %s: %s", type(error).__name__, error)
-        return replies.R451_INTERNAL

@@ -1,4 +1,4 @@
-"""SMTP listeners: sockets, TLS, connection limits; one aiosmtpd SMTP (with bulk DATA) per connection."""
+"""SMTP listeners: the asyncio.Protocol adapter that feeds the protocol core; sockets, TLS, timeouts, caps."""
 
 from __future__ import annotations
 
@@ -6,180 +6,333 @@ import asyncio
 import functools
 import ipaddress
 import logging
-import re
 import socket
 import ssl
-import typing
-from collections import Counter
-from typing import Any, AnyStr
+from collections.abc import Awaitable
+from typing import Protocol
 
-from aiosmtpd.smtp import SMTP, Session, syntax
+import msgspec
 
 from engaged.config import Config, parse_hostport
 from engaged.inject import Injector
 from engaged.policy.engine import PolicyEngine
 from engaged.smtp import replies
 from engaged.smtp.auth import UserAuthenticator
-from engaged.smtp.data import DataProblem, DataTimeout, read_data
-from engaged.smtp.handler import InjectionHandler, Network, PolicedSession, peer_ip, run_policy
+from engaged.smtp.gate import ConnectionGate
+from engaged.smtp.handler import InjectionHandler, Network, Reply, Session
+from engaged.smtp.protocol import Mode, ServerProtocol, Settings
+from engaged.smtp.proxy import Proxied, parse_proxy
+from engaged.smtp.steps import Authenticate, Hello, MailFrom, Message, RcptTo, Reset, Step
 
 log = logging.getLogger("engaged.smtp")
 
-_SIMPLE_PATH = re.compile(r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9][A-Za-z0-9.-]*)>(|\s.*)", re.S)
-_DATA_REFUSALS = {
-    DataProblem.TOO_BIG: replies.R552_TOO_BIG,
-    DataProblem.BARE_LINE_ENDING: replies.R550_BARE_LINE_ENDING,
-    DataProblem.LINE_TOO_LONG: replies.R500_LINE_TOO_LONG,
-}
+_MAX_BACKLOG = 1 << 20  # pipelined input held while a step is decided, before reading pauses
 
 
-class ConnectionGate:
-    """Counts open connections, in all and per client address, against the configured caps."""
+class Handler(Protocol):
+    """The decisions an SMTP listener asks for (InjectionHandler; the test sink has its own)."""
 
-    def __init__(self, max_total: int, max_per_ip: int) -> None:
-        self._max_total = max_total
-        self._max_per_ip = max_per_ip
-        self._per_ip: Counter[str] = Counter()
-        self._total = 0
-
-    def admit(self, ip: str) -> bool:
-        if self._total >= self._max_total or self._per_ip[ip] >= self._max_per_ip:
-            return False
-        self._total += 1
-        self._per_ip[ip] += 1
-        return True
-
-    def release(self, ip: str) -> None:
-        self._total -= 1
-        self._per_ip[ip] -= 1
-        if self._per_ip[ip] <= 0:
-            del self._per_ip[ip]
+    def is_relay_network(self, ip: str) -> bool: ...
+    def connect(self, session: Session) -> str | None: ...
+    def hello(self, session: Session, step: Hello) -> str | None: ...
+    def mail(self, session: Session, step: MailFrom) -> Reply: ...
+    def rcpt(self, session: Session, step: RcptTo) -> Reply: ...
+    def reset(self, session: Session) -> None: ...
+    def authenticate(self, session: Session, step: Authenticate) -> Awaitable[str]: ...
+    def message(self, session: Session, step: Message) -> Awaitable[str]: ...
 
 
-class InjectionSMTP(SMTP):
-    """aiosmtpd's SMTP with our DATA reader, enhanced status codes, per-peer AUTH-over-TLS and limits."""
+class Listener:
+    """What every connection of one listen address shares."""
 
-    def __init__(self, handler: InjectionHandler, *, gate: ConnectionGate, data_timeout: float,
-                 policy: PolicyEngine | None = None, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self._injection_handler = handler
-        self._policy = policy if policy is not None and policy.active else None
-        self._gate = gate
-        self._gate_ip: str | None = None
-        self._data_timeout = data_timeout
-        self._in_ehlo = False
+    def __init__(self, handler: Handler, gate: ConnectionGate, *, settings: Settings, tls: ssl.SSLContext | None,
+                 command_timeout: float, first_command_timeout: float, data_timeout: float,
+                 proxy_protocol: bool = False, policy: PolicyEngine | None = None, name: str = "") -> None:
+        self.handler = handler
+        self.gate = gate
+        self.tls = tls
+        self.settings = {True: settings, False: msgspec_replace(settings, auth_requires_tls=False)}
+        self.command_timeout = command_timeout
+        self.first_command_timeout = min(first_command_timeout, command_timeout)
+        self.data_timeout = data_timeout
+        self.proxy_protocol = proxy_protocol
+        self.policy = policy if policy is not None and policy.active else None
+        self.name = name
 
+
+def msgspec_replace(settings: Settings, **changes: bool) -> Settings:
+    return msgspec.structs.replace(settings, **changes)
+
+
+def printable(text: str | bytes, limit: int = 200) -> str:
+    """Client-supplied text made safe for one log line: control and non-ASCII bytes escaped."""
+    raw = text.encode("utf-8", "replace") if isinstance(text, str) else text
+    return repr(raw[:limit])[2:-1]
+
+
+class SmtpConnection(asyncio.Protocol):
+    """One client connection: bytes go to the core, its steps to the handler, its replies to the socket."""
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._core: ServerProtocol | None = None
+        self._session: Session | None = None
+        self._socket_ip = ""
+        self._admitted = False
+        self._proxy_buffer: bytearray | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._mark = 0.0
+        self._seen = 0
+        self._idle = False
+        self._paused = False
+        self._problem = ""
+        self._admitted_ip = ""
+        self._early = b""
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio's classes
         peer = transport.get_extra_info("peername")
-        ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        if self._gate_ip is None and self._original_transport is None:
-            if not self._gate.admit(ip):
-                log.warning("refusing connection from %s: too many connections", ip)
-                # uvloop's transports are not asyncio.WriteTransport subclasses, hence the cast.
-                writer = typing.cast(asyncio.WriteTransport, transport)
-                writer.write((replies.R421_TOO_MANY_CONNECTIONS + "\r\n").encode())
-                transport.close()
-                self.transport = None
-                return
-            self._gate_ip = ip
-            self._auth_require_tls = auth_requires_tls(ip)
-            super().connection_made(transport)
-            self._start_policy(ip)
+        self._socket_ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        self._mark = self._loop.time()
+        if self._listener.proxy_protocol:
+            self._proxy_buffer = bytearray()
+            self._arm(self._listener.first_command_timeout)
             return
-        super().connection_made(transport)
+        self._begin(self._socket_ip)
 
-    def _create_session(self) -> Session:
-        return PolicedSession(self.loop)
-
-    def _start_policy(self, ip: str) -> None:
-        """A policy session for the connection and its validate_connect; a refusal replaces the greeting."""
-        session = self.session
-        if self._policy is None or not isinstance(session, PolicedSession):
+    def data_received(self, data: bytes) -> None:
+        core = self._core
+        if core is None:
+            self._proxy_header(data)
             return
-        handler = self._injection_handler
-        session.policy = self._policy.session(peer_ip=ip, listener=handler.listener, tls=False,
-                                              can_relay=handler.may_relay(session))
-        session.refusal = run_policy(session, "validate_connect")
-
-    def connection_lost(self, error: Exception | None) -> None:
-        if self._gate_ip is None:
+        if core.mode is Mode.TLS:
+            # Reading was paused before the handshake, so these bytes came through TLS: decrypted
+            # input that raced ahead of start_tls() returning. They are fed once the core knows.
+            self._early += data
             return
-        self._gate.release(self._gate_ip)
-        self._gate_ip = None
-        super().connection_lost(error)
+        core.receive(data)
+        if core.mode is Mode.DATA or core.mode is Mode.BDAT:
+            self._mark = self._loop.time()
+        self._pump()
+        if core.waiting and core.buffered > _MAX_BACKLOG and self._transport is not None and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
 
     def eof_received(self) -> bool | None:
-        if self._gate_ip is None:
+        return False
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        core, session = self._core, self._session
+        if session is not None:
+            self._listener.gate.set_idle(session.ip, self, False, trusted=session.trusted)
+        if self._admitted:
+            self._listener.gate.release(self._admitted_ip)
+            self._admitted = False
+        if core is not None and not core.closing and core.mode is Mode.DATA and not self._problem:
+            self._problem = "disconnected during DATA; nothing queued"
+        if self._problem:
+            log.info("SMTP session from %s ended: %s", session.ip if session else self._socket_ip, self._problem)
+        self._transport = None
+        self._core = None
+
+    # -- the gate's side ---------------------------------------------------------------------
+    def evict(self) -> None:
+        """Close an idle session to make room for another client."""
+        if self._core is not None and self._transport is not None:
+            self._core.reply(replies.R421_IDLE)
+            self._core.close()
+            self._problem = "closed to make room (idle)"
+            self._flush()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _begin(self, ip: str) -> None:
+        listener = self._listener
+        trusted = listener.handler.is_relay_network(ip)
+        transport = self._transport
+        if transport is None:
+            return
+        if not listener.gate.admit(ip, trusted=trusted):
+            if listener.gate.refused % 100 == 1:
+                log.warning("refusing connections from %s and others: too many connections (%d refused so far)",
+                            ip, listener.gate.refused)
+            transport.write((replies.R421_TOO_MANY_CONNECTIONS + "\r\n").encode())
+            transport.close()
+            return
+        self._admitted, self._admitted_ip = True, ip
+        listener.gate.make_room(ip)
+        policy = listener.policy.session(peer_ip=ip, listener=listener.name, tls=False, can_relay=trusted) \
+            if listener.policy is not None else None
+        session = self._session = Session(ip, trusted=trusted, policy=policy)
+        core = self._core = ServerProtocol(listener.settings[auth_requires_tls(ip)])
+        core.greet(listener.handler.connect(session) if policy is not None else None)
+        self._pump()
+
+    def _proxy_header(self, data: bytes) -> None:
+        if self._proxy_buffer is None:
+            return
+        self._proxy_buffer += data
+        result = parse_proxy(bytes(self._proxy_buffer))
+        if result is None:
+            return
+        if not isinstance(result, Proxied):
+            self._problem = f"bad PROXY header ({result.reason})"
+            if self._transport is not None:
+                self._transport.close()
+            return
+        rest = bytes(self._proxy_buffer[result.length :])
+        self._proxy_buffer = None
+        self._begin(result.client_ip or self._socket_ip)
+        if rest and self._core is not None:
+            self.data_received(rest)
+
+    def _pump(self) -> None:
+        core, session = self._core, self._session
+        if core is None or session is None:
+            return
+        while True:
+            step = core.next_step()
+            if step is None or not self._decide(core, session, step):
+                break
+        self._flush()
+
+    def _decide(self, core: ServerProtocol, session: Session, step: Step) -> bool:
+        """Hand one step to the handler; False when the answer comes later (the pump stops)."""
+        handler = self._listener.handler
+        reply: Reply | str | None
+        if isinstance(step, MailFrom):
+            reply = handler.mail(session, step)
+        elif isinstance(step, RcptTo):
+            reply = handler.rcpt(session, step)
+        elif isinstance(step, Message):
+            reply = handler.message(session, step)
+        elif isinstance(step, Hello):
+            reply = handler.hello(session, step)
+        elif isinstance(step, Reset):
+            handler.reset(session)
+            return True
+        elif isinstance(step, Authenticate):
+            reply = handler.authenticate(session, step)
+        else:
+            self._start_tls(core)
             return False
-        result: bool | None = super().eof_received()
-        return result
+        if reply is None or isinstance(reply, str):
+            core.answer(reply)
+            return True
+        self._task = self._loop.create_task(self._resolve(reply))
+        return False
 
-    async def push(self, status: AnyStr) -> None:
-        session = self.session
-        if isinstance(status, str) and status.startswith("220 ") and isinstance(session, PolicedSession) \
-                and session.refusal is not None and self._original_transport is None:
-            await super().push(session.refusal)
-            if self.transport is not None:
-                self.transport.close()
-            return
-        if isinstance(status, str) and not self._in_ehlo and session is not None and session.extended_smtp:
-            status = with_code(status)
-        await super().push(status)
-
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # aiosmtpd parses every path with email's header parser and builds a Protocol class per call;
-        # plain dot-atom paths, nearly all real traffic, are read directly.
-        match = _SIMPLE_PATH.fullmatch(arg)
-        if match is not None and ".." not in match.group(1) and not match.group(1).startswith(".") \
-                and "(" not in match.group(2):
-            local = match.group(1).rpartition("@")[0]
-            if not local.endswith("."):
-                return match.group(1), match.group(2).lstrip()
-        address, rest = super()._getaddr(arg)
-        return address, rest
-
-    @syntax("EHLO hostname")
-    async def smtp_EHLO(self, hostname: str) -> None:
-        self._in_ehlo = True
+    async def _resolve(self, pending: Awaitable[str]) -> None:
         try:
-            await super().smtp_EHLO(hostname)
-        finally:
-            self._in_ehlo = False
+            reply = await pending
+        except Exception:
+            log.exception("SMTP step failed for %s", self._session.ip if self._session else "?")
+            reply = replies.R451_INTERNAL
+        core = self._core
+        if core is None:
+            return
+        core.answer(reply)
+        self._mark = self._loop.time()
+        self._pump()
+        if self._paused and self._transport is not None and not (core.waiting and core.buffered > _MAX_BACKLOG):
+            self._paused = False
+            self._transport.resume_reading()
 
-    @syntax("DATA")
-    async def smtp_DATA(self, arg: str) -> None:
-        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+    def _start_tls(self, core: ServerProtocol) -> None:
+        transport = self._transport
+        if transport is None or self._listener.tls is None:
+            core.close()
             return
-        envelope, session, transport = self.envelope, self.session, self.transport
-        if envelope is None or session is None or transport is None:
-            return
-        if not envelope.rcpt_tos:
-            await self.push("503 5.5.1 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 5.5.4 Syntax: DATA")
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        transport.pause_reading()  # the ClientHello must reach the TLS layer, not the core
+        self._flush()
+        self._task = self._loop.create_task(self._handshake(transport, self._listener.tls))
+
+    async def _handshake(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
         try:
-            result = await read_data(self._reader, max_size=self.data_size_limit or 0, timeout=self._data_timeout)
-        except DataTimeout:
-            await self.push(replies.R421_DATA_TIMEOUT)
+            secure = await self._loop.start_tls(transport, self, context, server_side=True,
+                                                ssl_handshake_timeout=self._listener.command_timeout)
+        except (OSError, ssl.SSLError, ConnectionError, TimeoutError, RuntimeError) as error:
+            self._problem = f"TLS handshake failed: {type(error).__name__}"
             transport.close()
             return
-        except asyncio.IncompleteReadError:
-            log.info("%r disconnected during DATA; nothing queued", session.peer)
+        core, session = self._core, self._session
+        if secure is None or core is None or session is None:
             transport.close()
             return
-        self._reset_timeout()
-        if result.problem is not None:
-            self.envelope = self._create_envelope()
-            await self.push(_DATA_REFUSALS[result.problem])
+        self._transport = secure
+        session.tls = True
+        core.tls_started()
+        self._mark = self._loop.time()
+        early, self._early = self._early, b""
+        if early:
+            self.data_received(early)
+        else:
+            self._pump()
+
+    def _flush(self) -> None:
+        core, transport = self._core, self._transport
+        if core is None or transport is None:
             return
-        envelope.content = result.content
-        envelope.original_content = result.content
-        status = await self._call_handler_hook("DATA")
-        self.envelope = self._create_envelope()
-        await self.push(status)
+        out = core.data_to_send()
+        if out:
+            transport.write(out)
+        if core.closing:
+            transport.close()
+            return
+        if core.commands_seen != self._seen:
+            self._seen = core.commands_seen
+            self._mark = self._loop.time()
+        session = self._session
+        if session is not None:
+            idle = core.envelope is None and not core.waiting and session.user is None
+            if idle != self._idle:
+                self._idle = idle
+                self._listener.gate.set_idle(session.ip, self, idle, trusted=session.trusted)
+        self._arm(self._timeout_for(core))
+
+    def _timeout_for(self, core: ServerProtocol) -> float | None:
+        if core.waiting or core.mode is Mode.TLS:
+            return None
+        if core.mode is Mode.DATA or core.mode is Mode.BDAT:
+            return self._listener.data_timeout
+        return self._listener.first_command_timeout if core.commands_seen == 0 else self._listener.command_timeout
+
+    def _arm(self, timeout: float | None) -> None:
+        if timeout is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        deadline = self._mark + timeout
+        if self._timer is None or self._timer.when() > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._check_timeout)
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        core, transport = self._core, self._transport
+        if transport is None:
+            return
+        timeout = self._timeout_for(core) if core is not None else self._listener.first_command_timeout
+        if timeout is None:
+            return
+        if self._loop.time() < self._mark + timeout:
+            self._arm(timeout)
+            return
+        if core is not None and (core.mode is Mode.DATA or core.mode is Mode.BDAT):
+            self._problem = "no data within data_timeout"
+            core.send_raw(replies.R421_DATA_TIMEOUT)
+            core.close()
+            self._flush()
+            return
+        self._problem = "no complete command within the command timeout"
+        transport.close()
 
 
 def auth_requires_tls(ip: str) -> bool:
@@ -188,13 +341,6 @@ def auth_requires_tls(ip: str) -> bool:
         return not ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
     except ValueError:
         return True
-
-
-def with_code(status: str) -> str:
-    """Enhanced status code on every single-line reply but the greeting."""
-    if status.startswith("220 "):
-        return status
-    return replies.with_enhanced_code(status)
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
@@ -222,24 +368,30 @@ class SmtpListeners:
         self._injector = injector
         self._servers: list[asyncio.AbstractServer] = []
         self.addresses: list[tuple[str, str]] = []
+        smtp = config.smtp
         self._tls = tls_context(config)
-        self._gate = ConnectionGate(config.smtp.max_connections, config.smtp.max_connections_per_ip)
-        self._networks: list[Network] = [
-            ipaddress.ip_network(n, strict=False) for n in config.smtp.relay_networks
-        ]
-        self._authenticator = UserAuthenticator(config.smtp.users)
+        self._gate = ConnectionGate(smtp.max_connections, smtp.max_connections_per_ip,
+                                    reserved=smtp.reserved_connections, max_idle_per_ip=smtp.max_idle_per_ip)
+        self._networks: list[Network] = [ipaddress.ip_network(n, strict=False) for n in smtp.relay_networks]
+        self._authenticator = UserAuthenticator(
+            smtp.users, max_failures=smtp.auth_max_failures, max_user_failures=smtp.auth_max_failures_per_user,
+            window=smtp.auth_lockout_window, concurrency=smtp.auth_hash_threads)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for listen in self._config.smtp.listen:
+        smtp = self._config.smtp
+        settings = Settings(hostname=smtp.hostname or socket.getfqdn(), max_message_size=smtp.max_message_size,
+                            max_commands=smtp.max_commands, max_errors=smtp.max_errors,
+                            tls_available=self._tls is not None)
+        for listen in smtp.listen:
             host, port = parse_hostport(listen)
-            handler = InjectionHandler(
-                self._injector,
-                listener=listen,
-                relay_networks=self._networks,
-                max_recipients=self._config.smtp.max_recipients,
-            )
-            factory = functools.partial(self._protocol, handler)
+            handler = InjectionHandler(self._injector, listener=listen, relay_networks=self._networks,
+                                       max_recipients=smtp.max_recipients, authenticator=self._authenticator)
+            shared = Listener(handler, self._gate, settings=settings, tls=self._tls,
+                              command_timeout=smtp.command_timeout, first_command_timeout=smtp.first_command_timeout,
+                              data_timeout=smtp.data_timeout, proxy_protocol=smtp.proxy_protocol,
+                              policy=self._policy, name=listen)
+            factory = functools.partial(SmtpConnection, shared)
             bound_socket = self._sockets.get(listen)
             if bound_socket is not None:
                 server = await loop.create_server(factory, sock=bound_socket)
@@ -250,29 +402,12 @@ class SmtpListeners:
             bound = f"[{sock[0]}]:{sock[1]}" if ":" in str(sock[0]) else f"{sock[0]}:{sock[1]}"
             self.addresses.append((listen, bound))
 
-    def _protocol(self, handler: InjectionHandler) -> InjectionSMTP:
-        smtp = self._config.smtp
-        return InjectionSMTP(
-            handler,
-            gate=self._gate,
-            data_timeout=smtp.data_timeout,
-            policy=self._policy,
-            hostname=smtp.hostname or None,
-            ident="engaged ESMTP",
-            data_size_limit=smtp.max_message_size,
-            enable_SMTPUTF8=True,
-            tls_context=self._tls,
-            timeout=smtp.command_timeout,
-            authenticator=self._authenticator,
-            auth_require_tls=True,
-            command_call_limit=smtp.max_commands,
-        )
-
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
         for server in self._servers:
             await server.wait_closed()
+        self._authenticator.close()
 
 
-__all__ = ["SmtpListeners", "peer_ip"]
+__all__ = ["ConnectionGate", "SmtpListeners", "auth_requires_tls", "printable"]

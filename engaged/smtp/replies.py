@@ -22,6 +22,28 @@ R550_BARE_LINE_ENDING = "550 5.5.0 Bare CR or LF in message data is not allowed 
 R552_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 R554_RELAY_DENIED = "554 5.7.1 Relay access denied"
 R554_EMPTY_MESSAGE = "554 5.6.0 Message is empty"
+R421_IDLE = "421 4.4.2 Idle too long, closing connection"
+R501_BAD_CHARACTERS = "501 5.5.2 Syntax error: 8-bit or control characters are not allowed here"
+R501_BDAT_SYNTAX = "501 5.5.4 Syntax: BDAT <size> [LAST]"
+R503_DATA_WITH_BDAT = "503 5.5.1 Error: DATA can not be used together with BDAT"
+R500_COMMAND_TOO_LONG = "500 Command line too long"
+R500_BAD_SYNTAX = "500 Error: bad syntax"
+R502_TOO_MANY_ERRORS = "502 5.5.1 Too many unrecognized commands, goodbye."
+R503_NEED_MAIL = "503 Error: need MAIL command"
+R503_NEED_RCPT = "503 5.5.1 Error: need RCPT command"
+R503_NESTED_MAIL = "503 Error: nested MAIL command"
+R354_DATA = "354 End data with <CR><LF>.<CR><LF>"
+R220_TLS = "220 Ready to start TLS"
+R454_NO_TLS = "454 TLS not available"
+R235_AUTH_OK = "235 2.7.0 Authentication successful"
+R538_AUTH_NEEDS_TLS = "538 5.7.11 Encryption required for requested authentication mechanism"
+R501_AUTH_ABORTED = "501 5.7.0 Auth aborted"
+R501_BAD_BASE64 = "501 5.5.2 Can't decode base64"
+R501_AUTH_SPLIT = "501 5.5.2 Can't split auth value"
+R504_AUTH_MECHANISM = "504 5.5.4 Unrecognized authentication type"
+R552_SIZE_DECLARED = "552 Error: message size exceeds fixed maximum message size"
+R555_MAIL_PARAMS = "555 MAIL FROM parameters not recognized or not implemented"
+R555_RCPT_PARAMS = "555 RCPT TO parameters not recognized or not implemented"
 
 _DEFAULT_ENHANCED = {
     "221": "2.0.0", "250": "2.0.0", "251": "2.1.5", "252": "2.5.0",
@@ -35,6 +57,11 @@ _DEFAULT_ENHANCED = {
 def r250_queued(message_id: str) -> str:
     """The 250 after DATA: the message is on disk under this id."""
     return f"250 2.0.0 OK queued as {message_id}"
+
+
+def r250_chunk(size: int) -> str:
+    """The 250 for a BDAT chunk that is not the last one (RFC 3030)."""
+    return f"250 2.0.0 {size} octets received"
 
 
 def r550_smtpapi(reason: str) -> str:

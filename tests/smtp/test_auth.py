@@ -102,24 +102,16 @@ def test_auth_needs_tls_except_from_loopback(ip: str, needs_tls: bool) -> None:
     assert auth_requires_tls(ip) is needs_tls
 
 
-class _Session:
-    def __init__(self, ip: str) -> None:
-        self.peer = (ip, 40000)
-
-
 def test_password_guessing_locks_the_address_out_for_a_while() -> None:
-    from aiosmtpd.smtp import LoginPassword
-
     from engaged.config import SmtpUser
     from engaged.smtp.auth import UserAuthenticator
 
     now = [1000.0]
     auth = UserAuthenticator([SmtpUser(name="app", password_hash=hash_password("pw", iterations=1000))],
-                             max_failures=3, window=60.0, clock=lambda: now[0])
-    right, wrong = LoginPassword(b"app", b"pw"), LoginPassword(b"app", b"guess")
-    guesser, other = _Session("192.0.2.9"), _Session("192.0.2.10")
-    assert all(not auth(None, guesser, None, "PLAIN", wrong).success for _ in range(3))
-    assert not auth(None, guesser, None, "PLAIN", right).success  # locked out, even with the right password
-    assert auth(None, other, None, "PLAIN", right).success  # other addresses are not affected
+                             max_failures=3, max_user_failures=3, window=60.0, clock=lambda: now[0])
+    guesser, other = "192.0.2.9", "192.0.2.10"
+    assert all(auth.check(guesser, b"app", b"guess") is None for _ in range(3))
+    assert auth.check(guesser, b"app", b"pw") is None  # locked out, even with the right password
+    assert auth.check(other, b"app", b"pw") is not None  # other addresses are not affected
     now[0] += 61
-    assert auth(None, guesser, None, "PLAIN", right).success
+    assert auth.check(guesser, b"app", b"pw") is not None

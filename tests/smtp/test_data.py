@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engaged.smtp.data import DataProblem, DataTimeout, check_data, read_data
+from engaged.smtp.data import DataProblem, DataRead, DataReader, check_data
 
 
 def stuff(content: bytes) -> bytes:
@@ -44,58 +42,52 @@ def test_size_over_the_limit_is_refused() -> None:
     assert check_data(b"x\r\n" * 10, 30).problem is None
 
 
-def _reader(data: bytes, eof: bool = True) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader()
-    reader.feed_data(data)
-    if eof:
-        reader.feed_eof()
-    return reader
+def _feed(*pieces: bytes, max_size: int = 1000) -> tuple[DataRead | None, bytes]:
+    reader = DataReader(max_size)
+    reader.start()
+    result: tuple[DataRead | None, bytes] = (None, b"")
+    for piece in pieces:
+        result = reader.feed(piece)
+        if result[0] is not None:
+            return result
+    return result
 
 
-async def test_pipelined_commands_after_the_end_stay_in_the_reader() -> None:
-    reader = _reader(b"Subject: a\r\n\r\nbody\r\n.\r\nQUIT\r\n")
-    result = await read_data(reader, max_size=1000, timeout=5)
-    assert result.content == b"Subject: a\r\n\r\nbody\r\n"
-    assert await reader.readline() == b"QUIT\r\n"
+def test_pipelined_commands_after_the_end_are_handed_back() -> None:
+    result, rest = _feed(b"Subject: a\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    assert result is not None and result.content == b"Subject: a\r\n\r\nbody\r\n"
+    assert rest == b"QUIT\r\n"
 
 
-async def test_empty_message_ends_at_the_first_dot() -> None:
-    reader = _reader(b".\r\nNOOP\r\n")
-    result = await read_data(reader, max_size=1000, timeout=5)
-    assert result.content == b""
-    assert await reader.readline() == b"NOOP\r\n"
+def test_empty_message_ends_at_the_first_dot() -> None:
+    result, rest = _feed(b".\r\nNOOP\r\n")
+    assert result is not None and result.content == b""
+    assert rest == b"NOOP\r\n"
 
 
-async def test_end_marker_split_across_chunks_is_found() -> None:
-    reader = asyncio.StreamReader()
-    task = asyncio.ensure_future(read_data(reader, max_size=1000, timeout=5))
-    for piece in (b"hello\r", b"\n.", b"\r", b"\nRSET\r\n"):
-        reader.feed_data(piece)
-        await asyncio.sleep(0)
-    result = await task
-    assert result.content == b"hello\r\n"
+def test_end_marker_split_across_chunks_is_found() -> None:
+    result, rest = _feed(b"hello\r", b"\n.", b"\r", b"\nRSET\r\n")
+    assert result is not None and result.content == b"hello\r\n"
+    assert rest == b"RSET\r\n"
 
 
-async def test_smuggled_lf_dot_lf_does_not_end_data() -> None:
-    reader = _reader(b"a\r\n\n.\n\r\nMAIL FROM:<x@y>\r\n.\r\n")
-    result = await read_data(reader, max_size=1000, timeout=5)
-    assert result.problem is DataProblem.BARE_LINE_ENDING
-    assert await reader.read() == b""
+def test_smuggled_lf_dot_lf_does_not_end_data() -> None:
+    result, rest = _feed(b"a\r\n\n.\n\r\nMAIL FROM:<x@y>\r\n.\r\n")
+    assert result is not None and result.problem is DataProblem.BARE_LINE_ENDING
+    assert rest == b""
 
 
-async def test_oversized_data_is_discarded_to_the_end_with_bounded_memory() -> None:
+def test_oversized_data_is_discarded_to_the_end_with_bounded_memory() -> None:
+    reader = DataReader(10_000)
+    reader.start()
     body = b"x" * 70 + b"\r\n"
-    reader = _reader(body * 20_000 + b".\r\nQUIT\r\n")
-    result = await read_data(reader, max_size=10_000, timeout=5)
-    assert result.problem is DataProblem.TOO_BIG
-    assert await reader.readline() == b"QUIT\r\n"
+    for _ in range(20_000):
+        assert reader.feed(body)[0] is None
+        assert len(reader._buffer) < 20_000  # bounded, whatever the client sends
+    result, rest = reader.feed(b".\r\nQUIT\r\n")
+    assert result is not None and result.problem is DataProblem.TOO_BIG
+    assert rest == b"QUIT\r\n"
 
 
-async def test_disconnect_mid_data_raises() -> None:
-    with pytest.raises(asyncio.IncompleteReadError):
-        await read_data(_reader(b"partial message\r\n"), max_size=1000, timeout=5)
-
-
-async def test_silence_raises_data_timeout() -> None:
-    with pytest.raises(DataTimeout):
-        await read_data(_reader(b"x", eof=False), max_size=1000, timeout=0.05)
+def test_unfinished_data_gives_nothing_yet() -> None:
+    assert _feed(b"partial message\r\n") == (None, b"")

@@ -76,22 +76,6 @@ def test_sigterm_shuts_down_cleanly_and_keeps_queued_mail(engaged_server: Server
     assert wait_captured(server, message_id) == [b"Subject: before stop\r\n\r\nx\r\n"]
 
 
-def test_plain_paths_parse_like_aiosmtpds_parser() -> None:
-    from aiosmtpd.smtp import SMTP
-
-    from engaged.smtp.listener import InjectionSMTP
-
-    class Probe(InjectionSMTP):
-        def __init__(self) -> None:
-            self.local_part_limit = 0
-
-    probe = Probe()
-    for arg in ["<a@b.example>", "<First.Last+tag@Example.COM> SIZE=100 BODY=8BITMIME", "<x@y>", " <a@b.c>",
-                "<a..b@c.d>", "<.a@b.c>", "<a.@b.c>", "<a@b.c> (comment) SIZE=1", '<"quoted name"@b.c>', "<>",
-                "a@b.c", "<a@b.c>junk"]:
-        assert probe._getaddr(arg) == SMTP._getaddr(probe, arg), arg
-
-
 async def test_listeners_share_a_port_with_reuse_port_or_take_a_bound_socket() -> None:
     from typing import cast
 
