@@ -1,4 +1,5 @@
-"""The tracker's routes: /q and /o (pixel), /f (redirect), robots.txt, 404, 405, 414 (sans-I/O: no sockets).
+"""The tracker's routes: /q and /o (pixel), /f (redirect), /lu (List-Unsubscribe), robots.txt, 404, 405, 414
+(sans-I/O: no sockets).
 
 `Tracker.handle` turns one parsed request into an `Answer`: the response head and body, and for a
 genuine, unexpired open or click the journal line of its event; engaged.tracker.http writes the
@@ -54,6 +55,9 @@ _TYPES: dict[TokenKind, bytes] = {
     TokenKind.CLICK: b'{"type":"click",',
     TokenKind.UNSUBSCRIBE: b'{"type":"link_unsubscribe",',
 }
+_LIST_UNSUBSCRIBE = b'{"type":"list_unsubscribe",'
+LIST_UNSUBSCRIBE_PATH: Final = "/lu/"
+"""The List-Unsubscribe URL: `/lu/<token>`, the token of an unsubscribe link (engaged.delivery.unsubscribe mints it)."""
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _NEEDS_ESCAPE = re.compile("[^\x21-\x7e]")
 _TRUST_CACHE = 1024
@@ -101,6 +105,23 @@ ANSWER_TIMEOUT: Final = Answer(_fixed(b"408 Request Timeout", REQUEST_TIMEOUT), 
 ANSWER_UNAVAILABLE: Final = Answer(_fixed(b"503 Service Unavailable", SERVICE_UNAVAILABLE), SERVICE_UNAVAILABLE)
 ANSWER_ROBOTS: Final = Answer(_ROBOTS_HEAD, ROBOTS_TXT)
 
+UNSUBSCRIBED: Final = b"You are unsubscribed.\n"
+# The confirmation page posts to its own URL (an empty action): nothing from the token is ever written into it.
+CONFIRM_PAGE: Final = (b'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+                       b'<meta name="viewport" content="width=device-width, initial-scale=1">'
+                       b'<meta name="robots" content="noindex"><title>Unsubscribe</title></head>\n'
+                       b'<body><h1>Unsubscribe</h1><p>Stop receiving these emails?</p>'
+                       b'<form method="post" action=""><input type="hidden" name="List-Unsubscribe" value="One-Click">'
+                       b'<button type="submit">Unsubscribe</button></form></body></html>\n')
+_PAGE_HEADERS = [(b"content-security-policy", b"default-src 'none'; form-action 'self'; frame-ancestors 'none'"),
+                 (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")]
+ANSWER_CONFIRM: Final = Answer(_block(b"200 OK", [*COMMON_HEADERS, (b"content-type", b"text/html; charset=utf-8"),
+                                                  (b"content-length", str(len(CONFIRM_PAGE)).encode()),
+                                                  (b"cache-control", NO_CACHE), *_PAGE_HEADERS]), CONFIRM_PAGE)
+_UNSUBSCRIBED_HEAD = _fixed(b"200 OK", UNSUBSCRIBED)
+ANSWER_LIST_METHODS: Final = Answer(_fixed(b"405 Method Not Allowed", METHOD_NOT_ALLOWED,
+                                           (b"allow", b"GET, HEAD, POST")), METHOD_NOT_ALLOWED)
+
 
 @dataclass
 class TrackerStats:
@@ -117,6 +138,7 @@ class TrackerStats:
     timeouts: int = 0
     refused_connections: int = 0
     token_cache_hits: int = 0
+    list_unsubscribes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +187,8 @@ class Tracker:
     def handle(self, method: bytes, path: str, user_agent: bytes = b"", accept_language: bytes = b"",
                forwarded: bytes = b"", peer: str = "") -> Answer:
         """The answer to one request; `path` is the request target without its query, as latin-1 text."""
+        if path.startswith(LIST_UNSUBSCRIBE_PATH):
+            return self._list_unsubscribe(method, path, user_agent, accept_language, forwarded, peer)
         verified = self._verified.get(path)
         get = method == b"GET" or method == b"HEAD"
         if verified is not None and get:
@@ -225,6 +249,37 @@ class Tracker:
         self._verified[path] = verified
         return verified
 
+    def _list_unsubscribe(self, method: bytes, path: str, user_agent: bytes, accept_language: bytes,
+                          forwarded: bytes, peer: str) -> Answer:
+        """RFC 8058: a POST unsubscribes (200, no redirect, a `list_unsubscribe` event); a GET (a person who
+        opened the URL) shows a page whose button makes that POST, and records nothing."""
+        if method not in (b"GET", b"HEAD", b"POST"):
+            self.stats.method_not_allowed += 1
+            return ANSWER_LIST_METHODS
+        segment = path[len(LIST_UNSUBSCRIBE_PATH):]
+        if len(segment) > MAX_SEGMENT_CHARS:
+            self.stats.too_long += 1
+            return ANSWER_TOO_LONG
+        token = normalise_token(segment)
+        if len(token) > MAX_TOKEN_CHARS:
+            self.stats.too_long += 1
+            return ANSWER_TOO_LONG
+        try:
+            payload = decode_token(token, self._keyring, expect=CLICK_KINDS)
+        except InvalidToken:
+            self.stats.invalid_tokens += 1
+            return self._not_found()
+        if payload.kind is not TokenKind.UNSUBSCRIBE:
+            self.stats.invalid_tokens += 1
+            return self._not_found()
+        if method != b"POST":
+            return ANSWER_CONFIRM
+        self.stats.list_unsubscribes += 1
+        now = self._clock()
+        verified = _Verified(payload, self._prefix(payload, _LIST_UNSUBSCRIBE), Answer(_UNSUBSCRIBED_HEAD, b""))
+        line = self._event_line(verified, method, now, user_agent, accept_language, forwarded, peer)
+        return Answer(_UNSUBSCRIBED_HEAD, UNSUBSCRIBED, line)
+
     def _not_found(self) -> Answer:
         self.stats.not_found += 1
         return ANSWER_NOT_FOUND
@@ -233,7 +288,7 @@ class Tracker:
         self.stats.method_not_allowed += 1
         return ANSWER_METHOD_NOT_ALLOWED
 
-    def _prefix(self, payload: TokenPayload) -> bytes:
+    def _prefix(self, payload: TokenPayload, type_prefix: bytes | None = None) -> bytes:
         """The start of the event line: its type and every field the token alone decides."""
         fields: dict[str, Any] = {
             "message_id": payload.message_id,
@@ -252,6 +307,10 @@ class Tracker:
         injection_time = self._injection_time(payload.injection_time)
         if injection_time:
             fields["injection_time"] = injection_time
+        if payload.kind is TokenKind.UNSUBSCRIBE:
+            fields["mailfrom"] = payload.rcpt_to  # SparkPost: the address that asked to be unsubscribed
+        if type_prefix is not None:
+            return type_prefix + _encode(fields)[1:-1] + b","
         if payload.kind in CLICK_KINDS:
             fields["target_link_url"] = payload.target_url
             fields["target_link_name"] = payload.link_name or payload.target_url
