@@ -177,15 +177,15 @@ class TrackerWorkers:
     One worker runs on CPU 0 and the loader on CPU 1 (with wrk); several run unpinned.
     """
 
-    def __init__(self, data_dir: Path, count: int, dsn: str | None = None) -> None:
+    def __init__(self, data_dir: Path, count: int, dsn: str | None = None, durable: bool = True) -> None:
         self.loader = Child(["loader", str(data_dir), *([dsn] if dsn else [])], 1 if count == 1 else None,
                             "loader following")
         self.workers: list[Child] = []
         try:
             port = "0"
             for number in range(count):
-                child = Child(["worker", str(data_dir), str(number), port], 0 if count == 1 else None,
-                              "tracker listening on")
+                child = Child(["worker", str(data_dir), str(number), port, *([] if durable else ["nosync"])],
+                              0 if count == 1 else None, "tracker listening on")
                 self.workers.append(child)
                 port = child.address.rpartition(":")[2]
         except BaseException:
@@ -211,14 +211,15 @@ class TrackerWorkers:
                 child.kill()
 
 
-async def _worker(data_dir: Path, number: int, port: int) -> None:
+async def _worker(data_dir: Path, number: int, port: int, durable: bool) -> None:
     from engaged.config import Config, EngagementTrackerConfig
     from engaged.events.ids import EventIdGenerator
     from engaged.keys import load_keyring
     from engaged.tracker.service import TrackerService
 
     config = Config(data_dir=str(data_dir), engagement_tracker=EngagementTrackerConfig(listen=f"127.0.0.1:{port}"))
-    service = TrackerService(config, load_keyring(data_dir), ids=EventIdGenerator(), worker=number, reuse_port=True)
+    service = TrackerService(config, load_keyring(data_dir), ids=EventIdGenerator(), worker=number, reuse_port=True,
+                             durable=durable)
     await service.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -248,6 +249,6 @@ if __name__ == "__main__" and sys.argv[1:2] in (["worker"], ["loader"]):
 
     logging.basicConfig(level=logging.INFO, format="engaged: %(message)s", stream=sys.stderr)
     if sys.argv[1] == "worker":
-        uvloop.run(_worker(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
+        uvloop.run(_worker(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:6] != ["nosync"]))
     else:
         uvloop.run(_loader(Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None))

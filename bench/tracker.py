@@ -79,67 +79,65 @@ class Case:
         return 1 if self.workers == 1 else None
 
 
-def nginx_runs(root: Path, cases: list[Case]) -> dict[tuple[int, int], WrkResult]:
-    results: dict[tuple[int, int], WrkResult] = {}
-    for workers in sorted({case.workers for case in cases}):
-        port = free_port()
-        nginx = start_nginx(root / f"nginx{workers}", port, "1" if workers == 1 else "auto")
-        if nginx is None:
-            print("nginx is not installed (Debian nginx-light; make sysdeps): no baseline")
-            return results
-        try:
-            script = write_lua(root / "nginx.lua", [f"/f/a/{n}" for n in range(LINKS)])
-            url = f"http://127.0.0.1:{port}"
-            for case in (case for case in cases if case.workers == workers):
-                run_wrk(url, script, WARMUP, case.connections, case.cpu)
-                results[(workers, case.connections)] = result = run_wrk(url, script, SECONDS, case.connections,
-                                                                        case.cpu)
-                print(line(f"nginx {case.label} -c{case.connections}", result))
-        finally:
-            nginx.terminate()
-            nginx.wait(10)
-    return results
+class Nginx:
+    """nginx with one worker (CPU 0) or `auto`, kept running while engaged is measured next to it."""
+
+    def __init__(self, root: Path, workers: int) -> None:
+        self.port = free_port()
+        self.process = start_nginx(root / f"nginx{workers}", self.port, "1" if workers == 1 else "auto")
+        self.script = write_lua(root / "nginx.lua", [f"/f/a/{n}" for n in range(LINKS)])
+
+    def run(self, case: Case) -> WrkResult | None:
+        if self.process is None:
+            return None
+        url = f"http://127.0.0.1:{self.port}"
+        run_wrk(url, self.script, WARMUP, case.connections, case.cpu)
+        result = run_wrk(url, self.script, SECONDS, case.connections, case.cpu)
+        print(line(f"nginx {case.label} -c{case.connections}", result))
+        return result
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
 
 
-def engaged_runs(root: Path, cases: list[Case], store: str, dsn: str | None,
-                 profile: Path | None) -> dict[tuple[int, int], WrkResult]:
-    """Each case on a fresh tracker; returns the wrk results and prints the store count check."""
-    results: dict[tuple[int, int], WrkResult] = {}
-    for case in cases:
-        directory = root / f"{store}-{case.workers}-{case.connections}"
-        keyring = load_keyring(directory)
-        tracker = TrackerWorkers(directory, case.workers, dsn)
-        spy: subprocess.Popen[bytes] | None = None
-        try:
-            script = write_lua(directory / "clicks.lua", click_paths(keyring, tracker.address, LINKS))
-            url = f"http://{tracker.address}"
-            run_wrk(url, script, WARMUP, case.connections, case.cpu)
-            if profile is not None and case.workers == 1 and case.connections == CONNECTIONS[0] and store == "SQLite":
-                spy = start_profile(profile, tracker.pids[0])
-            result = run_wrk(url, script, SECONDS, case.connections, case.cpu)
-        except BaseException:
-            tracker.kill()
-            raise
-        finally:
-            if spy is not None:
-                spy.wait(60)
-        began = time.monotonic()
-        workers, loader = tracker.stop()
-        drain = time.monotonic() - began
-        if dsn:
-            stored = int(asyncio.run(pg_fetchval("SELECT count(*) FROM events", dsn)))
-            asyncio.run(pg_fetchval("TRUNCATE events", dsn))
-        else:
-            stored = count_sqlite(directory / "events.sqlite3")
-        results[(case.workers, case.connections)] = result
-        journaled = int(workers["journal_appended"])
-        lost = journaled - stored + int(workers["journal_failed"])
-        print(line(f"engaged {case.label} {store} -c{case.connections}", result))
-        print(f"{'':34} {stored:,} stored of {journaled:,} journaled (lost {lost}); "
-              f"{journaled / max(1, workers['journal_batches']):.1f} events per fdatasync; loader "
-              f"{loader['loader_batches']:.0f} batches, answer-to-store lag max "
-              f"{loader['loader_lag_max_seconds']:.2f} s (drain after stop {drain:.2f} s)")
-    return results
+def engaged_run(root: Path, case: Case, store: str, dsn: str | None, profile: Path | None,
+                durable: bool = True) -> WrkResult:
+    """One case on a fresh tracker; prints the wrk result and the store count check."""
+    directory = root / f"{store}-{case.workers}-{case.connections}-{'durable' if durable else 'nosync'}"
+    keyring = load_keyring(directory)
+    tracker = TrackerWorkers(directory, case.workers, dsn, durable)
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        script = write_lua(directory / "clicks.lua", click_paths(keyring, tracker.address, LINKS))
+        url = f"http://{tracker.address}"
+        run_wrk(url, script, WARMUP, case.connections, case.cpu)
+        if profile is not None:
+            spy = start_profile(profile, tracker.pids[0])
+        result = run_wrk(url, script, SECONDS, case.connections, case.cpu)
+    except BaseException:
+        tracker.kill()
+        raise
+    finally:
+        if spy is not None:
+            spy.wait(60)
+    began = time.monotonic()
+    workers, loader = tracker.stop()
+    drain = time.monotonic() - began
+    if dsn:
+        stored = int(asyncio.run(pg_fetchval("SELECT count(*) FROM events", dsn)))
+        asyncio.run(pg_fetchval("TRUNCATE events", dsn))
+    else:
+        stored = count_sqlite(directory / "events.sqlite3")
+    journaled = int(workers["journal_appended"])
+    lost = journaled - stored + int(workers["journal_failed"])
+    print(line(f"engaged {case.label} {store} -c{case.connections}" + ("" if durable else " NO fdatasync"), result))
+    print(f"{'':34} {stored:,} stored of {journaled:,} journaled (lost {lost}); "
+          f"{journaled / max(1, workers['journal_batches']):.1f} events per write; loader "
+          f"{loader['loader_batches']:.0f} batches, answer-to-store lag max "
+          f"{loader['loader_lag_max_seconds']:.2f} s (drain after stop {drain:.2f} s)")
+    return result
 
 
 def start_profile(output: Path, pid: int) -> subprocess.Popen[bytes] | None:
@@ -152,41 +150,55 @@ def start_profile(output: Path, pid: int) -> subprocess.Popen[bytes] | None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def ratios(label: str, ours: dict[tuple[int, int], WrkResult], nginx: dict[tuple[int, int], WrkResult]) -> None:
-    for key, result in sorted(ours.items()):
-        baseline = nginx.get(key)
-        if baseline is None:
-            continue
-        ratio = result.requests_per_second / baseline.requests_per_second
-        workers, connections = key
-        goal = ""
-        if workers == 1 and connections == CONNECTIONS[0]:
-            met = ratio >= GOAL_RATIO and result.p99_ms < GOAL_P99_MS
-            goal = f"   goal >= {GOAL_RATIO}x and p99 < {GOAL_P99_MS:g} ms: {'met' if met else 'NOT met'}"
-        print(f"ratio {label} {'1 worker' if workers == 1 else 'auto'} -c{connections}: {ratio:.2f}x nginx{goal}")
+def ratio_line(label: str, case: Case, ours: WrkResult, baseline: WrkResult | None) -> None:
+    if baseline is None:
+        return
+    ratio = ours.requests_per_second / baseline.requests_per_second
+    goal = ""
+    if case.workers == 1 and case.connections == CONNECTIONS[0]:
+        met = ratio >= GOAL_RATIO and ours.p99_ms < GOAL_P99_MS
+        goal = f"   goal >= {GOAL_RATIO}x and p99 < {GOAL_P99_MS:g} ms: {'met' if met else 'NOT met'}"
+    print(f"  ratio {label} {case.label} -c{case.connections}: {ratio:.2f}x nginx "
+          f"(p99 {ours.p99_ms:.1f} vs {baseline.p99_ms:.1f} ms){goal}")
 
 
 def matrix(args: argparse.Namespace) -> None:
     cpus = os.cpu_count() or 1
     cases = [Case(1, connections, "1 worker") for connections in CONNECTIONS]
     cases += [Case(cpus, connections, f"{cpus} workers") for connections in CONNECTIONS]
-    print(f"tracker bench: wrk -t1 -d{SECONDS}s, {LINKS} rotating click links, journal fdatasync before every answer")
+    print(f"tracker bench: wrk -t1 -d{SECONDS}s, {LINKS} rotating click links, journal fdatasync before every answer;"
+          " nginx measured right before each engaged run")
     with tempfile.TemporaryDirectory(prefix="engaged-bench-tracker-") as tmp:
         root = Path(tmp)
-        nginx = nginx_runs(root, cases)
-        sqlite = engaged_runs(root, cases, "SQLite", None, args.profile)
-        ratios("SQLite", sqlite, nginx)
         name = f"engaged_bench_{secrets.token_hex(4)}"
+        dsn: str | None = pg_database(name)
         try:
             asyncio.run(pg_fetchval(f'CREATE DATABASE "{name}"'))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             print(f"PostgreSQL skipped: unreachable at {PG_ADMIN_DSN}: {error}")
-            return
+            dsn = None
         try:
-            postgres = engaged_runs(root, cases, "PostgreSQL", pg_database(name), None)
-            ratios("PostgreSQL", postgres, nginx)
+            for workers in sorted({case.workers for case in cases}):
+                nginx = Nginx(root, workers)
+                if nginx.process is None:
+                    print("nginx is not installed (Debian nginx-light; make sysdeps): no baseline")
+                try:
+                    for case in (case for case in cases if case.workers == workers):
+                        first = case.workers == 1 and case.connections == CONNECTIONS[0]
+                        baseline = nginx.run(case)
+                        ratio_line("SQLite", case, engaged_run(root, case, "SQLite", None,
+                                                               args.profile if first else None), baseline)
+                        if dsn is not None:
+                            ratio_line("PostgreSQL", case, engaged_run(root, case, "PostgreSQL", dsn, None), baseline)
+                        if first:
+                            baseline = nginx.run(case)
+                            ratio_line("SQLite, no fdatasync", case,
+                                       engaged_run(root, case, "SQLite", None, None, durable=False), baseline)
+                finally:
+                    nginx.stop()
         finally:
-            asyncio.run(pg_fetchval(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            if dsn is not None:
+                asyncio.run(pg_fetchval(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def http_options(args: argparse.Namespace) -> None:

@@ -44,6 +44,7 @@ MAX_PIPELINED: Final = 32  # responses waiting on one connection before it stops
 HEADER_TIMEOUT: Final = 10.0
 IDLE_TIMEOUT: Final = 30.0
 MAX_CONNECTIONS: Final = 10_000
+SWEEP_SECONDS: Final = 0.25  # how often deadlines are checked (timeouts fire up to this much late)
 
 _CLOSE = b"connection: close\r\n"
 
@@ -74,14 +75,21 @@ class HttpServerState:
         self.limits = limits
         self.connections: set[TrackerProtocol] = set()
         self.date = b""
+        self.now = 0.0  # the loop's clock at the last tick: deadlines are kept in ticks, not timers per request
         self._ticker: asyncio.TimerHandle | None = None
+        self._tick_seconds = min(SWEEP_SECONDS, limits.header_timeout / 4, limits.idle_timeout / 4)
 
     def start(self) -> None:
         self._tick()
 
     def _tick(self) -> None:
+        """Refresh the Date header and close connections past their deadline (one sweep for all of them)."""
+        loop = asyncio.get_running_loop()
+        self.now = loop.time()
         self.date = b"date: " + email.utils.formatdate(usegmt=True).encode("ascii") + b"\r\n"
-        self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
+        for connection in [connection for connection in self.connections if connection.deadline <= self.now]:
+            connection.expire()
+        self._ticker = loop.call_later(self._tick_seconds, self._tick)
 
     def stop(self) -> None:
         if self._ticker is not None:
@@ -110,7 +118,8 @@ class TrackerProtocol(asyncio.Protocol):
         self._header_count = 0
         self._header_bytes = 0
         self._pending: deque[tuple[asyncio.Future[bool] | None, bytes]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
+        self.deadline = float("inf")
+        self._time = asyncio.get_running_loop().time
         self._closing = False
         self._in_request = False
         self._paused = False
@@ -133,9 +142,7 @@ class TrackerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._state.connections.discard(self)
         self._closing = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = float("inf")
         self._pending.clear()
         self._transport = None
 
@@ -272,17 +279,14 @@ class TrackerProtocol(asyncio.Protocol):
             self._transport.resume_reading()
 
     def _arm(self, seconds: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._expire)
+        self.deadline = self._time() + seconds
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = float("inf")
 
-    def _expire(self) -> None:
-        self._timer = None
+    def expire(self) -> None:
+        """The deadline passed: answer 408 to a request that is still arriving, or close an idle connection."""
+        self.deadline = float("inf")
         if self._transport is None:
             return
         if self._in_request:  # a request began and did not arrive in time

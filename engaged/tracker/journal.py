@@ -19,9 +19,9 @@ import contextlib
 import fcntl
 import logging
 import os
+import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -74,8 +74,10 @@ def segment_path(directory: Path, number: int) -> Path:
 class Journal:
     """Append-only, group-committed event journal in `directory` (see the module docstring)."""
 
-    def __init__(self, directory: Path, *, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(self, directory: Path, *, segment_bytes: int = SEGMENT_BYTES, sync: bool = True) -> None:
+        """`sync=False` skips fdatasync: for measuring what the disk costs (bench/tracker.py), never for serving."""
         self.directory = directory
+        self._sync = sync
         self.stats = JournalStats()
         self._segment_bytes = segment_bytes
         self._lines: list[bytes] = []
@@ -90,12 +92,15 @@ class Journal:
         self._idle = asyncio.Event()
         self._idle.set()
         self._thread_lock = threading.Lock()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
+        self._batches: queue.SimpleQueue[tuple[bytes, list[asyncio.Future[bool]]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     async def open(self) -> None:
         """Lock the directory and start a fresh segment after whatever an earlier run left."""
         self._loop = asyncio.get_running_loop()
-        await self._loop.run_in_executor(self._writer, self._open)
+        await asyncio.to_thread(self._open)
+        self._thread = threading.Thread(target=self._write_batches, name="journal-writer", daemon=True)
+        self._thread.start()
 
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -143,19 +148,21 @@ class Journal:
     def _flush(self) -> None:
         lines, waiters = self._lines, self._waiters
         self._lines, self._waiters = [], []
-        loop = self._loop
-        if loop is None:
-            return
-        loop.run_in_executor(self._writer, self._write_batch, b"".join(lines), waiters)
+        self._batches.put((b"".join(lines), waiters))
+
+    def _write_batches(self) -> None:
+        """The writer thread: one batch at a time (a plain queue: an executor's submit cost more per batch)."""
+        while (item := self._batches.get()) is not None:
+            self._write_batch(*item)
 
     def _write_batch(self, data: bytes, waiters: list[asyncio.Future[bool]]) -> None:
-        """On a thread: write and fdatasync one batch, then hand the outcome back to the loop."""
+        """On the writer thread: write and fdatasync one batch, then hand the outcome back to the loop."""
         ok = True
         with self._thread_lock:
             try:
                 if self._broken or self._size >= self._segment_bytes:
                     self._start_segment(self._number + 1)
-                _write(self._fd, self._size, data)
+                _write(self._fd, self._size, data, self._sync)
                 self._size += len(data)
             except OSError as error:
                 self._broken = True
@@ -187,6 +194,10 @@ class Journal:
     async def close(self) -> None:
         """Finish queued writes, close the segment and unlock (the loader removes the files once stored)."""
         await self.settled()
+        if self._thread is not None:
+            self._batches.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
         with self._thread_lock:
             if self._fd >= 0:
                 os.close(self._fd)
@@ -194,7 +205,6 @@ class Journal:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
                 self._lock_fd = -1
-        self._writer.shutdown(wait=True)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -205,12 +215,13 @@ def _fsync_directory(directory: Path) -> None:
         os.close(directory_fd)
 
 
-def _write(fd: int, start: int, data: bytes) -> None:
+def _write(fd: int, start: int, data: bytes, sync: bool = True) -> None:
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fdatasync(fd)
+        if sync:
+            os.fdatasync(fd)
     except OSError:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, start)

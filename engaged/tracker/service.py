@@ -41,17 +41,18 @@ class TrackerService:
     `tracker listening on host:port`;
     stop() stops accepting, lets answered requests finish, closes idle connections and the journal.
     reload_tls() re-reads tls_cert and tls_key (SIGHUP); connections already open keep their session.
+    `durable=False` (no fdatasync) exists only to measure what the disk costs; never serve with it.
     """
 
     def __init__(self, config: Config, keyring: SigningKeys, *, ids: EventIdGenerator, worker: int = 0,
-                 reuse_port: bool = False, sock: socket.socket | None = None) -> None:
+                 reuse_port: bool = False, sock: socket.socket | None = None, durable: bool = True) -> None:
         tracker = config.engagement_tracker
         self._config = tracker
         self._host, self._port = parse_hostport(tracker.listen)
         self._geo_path = Path(tracker.geoip_database) if tracker.geoip_database else None
         self._geo: GeoIp | None = None
         self.worker = worker
-        self.journal = Journal(worker_directory(config.data_path, worker))
+        self.journal = Journal(worker_directory(config.data_path, worker), sync=durable)
         self._keyring = keyring
         self._ids = ids
         self._reuse_port = reuse_port

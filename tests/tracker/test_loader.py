@@ -12,8 +12,8 @@ from tests.tracker.conftest import MemoryStore, eventually
 from tests.tracker.test_journal import event_line, journal_bytes, segments
 
 
-async def open_journal(data: Path, worker: int, **options: int) -> Journal:
-    journal = Journal(worker_directory(data, worker), **options)
+async def open_journal(data: Path, worker: int, segment_bytes: int = 16 << 20) -> Journal:
+    journal = Journal(worker_directory(data, worker), segment_bytes=segment_bytes)
     await journal.open()
     return journal
 
