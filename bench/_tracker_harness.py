@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engaged.keys import Keyring
-from engaged.tokens import LinkData, RecipientLinks
+from engaged.recipient import RecipientIdentity, TrackingPlan
+from engaged.tokens import RecipientLinks
 
 BROWSER_UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
               "Chrome/120.0.0.0 Safari/537.36")
@@ -80,11 +81,11 @@ def click_paths(keyring: Keyring, address: str, count: int) -> list[str]:
     now = int(time.time())
     paths = []
     for n in range(count):
-        links = RecipientLinks(keyring, LinkData(
+        identity = RecipientIdentity(
             message_id=f"bench{n:05d}", transmission_id="7000", rcpt_to=f"user{n}@example.com",
-            raw_rcpt_to=f"user{n}@example.com", campaign_id="bench", tags=("bench",),
-            metadata={"user_id": str(n), "plan": "gold"}, tracking_domain=address, expires=now + 86400,
-            injection_time=now - 3600))
+            raw_rcpt_to=f"user{n}@example.com", injection_time=now - 3600, campaign_id="bench", tags=("bench",),
+            metadata={"user_id": str(n), "plan": "gold"})
+        links = RecipientLinks(keyring, identity, TrackingPlan(tracking_domain=address, link_expiry=3600 + 86400))
         url = links.click_url(f"https://shop.example.com/item/{n}?utm_source=mail", "item", None, False)
         paths.append(url.split(address, 1)[1])
     return paths

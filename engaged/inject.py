@@ -22,9 +22,10 @@ from engaged.events.message import policy_rejection_event
 from engaged.events.model import Event
 from engaged.policy.context import PolicyMessage
 from engaged.policy.engine import PolicyFailure, PolicySession, Reject
+from engaged.recipient import identify
 from engaged.smtp import replies
 from engaged.smtpapi.header import HeaderError, XMsysApi, decode_xmsysapi, header_values
-from engaged.smtpapi.resolve import PlanError, resolve_plan
+from engaged.smtpapi.resolve import PlanError, resolve_recipient
 from engaged.spool.record import SpoolRecipient, SpoolRecord
 from engaged.spool.store import FileSpool
 from engaged.types import EventSink
@@ -168,8 +169,9 @@ class Injector:
         message_id = new_message_id(now, self._random)
         code, _, text = reply.partition(" ")
         events: list[Event] = [policy_rejection_event(
-            event_id=self._ids.next_id(now), now=now, message_id=message_id, transmission_id="", rcpt_to=rcpt,
-            mail_from=mail_from, remote_addr=peer, error_code=code, reason=text, customer_id=customer_id,
+            identify(rcpt, message_id=message_id, transmission_id="", injection_time=now, msg_from=mail_from,
+                     customer_id=customer_id),
+            event_id=self._ids.next_id(now), now=now, remote_addr=peer, error_code=code, reason=text,
         ) for rcpt in rcpt_tos or [""]]
         await self._events.append(events)
 
@@ -177,19 +179,30 @@ class Injector:
         self, txn: Transaction, steered: _Steered, headers: Message, header: XMsysApi | None, now: float
     ) -> SpoolRecord | PlanError:
         settings = effective_smtpapi(self._config, txn.listener)
+        message_id = new_message_id(now, self._random)
+        transmission_id = self._ids.next_id(now)
+        subject = decoded_header(headers, "Subject")
+        friendly_from = decoded_header(headers, "From")
+        capture = self._config.delivery.mode == "capture"
         recipients: list[SpoolRecipient] = []
         for index, rcpt in enumerate(txn.rcpt_tos):
-            plan = resolve_plan(settings, self._config.engagement_tracker, header, steered.contexts[index],
-                                txn.customer_id)
-            if isinstance(plan, PlanError):
-                return plan
-            recipients.append(SpoolRecipient(rcpt_to=rcpt, plan=plan, injection_event_id=self._ids.next_id(now),
+            base = identify(rcpt, message_id=message_id, transmission_id=transmission_id, injection_time=now,
+                            msg_from=txn.mail_from, customer_id=txn.customer_id, subject=subject,
+                            friendly_from=friendly_from)
+            resolved = resolve_recipient(settings, self._config.engagement_tracker, header, steered.contexts[index],
+                                         base)
+            if isinstance(resolved, PlanError):
+                return resolved
+            identity, plan = resolved
+            identity = msgspec.structs.replace(
+                identity, delv_method="capture" if capture or identity.sandbox else "esmtp")
+            recipients.append(SpoolRecipient(identity=identity, plan=plan, injection_event_id=self._ids.next_id(now),
                                              headers=steered.headers[index],
                                              dsn_notify=_nth(txn.dsn_notify, index),
                                              dsn_orcpt=_nth(txn.dsn_orcpt, index)))
         return SpoolRecord(
-            message_id=new_message_id(now, self._random),
-            transmission_id=self._ids.next_id(now),
+            message_id=message_id,
+            transmission_id=transmission_id,
             received_at=now,
             mail_from=txn.mail_from,
             recipients=recipients,
@@ -200,8 +213,6 @@ class Injector:
             smtputf8=txn.smtputf8,
             dsn_ret=txn.dsn_ret,
             dsn_envid=txn.dsn_envid,
-            friendly_from=decoded_header(headers, "From"),
-            subject=decoded_header(headers, "Subject"),
         )
 
 

@@ -2,22 +2,34 @@
 
 A token is base64url (no padding) of::
 
-    version     1 byte    TOKEN_VERSION
+    version     1 byte    TOKEN_VERSION (2; version 1 tokens still verify, see below)
     key id      1 byte    the keyring id of the signing key (1..255)
-    kind+flags  1 byte    low nibble: TokenKind; bit 7: the body is raw deflate; bits 4..6: zero
-    body        n bytes   msgpack array (below), raw-deflated when that is shorter
+    kind+flags  1 byte    low nibble: TokenKind; bit 7: the recipient part is raw deflate; bit 6: the link
+                          part is raw deflate (only when it would not fit otherwise); bits 4, 5: pad count
+    length      2 bytes   big-endian length of the recipient part as stored
+    recipient   n bytes   msgpack [expires, metadata (bin: compact JSON; nil: not carried), RecipientIdentity
+                          (its own metadata left empty)], raw-deflated when shorter
+    pad         0-2 bytes zero, so that everything before the link is whole base64 quanta
+    link        m bytes   clicks: msgpack [target_url, link_name (nil: same as target_url)]; opens: empty
     tag         16 bytes  HMAC-SHA256(key, every byte before the tag), truncated to 128 bits
 
-The body array is [expires, message_id, transmission_id, rcpt_to, raw_rcpt_to (nil: same as rcpt_to),
-campaign_id, customer_id, tags, metadata (bin: compact JSON; nil: not carried), target_url, link_name
-(nil: same as target_url), sending_ip, injection_time, rcpt_type]. The tag is checked (constant time)
-before the body is inflated or parsed; inflating stops at MAX_BODY_BYTES. Tokens are signed, not
-encrypted: anyone holding a link can read the recipient address and metadata in it.
+The recipient part is the same for every link of one recipient's copy, so `RecipientLinks` encodes
+(deflates and base64-encodes) it once, and keeps an HMAC state that has already absorbed the header
+and that part: each further link costs its own few bytes, one HMAC finish and their base64. The tag is checked (constant
+time) before anything is inflated or parsed; inflating stops at MAX_BODY_BYTES. Tokens are signed,
+not encrypted: anyone holding a link can read the recipient address and metadata in it.
 
-Metadata travels as its compact JSON text, so `max_metadata_len` bounds exactly the bytes carried.
-Truncation rule (Momentum leaves it open): the longest prefix of top-level keys, in their original
-order, whose compact JSON object fits in `max_metadata_len` bytes; values are never cut, and an empty
-object always fits.
+Version 1 (every token minted before RecipientIdentity) is one msgpack array after the kind byte:
+[expires, message_id, transmission_id, rcpt_to, raw_rcpt_to (nil: same), campaign_id, customer_id,
+tags, metadata (bin: compact JSON; nil: not carried), target_url, link_name (nil: same), sending_ip,
+injection_time, rcpt_type], deflated as a whole when bit 7 is set. It is decoded into the same
+TokenPayload; nothing mints it any more.
+
+Metadata travels as its compact JSON text, so `max_metadata_len` bounds exactly the bytes carried
+(and any JSON number survives, which msgpack would refuse past 64 bits). Truncation rule
+(Momentum leaves it open): the longest prefix of top-level keys, in their original order, whose
+compact JSON object fits in `max_metadata_len` bytes; values are never cut, and an empty object
+always fits.
 """
 
 from __future__ import annotations
@@ -37,17 +49,26 @@ from urllib.parse import quote, unquote
 import msgspec
 
 from engaged.errors import EngagedError
+from engaged.recipient import RecipientIdentity, TrackingPlan
 
-TOKEN_VERSION: Final = 1
+TOKEN_VERSION: Final = 2
 MAX_TOKEN_CHARS: Final = 4096
 MAX_BODY_BYTES: Final = 64 * 1024
 TAG_BYTES: Final = 16
 DEFAULT_SUBLINK: Final = "a"
 MAX_SUBLINK_CHARS: Final = 64
 
+_V1: Final = 1
 _HEADER_BYTES = 3
+_LENGTH_BYTES = 2
 _KIND_MASK = 0x0F
 _FLAG_DEFLATE = 0x80
+_FLAG_LINK_DEFLATE = 0x40
+_PAD_SHIFT = 4
+_PAD_MASK = 0x30
+_HMAC_BLOCK = 64
+_Hash = Any  # a hashlib object (the stubs keep its class private)
+_Key = tuple[int, _Hash, _Hash]
 _MAX_RAW_BYTES = MAX_TOKEN_CHARS * 3 // 4
 _MIN_RAW_BYTES = _HEADER_BYTES + 1 + TAG_BYTES
 _COMPRESS_FROM_BYTES = 64
@@ -70,18 +91,7 @@ class TokenKind(enum.IntEnum):
     CLICK = 3
     UNSUBSCRIBE = 4
 
-    @property
-    def event_type(self) -> str:
-        """The SparkPost event type a request with this token records."""
-        return _EVENT_TYPES[self]
 
-
-_EVENT_TYPES = {
-    TokenKind.OPEN: "open",
-    TokenKind.INITIAL_OPEN: "initial_open",
-    TokenKind.CLICK: "click",
-    TokenKind.UNSUBSCRIBE: "link_unsubscribe",
-}
 _KIND_BY_VALUE: dict[int, TokenKind] = {kind.value: kind for kind in TokenKind}
 
 OPEN_KINDS: Final = frozenset({TokenKind.OPEN, TokenKind.INITIAL_OPEN})
@@ -112,35 +122,37 @@ class SigningKeys(Protocol):
 class TokenPayload(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a tracked URL carries; the tracker builds its event from this alone.
 
-    `metadata` is None when the link does not carry metadata (a click sent while
-    click_tracking_include_metadata was false); `target_url` and `link_name` are empty for opens.
-    `expires` and `injection_time` are epoch seconds (0: unknown).
+    `metadata_included` is False when the link does not carry the recipient's metadata (a click sent
+    while click_tracking_include_metadata was false, or a link that would have been too long with it):
+    `identity.metadata` is then empty. `target_url` and `link_name` are empty for opens. `expires` is
+    epoch seconds.
     """
 
     kind: TokenKind
-    message_id: str
-    transmission_id: str
-    rcpt_to: str
-    raw_rcpt_to: str
-    campaign_id: str = ""
-    customer_id: str = ""
-    tags: tuple[str, ...] = ()
-    metadata: dict[str, Any] | None = None
+    identity: RecipientIdentity
+    expires: int
+    metadata_included: bool = True
     target_url: str = ""
     link_name: str = ""
+
+
+class _RecipientPart(msgspec.Struct, frozen=True, array_like=True):
+    """The part of a version 2 body shared by every link of one recipient's copy."""
+
     expires: int
-    sending_ip: str = ""
-    injection_time: int = 0
-    rcpt_type: str = ""
-
-    @property
-    def metadata_included(self) -> bool:
-        """Whether the sender put metadata in this link (decided at send time)."""
-        return self.metadata is not None
+    metadata: bytes | None  # compact JSON object; None: not carried
+    identity: RecipientIdentity  # with empty metadata: it travels above
 
 
-class _Body(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
-    """The signed body: TokenPayload minus the kind (in the header), with repeats left out."""
+class _LinkPart(msgspec.Struct, frozen=True, array_like=True):
+    """The part of a version 2 click body that is the link's own."""
+
+    target_url: str
+    link_name: str | None  # None: same as target_url
+
+
+class _BodyV1(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """The signed body of a version 1 token (still verified, never minted)."""
 
     expires: int
     message_id: str
@@ -158,14 +170,16 @@ class _Body(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     rcpt_type: str
 
 
-_body_encoder = msgspec.msgpack.Encoder()
-_body_decoder = msgspec.msgpack.Decoder(_Body)
+_encoder = msgspec.msgpack.Encoder()
+_recipient_decoder = msgspec.msgpack.Decoder(_RecipientPart)
+_link_decoder = msgspec.msgpack.Decoder(_LinkPart)
+_v1_decoder = msgspec.msgpack.Decoder(_BodyV1)
 _json_encoder = msgspec.json.Encoder()
 _metadata_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 def sign_token(payload: TokenPayload, keyring: SigningKeys) -> str:
-    """The token for `payload`, signed with the keyring's current key.
+    """The token for `payload`, signed with the keyring's current key (one-off; RecipientLinks mints a copy's links).
 
     Raises UntrackableLink for a click target that is not http/https or holds control characters,
     TokenTooLong when the token would exceed MAX_TOKEN_CHARS, ValueError for an open token with a
@@ -177,25 +191,14 @@ def sign_token(payload: TokenPayload, keyring: SigningKeys) -> str:
             raise UntrackableLink("control characters or unpaired surrogates in the link")
     elif payload.target_url or payload.link_name:
         raise ValueError("open tokens carry no target URL or link name")
-    metadata = None if payload.metadata is None else _json_encoder.encode(payload.metadata)
-    body = _Body(
-        payload.expires,
-        payload.message_id,
-        payload.transmission_id,
-        payload.rcpt_to,
-        None if payload.raw_rcpt_to == payload.rcpt_to else payload.raw_rcpt_to,
-        payload.campaign_id,
-        payload.customer_id,
-        payload.tags,
-        metadata,
-        payload.target_url,
-        None if payload.link_name == payload.target_url else payload.link_name,
-        payload.sending_ip,
-        payload.injection_time,
-        payload.rcpt_type,
-    )
-    key_id, mac = _current_mac(keyring)
-    return _seal(payload.kind, _body_encoder.encode(body), key_id, mac)
+    identity = payload.identity
+    metadata = _json_encoder.encode(identity.metadata) if payload.metadata_included else None
+    bare = msgspec.structs.replace(identity, metadata={}) if identity.metadata else identity
+    sealer = _Sealer(keyring, _RecipientPart(payload.expires, metadata, bare))
+    if payload.kind in CLICK_KINDS:
+        name = None if payload.link_name == payload.target_url else payload.link_name
+        return sealer.seal(payload.kind, _encoder.encode(_LinkPart(payload.target_url, name)))
+    return sealer.seal(payload.kind, b"")
 
 
 def decode_token(token: str, keyring: SigningKeys, *, expect: AbstractSet[TokenKind]) -> TokenPayload:
@@ -208,11 +211,13 @@ def decode_token(token: str, keyring: SigningKeys, *, expect: AbstractSet[TokenK
     raw = _decode_base64(token)
     if len(raw) < _MIN_RAW_BYTES:
         raise InvalidToken("token too short")
-    if raw[0] != TOKEN_VERSION:
+    version = raw[0]
+    if version not in (TOKEN_VERSION, _V1):
         raise InvalidToken("unknown token version")
     kind_flags = raw[2]
     kind = _KIND_BY_VALUE.get(kind_flags & _KIND_MASK)
-    if kind is None or kind_flags & ~(_KIND_MASK | _FLAG_DEFLATE):
+    allowed = _KIND_MASK | _FLAG_DEFLATE | (_FLAG_LINK_DEFLATE | _PAD_MASK if version == TOKEN_VERSION else 0)
+    if kind is None or kind_flags & ~allowed or kind_flags & _PAD_MASK == _PAD_MASK:
         raise InvalidToken("unknown token kind or flags")
     if kind not in expect:
         raise InvalidToken(f"{kind.name.lower()} token where {_names(expect)} expected")
@@ -222,8 +227,12 @@ def decode_token(token: str, keyring: SigningKeys, *, expect: AbstractSet[TokenK
     signed = raw[:-TAG_BYTES]
     if not hmac.compare_digest(hmac.digest(key, signed, "sha256")[:TAG_BYTES], raw[-TAG_BYTES:]):
         raise InvalidToken("bad signature")
-    packed = signed[_HEADER_BYTES:]
-    return _payload_of(kind, _inflate(packed) if kind_flags & _FLAG_DEFLATE else packed)
+    deflated = bool(kind_flags & _FLAG_DEFLATE)
+    if version == _V1:
+        packed = signed[_HEADER_BYTES:]
+        return _payload_of_v1(kind, _inflate(packed) if deflated else packed)
+    pad = (kind_flags & _PAD_MASK) >> _PAD_SHIFT
+    return _payload_of(kind, signed[_HEADER_BYTES:], deflated, bool(kind_flags & _FLAG_LINK_DEFLATE), pad)
 
 
 def is_expired(payload: TokenPayload, now: float) -> bool:
@@ -282,52 +291,27 @@ def sanitise_sublink(sublink: str | None) -> str:
     return segment
 
 
-class LinkData(msgspec.Struct, frozen=True, kw_only=True):
-    """One recipient's copy: what its tracked URLs carry and where they point.
-
-    `metadata` is the message's full metadata; it is cut to `max_metadata_len` here. Open links always
-    carry it; click links only when `include_metadata_in_clicks` (click_tracking_include_metadata).
-    `expires` and `injection_time` are epoch seconds.
-    """
-
-    message_id: str
-    transmission_id: str
-    rcpt_to: str
-    raw_rcpt_to: str
-    campaign_id: str = ""
-    customer_id: str = ""
-    tags: tuple[str, ...] = ()
-    metadata: dict[str, Any] | None = None
-    open_scheme: str = "http"
-    click_scheme: str = "http"
-    tracking_domain: str
-    expires: int
-    include_metadata_in_clicks: bool = True
-    max_metadata_len: int = 1000
-    sending_ip: str = ""
-    injection_time: int = 0
-    rcpt_type: str = ""
-
-
 class RecipientLinks:
     """Mints the tracked URLs of one recipient's copy (engaged.types.LinkMinter).
 
-    Signs with the keyring's current key at construction. click_url and open_url raise
-    UntrackableLink when a link cannot be tracked; the caller leaves that link unchanged. A click
-    or open whose token would be too long with metadata is minted without it (and says so).
+    Signs with the keyring's current key at construction. The recipient part of the body is encoded
+    once per kind of link and reused, so a link costs only its own part and the tag. click_url and
+    open_url raise UntrackableLink when a link cannot be tracked; the caller leaves that link
+    unchanged. A link whose token would be too long with the metadata is minted without it.
     """
 
-    def __init__(self, keyring: SigningKeys, data: LinkData) -> None:
-        for scheme in (data.open_scheme, data.click_scheme):
+    def __init__(self, keyring: SigningKeys, identity: RecipientIdentity, plan: TrackingPlan) -> None:
+        for scheme in (plan.open_scheme, plan.click_scheme):
             if scheme not in ("http", "https"):
                 raise ValueError(f"tracking scheme must be http or https, not {scheme!r}")
-        self._key_id, self._mac = _current_mac(keyring)
-        self._data = data
-        metadata = _json_encoder.encode(truncate_metadata(data.metadata or {}, data.max_metadata_len))
-        self._click_metadata = metadata if data.include_metadata_in_clicks else None
-        self._open_body = _body_encoder.encode(self._body(metadata, "", None))
-        self._open_prefix = f"{data.open_scheme}://{data.tracking_domain}/q/"
-        self._click_prefix = f"{data.click_scheme}://{data.tracking_domain}/f/"
+        expires = int(identity.injection_time) + plan.link_expiry
+        metadata = _json_encoder.encode(truncate_metadata(identity.metadata, plan.max_metadata_len))
+        bare = msgspec.structs.replace(identity, metadata={}) if identity.metadata else identity
+        self._with_metadata = _Sealer(keyring, _RecipientPart(expires, metadata, bare))
+        self._without_metadata = _Sealer(keyring, _RecipientPart(expires, None, bare), self._with_metadata.key)
+        self._clicks = self._with_metadata if plan.include_metadata_in_clicks else self._without_metadata
+        self._open_prefix = f"{plan.open_scheme}://{plan.tracking_domain}/q/"
+        self._click_prefix = f"{plan.click_scheme}://{plan.tracking_domain}/f/"
 
     def click_url(self, target_url: str, link_name: str, sublink: str | None, unsubscribe: bool) -> str:
         """`<click_scheme>://<tracking_domain>/f/<sublink or a>/<token>` redirecting to `target_url`.
@@ -339,55 +323,92 @@ class RecipientLinks:
             target_url = _clean_target(target_url)
         _check_target(target_url)
         kind = TokenKind.UNSUBSCRIBE if unsubscribe else TokenKind.CLICK
-        name = None if link_name == target_url else link_name
+        link = _encoder.encode(_LinkPart(target_url, None if link_name == target_url else link_name))
         try:
-            token = self._seal_click(kind, target_url, name, self._click_metadata)
+            token = self._clicks.seal(kind, link)
         except TokenTooLong:
-            if self._click_metadata is None:
+            if self._clicks is self._without_metadata:
                 raise
-            token = self._seal_click(kind, target_url, name, None)
+            token = self._without_metadata.seal(kind, link)
         return f"{self._click_prefix}{sanitise_sublink(sublink)}/{token}"
 
     def open_url(self, initial: bool) -> str:
         """`<open_scheme>://<tracking_domain>/q/<token>`; `initial` marks the top pixel."""
         kind = TokenKind.INITIAL_OPEN if initial else TokenKind.OPEN
         try:
-            token = _seal(kind, self._open_body, self._key_id, self._mac)
+            token = self._with_metadata.seal(kind, b"")
         except TokenTooLong:
-            token = _seal(kind, _body_encoder.encode(self._body(None, "", None)), self._key_id, self._mac)
+            token = self._without_metadata.seal(kind, b"")
         return self._open_prefix + token
 
-    def _seal_click(self, kind: TokenKind, target_url: str, name: str | None, metadata: bytes | None) -> str:
-        body = _body_encoder.encode(self._body(metadata, target_url, name))
-        return _seal(kind, body, self._key_id, self._mac)
 
-    def _body(self, metadata: bytes | None, target_url: str, link_name: str | None) -> _Body:
-        data = self._data
-        return _Body(
-            data.expires,
-            data.message_id,
-            data.transmission_id,
-            data.rcpt_to,
-            None if data.raw_rcpt_to == data.rcpt_to else data.raw_rcpt_to,
-            data.campaign_id,
-            data.customer_id,
-            data.tags,
-            metadata,
-            target_url,
-            link_name,
-            data.sending_ip,
-            data.injection_time,
-            data.rcpt_type,
-        )
+class _Sealer:
+    """Seals tokens that share one recipient part: encoded, deflated and base64-encoded once per kind of link.
+
+    The HMAC is computed by hand (RFC 2104) over hashlib states that have already absorbed the key and the
+    shared prefix, so a token costs two hash copies and finishes; the prefix is padded to whole base64
+    quanta so its text is reused and only the link part and the tag are encoded per token.
+    """
+
+    def __init__(self, keyring: SigningKeys, part: _RecipientPart, key: _Key | None = None) -> None:
+        self.key = key or _current_key(keyring)
+        self._part = part
+        self._stored: bytes | None = None
+        self._flags = 0
+        self._prefixes: dict[int, tuple[str, _Hash, _Hash]] = {}
+
+    def seal(self, kind: TokenKind, link: bytes, link_flag: int = 0) -> str:
+        """The token of `kind` whose link part is `link` (already encoded); a link that does not fit is deflated."""
+        prefixed = self._prefixes.get(kind | link_flag)
+        if prefixed is None:
+            prefixed = self._prefixes[kind | link_flag] = self._prefix(kind | link_flag)
+        text, inner, outer = prefixed
+        if len(text) // 4 * 3 + len(link) + TAG_BYTES > _MAX_RAW_BYTES:
+            if link_flag or not link:
+                raise TokenTooLong(f"token would exceed {MAX_TOKEN_CHARS} characters")
+            return self.seal(kind, zlib.compress(link, 9, -15), _FLAG_LINK_DEFLATE)
+        tagger = inner.copy()
+        tagger.update(link)
+        finisher = outer.copy()
+        finisher.update(tagger.digest())
+        tail = binascii.b2a_base64(link + finisher.digest()[:TAG_BYTES], newline=False)
+        return text + tail.translate(_TO_URLSAFE_BASE64).rstrip(b"=").decode("ascii")
+
+    def _prefix(self, kind_flags: int) -> tuple[str, _Hash, _Hash]:
+        if self._stored is None:
+            body = _encoder.encode(self._part)
+            if len(body) > MAX_BODY_BYTES:
+                raise TokenTooLong(f"token body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
+            if len(body) >= _COMPRESS_FROM_BYTES:
+                packed = zlib.compress(body, 9, -15)
+                if len(packed) < len(body):
+                    body, self._flags = packed, _FLAG_DEFLATE
+            if len(body) > _MAX_RAW_BYTES:
+                raise TokenTooLong(f"token would exceed {MAX_TOKEN_CHARS} characters")
+            self._stored = body
+        key_id, inner, outer = self.key
+        pad = -(_HEADER_BYTES + _LENGTH_BYTES + len(self._stored)) % 3
+        flags = kind_flags | self._flags | pad << _PAD_SHIFT
+        prefix = bytes((TOKEN_VERSION, key_id, flags)) + len(self._stored).to_bytes(_LENGTH_BYTES, "big")
+        prefix += self._stored + bytes(pad)
+        inner = inner.copy()
+        inner.update(prefix)
+        text = binascii.b2a_base64(prefix, newline=False).translate(_TO_URLSAFE_BASE64).decode("ascii")
+        return text, inner, outer
 
 
-def _current_mac(keyring: SigningKeys) -> tuple[int, hmac.HMAC]:
-    """The current key id and an HMAC keyed with it, to be copied per token (saves the key setup)."""
+def _current_key(keyring: SigningKeys) -> _Key:
+    """The current key id and the HMAC-SHA256 inner and outer states keyed with it (RFC 2104), to be copied."""
     key_id = keyring.current_id
     key = keyring.key(key_id)
     if key is None:
         raise ValueError(f"the keyring has no key for its current id {key_id}")
-    return key_id, hmac.new(key, digestmod=hashlib.sha256)
+    if len(key) > _HMAC_BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_HMAC_BLOCK, b"\0")
+    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key))
+    outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
+    return key_id, inner, outer
 
 
 def _check_target(target_url: str) -> None:
@@ -404,23 +425,6 @@ def _clean_target(target_url: str) -> str:
         raise UntrackableLink("unpaired surrogate in the link")
     cleaned = target_url.translate(_TAB_OR_NEWLINE)
     return _CONTROL.sub(lambda match: quote(match.group(), safe=""), cleaned)
-
-
-def _seal(kind: TokenKind, body: bytes, key_id: int, mac: hmac.HMAC) -> str:
-    if len(body) > MAX_BODY_BYTES:
-        raise TokenTooLong(f"token body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
-    flags = 0
-    if len(body) >= _COMPRESS_FROM_BYTES:
-        packed = zlib.compress(body, 9, -15)
-        if len(packed) < len(body):
-            body, flags = packed, _FLAG_DEFLATE
-    if _HEADER_BYTES + len(body) + TAG_BYTES > _MAX_RAW_BYTES:
-        raise TokenTooLong(f"token would exceed {MAX_TOKEN_CHARS} characters")
-    signed = bytes((TOKEN_VERSION, key_id, kind | flags)) + body
-    tagger = mac.copy()
-    tagger.update(signed)
-    raw = signed + tagger.digest()[:TAG_BYTES]
-    return binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE_BASE64).rstrip(b"=").decode("ascii")
 
 
 def _decode_base64(token: str) -> bytes:
@@ -449,28 +453,60 @@ def _inflate(packed: bytes) -> bytes:
     return body
 
 
-def _payload_of(kind: TokenKind, packed: bytes) -> TokenPayload:
+def _payload_of(kind: TokenKind, body: bytes, deflated: bool, link_deflated: bool, pad: int) -> TokenPayload:
+    stored = int.from_bytes(body[:_LENGTH_BYTES], "big")
+    link_start = _LENGTH_BYTES + stored + pad
+    if len(body) < link_start or any(body[link_start - pad : link_start]):
+        raise InvalidToken("malformed token body")
+    recipient, link = body[_LENGTH_BYTES : _LENGTH_BYTES + stored], body[link_start:]
+    if link_deflated:
+        link = _inflate(link)
     try:
-        body = _body_decoder.decode(packed)
+        part = _recipient_decoder.decode(_inflate(recipient) if deflated else recipient)
+        metadata = None if part.metadata is None else _metadata_decoder.decode(part.metadata)
+        target = _link_decoder.decode(link) if kind in CLICK_KINDS else None
+    except msgspec.DecodeError as exc:
+        raise InvalidToken("malformed token body") from exc
+    if target is None and link:
+        raise InvalidToken("an open token carries no link")
+    identity = part.identity if not metadata else msgspec.structs.replace(part.identity, metadata=metadata)
+    return TokenPayload(
+        kind=kind,
+        identity=identity,
+        expires=part.expires,
+        metadata_included=metadata is not None,
+        target_url=target.target_url if target else "",
+        link_name=(target.target_url if target.link_name is None else target.link_name) if target else "",
+    )
+
+
+def _payload_of_v1(kind: TokenKind, packed: bytes) -> TokenPayload:
+    try:
+        body = _v1_decoder.decode(packed)
         metadata = None if body.metadata is None else _metadata_decoder.decode(body.metadata)
     except msgspec.DecodeError as exc:
         raise InvalidToken("malformed token body") from exc
-    return TokenPayload(
-        kind=kind,
+    identity = RecipientIdentity(
         message_id=body.message_id,
         transmission_id=body.transmission_id,
         rcpt_to=body.rcpt_to,
         raw_rcpt_to=body.rcpt_to if body.raw_rcpt_to is None else body.raw_rcpt_to,
+        injection_time=float(body.injection_time),
         campaign_id=body.campaign_id,
         customer_id=body.customer_id,
         tags=body.tags,
-        metadata=metadata,
+        metadata=metadata or {},
+        sending_ip=body.sending_ip,
+        rcpt_type=body.rcpt_type,
+        routing_domain=body.rcpt_to.rpartition("@")[2],
+    )
+    return TokenPayload(
+        kind=kind,
+        identity=identity,
+        expires=body.expires,
+        metadata_included=metadata is not None,
         target_url=body.target_url,
         link_name=body.target_url if body.link_name is None else body.link_name,
-        expires=body.expires,
-        sending_ip=body.sending_ip,
-        injection_time=body.injection_time,
-        rcpt_type=body.rcpt_type,
     )
 
 

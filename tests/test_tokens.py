@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engaged.keys import KEY_BYTES, Keyring, load_keyring, rotate_key
+from engaged.recipient import RecipientIdentity, TrackingPlan
 from engaged.tokens import (
     CLICK_KINDS,
     DEFAULT_SUBLINK,
@@ -24,7 +25,6 @@ from engaged.tokens import (
     TAG_BYTES,
     TOKEN_VERSION,
     InvalidToken,
-    LinkData,
     RecipientLinks,
     TokenKind,
     TokenPayload,
@@ -46,45 +46,57 @@ TARGET = "https://shop.example.com/spring?utm_source=email&utm_medium=newsletter
 METADATA: dict[str, Any] = {"user_id": "123456", "plan": "gold", "segment": "spring-2024", "locale": "en-US"}
 
 
-def _payload(kind: TokenKind = TokenKind.CLICK, **changes: Any) -> TokenPayload:
-    clicks = kind in CLICK_KINDS
+_PAYLOAD_FIELDS = frozenset(TokenPayload.__struct_fields__)
+_PLAN_FIELDS = frozenset(TrackingPlan.__struct_fields__)
+INJECTED = 1_735_689_600
+EXPIRES = 1_767_225_600
+
+
+def _identity(**changes: Any) -> RecipientIdentity:
     fields: dict[str, Any] = {
-        "kind": kind,
         "message_id": "000443ee14578172be22",
         "transmission_id": "65832150921904138",
         "rcpt_to": "alice@example.com",
         "raw_rcpt_to": "Alice@Example.com",
+        "injection_time": float(INJECTED),
         "campaign_id": "spring_sale",
         "customer_id": "42",
         "tags": ("promo", "newsletter"),
         "metadata": METADATA,
+        "sending_ip": "192.0.2.10",
+    }
+    fields.update(changes)
+    return RecipientIdentity(**fields)
+
+
+def _payload(kind: TokenKind = TokenKind.CLICK, **changes: Any) -> TokenPayload:
+    """A payload; `changes` set payload or identity fields, `metadata=None` means "not carried"."""
+    clicks = kind in CLICK_KINDS
+    fields: dict[str, Any] = {
         "target_url": TARGET if clicks else "",
         "link_name": "banner" if clicks else "",
-        "expires": 1_767_225_600,
-        "sending_ip": "192.0.2.10",
-        "injection_time": 1_735_689_600,
+        "expires": EXPIRES,
     }
+    identity = {name: changes.pop(name) for name in list(changes) if name not in _PAYLOAD_FIELDS}
+    if "metadata" in identity and identity["metadata"] is None:
+        identity["metadata"] = {}
+        fields["metadata_included"] = False
     fields.update(changes)
-    return TokenPayload(**fields)
+    return TokenPayload(kind=kind, identity=_identity(**identity), **fields)
 
 
-def _link_data(**changes: Any) -> LinkData:
-    fields: dict[str, Any] = {
-        "message_id": "000443ee14578172be22",
-        "transmission_id": "65832150921904138",
-        "rcpt_to": "alice@example.com",
-        "raw_rcpt_to": "Alice@Example.com",
-        "campaign_id": "spring_sale",
-        "customer_id": "42",
-        "tags": ("promo",),
-        "metadata": METADATA,
-        "open_scheme": "http",
-        "click_scheme": "https",
-        "tracking_domain": "t.example.com",
-        "expires": 1_767_225_600,
-    }
-    fields.update(changes)
-    return LinkData(**fields)
+def _link_data(**changes: Any) -> tuple[RecipientIdentity, TrackingPlan]:
+    """A recipient's identity and plan; `changes` set either (metadata=None: none; expires: the expiry)."""
+    plan: dict[str, Any] = {"open_scheme": "http", "click_scheme": "https", "tracking_domain": "t.example.com",
+                            "link_expiry": EXPIRES - INJECTED}
+    identity: dict[str, Any] = {"tags": ("promo",)}
+    if "expires" in changes:
+        plan["link_expiry"] = changes.pop("expires") - INJECTED
+    for name, value in changes.items():
+        (plan if name in _PLAN_FIELDS else identity)[name] = value
+    if "metadata" in identity and identity["metadata"] is None:
+        identity["metadata"] = {}
+    return _identity(**identity), TrackingPlan(**plan)
 
 
 def _raw(token: str) -> bytes:
@@ -142,10 +154,6 @@ def test_changing_the_kind_byte_breaks_the_signature() -> None:
     raw[2] = (raw[2] & 0xF0) | TokenKind.OPEN
     with pytest.raises(InvalidToken, match="signature"):
         decode_token(_text(bytes(raw)), KEYRING, expect=OPEN_KINDS)
-
-
-def test_kinds_name_their_sparkpost_event_types() -> None:
-    assert [kind.event_type for kind in TokenKind] == ["open", "initial_open", "click", "link_unsubscribe"]
 
 
 def test_raw_rcpt_to_and_link_name_equal_to_their_defaults_round_trip_and_cost_nothing() -> None:
@@ -280,30 +288,112 @@ def test_a_genuinely_signed_token_of_another_version_is_rejected() -> None:
         decode_token(_resign(bytes(signed), _key(KEYRING)), KEYRING, expect=ALL_KINDS)
 
 
-@pytest.mark.parametrize("flags", [0x10, 0x20, 0x40])
-def test_a_genuinely_signed_token_with_reserved_flags_is_rejected(flags: int) -> None:
-    signed = bytearray(_raw(sign_token(_payload(), KEYRING))[:-TAG_BYTES])
+@pytest.mark.parametrize(("version", "flags"), [(2, 0x30), (1, 0x10), (1, 0x20), (1, 0x40)])
+def test_a_genuinely_signed_token_with_reserved_flags_is_rejected(version: int, flags: int) -> None:
+    signed = bytearray(_raw(V1_CLICK if version == 1 else sign_token(_payload(), KEYRING))[:-TAG_BYTES])
     signed[2] |= flags
     with pytest.raises(InvalidToken, match="flags"):
         decode_token(_resign(bytes(signed), _key(KEYRING)), KEYRING, expect=ALL_KINDS)
 
 
-def test_a_genuinely_signed_token_with_a_malformed_body_is_rejected() -> None:
-    header = bytes((TOKEN_VERSION, 1, TokenKind.CLICK))
-    for body in (b"\x91\x01", b"\xc1", b"junk-that-is-not-msgpack"):
+def _v2_body(recipient: bytes, link: bytes = b"") -> bytes:
+    return len(recipient).to_bytes(2, "big") + recipient + link
+
+
+@pytest.mark.parametrize("version", [1, TOKEN_VERSION])
+def test_a_genuinely_signed_token_with_a_malformed_body_is_rejected(version: int) -> None:
+    header = bytes((version, 1, TokenKind.CLICK))
+    for junk in (b"\x91\x01", b"\xc1", b"junk-that-is-not-msgpack"):
+        body = junk if version == 1 else _v2_body(junk)
         with pytest.raises(InvalidToken, match="malformed"):
             decode_token(_resign(header + body, _key(KEYRING)), KEYRING, expect=ALL_KINDS)
-    deflated_header = bytes((TOKEN_VERSION, 1, TokenKind.CLICK | 0x80))
+    deflated_header = bytes((version, 1, TokenKind.CLICK | 0x80))
+    body = b"\xff\xff" if version == 1 else _v2_body(b"\xff\xff")
     with pytest.raises(InvalidToken, match="deflate"):
-        decode_token(_resign(deflated_header + b"\xff\xff", _key(KEYRING)), KEYRING, expect=ALL_KINDS)
+        decode_token(_resign(deflated_header + body, _key(KEYRING)), KEYRING, expect=ALL_KINDS)
 
 
-def test_a_decompression_bomb_is_refused() -> None:
+def test_a_version_2_body_shorter_than_its_recipient_length_is_rejected() -> None:
+    header = bytes((TOKEN_VERSION, 1, TokenKind.CLICK))
+    with pytest.raises(InvalidToken, match="malformed"):
+        decode_token(_resign(header + b"\x00\x40\x91", _key(KEYRING)), KEYRING, expect=ALL_KINDS)
+
+
+def test_nonzero_pad_bytes_are_rejected() -> None:
+    raw = _raw(sign_token(_payload(TokenKind.OPEN), KEYRING))[:-TAG_BYTES]
+    pad = (raw[2] >> 4) & 3
+    forged = raw[:2] + bytes((raw[2] | 0x30 if pad == 0 else raw[2],)) + raw[3:]
+    if pad:
+        forged = forged[:-1] + b"\x01"
+    with pytest.raises(InvalidToken):
+        decode_token(_resign(forged, _key(KEYRING)), KEYRING, expect=ALL_KINDS)
+
+
+def test_an_open_token_with_a_link_part_is_rejected() -> None:
+    genuine = _raw(sign_token(_payload(TokenKind.OPEN), KEYRING))[:-TAG_BYTES]
+    with pytest.raises(InvalidToken, match="no link"):
+        decode_token(_resign(genuine + b"\x90", _key(KEYRING)), KEYRING, expect=ALL_KINDS)
+
+
+@pytest.mark.parametrize("version", [1, TOKEN_VERSION])
+def test_a_decompression_bomb_is_refused(version: int) -> None:
     bomb = zlib.compress(b"\x00" * 2_000_000, 9, -15)
-    token = _resign(bytes((TOKEN_VERSION, 1, TokenKind.CLICK | 0x80)) + bomb, _key(KEYRING))
+    body = bomb if version == 1 else _v2_body(bomb)
+    token = _resign(bytes((version, 1, TokenKind.CLICK | 0x80)) + body, _key(KEYRING))
     assert len(token) <= MAX_TOKEN_CHARS
     with pytest.raises(InvalidToken, match="too large"):
         decode_token(token, KEYRING, expect=ALL_KINDS)
+
+
+# Version 1 tokens, minted before RecipientIdentity, are in mail already sent: they keep verifying.
+V1_CLICK = (
+    "AQGDm3cuM3QnwxYDAwMTE-PUVEMTU3MLQ3OjpFQjo41mphbGRoamBpZGhpYGJobGFhsTczKTUx1SKxJzC3JS9ZLzczc6gkVcESKriwuKMv"
+    "PS44sTc1IXmRhNXFpQlJ-bf0SkWqm0OLUoPjNFyUrJ0MjYxNRMqXZ_RklJQbGVvn5xRn6BHpKx-hBDliUl5uWlFq0ytDTSM9Az0jM0OJde0t"
+    "qwKDkZAKd2VWEdVId2ivJxfcwhAoE"
+)
+V1_OPEN = (
+    "AQEBns5pVbkAtDAwMDQ0M2VlMTQ1NzgxNzJiZTIysTY1ODMyMTUwOTIxOTA0MTM4sWFsaWNlQGV4YW1wbGUuY29twKCgkMCgwKAAoIRM2bG"
+    "hYLx1loXLsPyg3Jg"
+)
+
+
+def test_a_version_1_click_token_still_verifies_into_the_same_identity() -> None:
+    payload = decode_token(V1_CLICK, KEYRING, expect=CLICK_KINDS)
+    assert payload == TokenPayload(
+        kind=TokenKind.CLICK,
+        identity=RecipientIdentity(
+            message_id="000443ee14578172be22", transmission_id="65832150921904138", rcpt_to="alice@example.com",
+            raw_rcpt_to="Alice@Example.com", injection_time=float(INJECTED), campaign_id="spring_sale",
+            customer_id="42", tags=("promo",), metadata={"user_id": "123456"}, sending_ip="192.0.2.10",
+            rcpt_type="cc", routing_domain="example.com",
+        ),
+        expires=EXPIRES,
+        target_url="https://shop.example.com/spring",
+        link_name="banner",
+    )
+
+
+def test_a_version_1_open_token_without_metadata_still_verifies() -> None:
+    payload = decode_token(V1_OPEN, KEYRING, expect=OPEN_KINDS)
+    assert payload.kind is TokenKind.OPEN
+    assert not payload.metadata_included and payload.identity.metadata == {}
+    assert (payload.identity.raw_rcpt_to, payload.identity.injection_time) == ("alice@example.com", 0.0)
+
+
+def test_a_tampered_version_1_token_is_rejected() -> None:
+    raw = bytearray(_raw(V1_CLICK))
+    raw[10] ^= 1
+    with pytest.raises(InvalidToken, match="signature"):
+        decode_token(_text(bytes(raw)), KEYRING, expect=CLICK_KINDS)
+
+
+def test_every_link_of_a_copy_shares_one_recipient_part() -> None:
+    links = RecipientLinks(KEYRING, *_link_data())
+    first = _raw(_token_of(links.click_url(TARGET, "a", None, False)))
+    second = _raw(_token_of(links.click_url(TARGET + "2", "b", None, False)))
+    length = int.from_bytes(first[3:5], "big")
+    assert first[: 5 + length] == second[: 5 + length]
+    assert first[5 + length :] != second[5 + length :]
 
 
 def test_tokens_over_4096_characters_are_refused_before_any_work() -> None:
@@ -341,7 +431,7 @@ def test_a_token_signed_with_an_old_key_verifies_after_rotation_and_new_tokens_u
     assert _raw(old_token)[1] == 1
     assert _raw(new_token)[1] == new_id
     assert decode_token(new_token, keyring, expect=CLICK_KINDS) == _payload()
-    links = RecipientLinks(keyring, _link_data())
+    links = RecipientLinks(keyring, *_link_data())
     assert _raw(_token_of(links.open_url(False)))[1] == new_id
 
 
@@ -403,35 +493,35 @@ def test_truncated_metadata_is_a_json_prefix_that_fits(metadata: dict[str, Any],
 
 def test_links_carry_metadata_cut_to_max_metadata_len() -> None:
     metadata = {"first": "a" * 40, "second": "b" * 40, "third": "c" * 40}
-    links = RecipientLinks(KEYRING, _link_data(metadata=metadata, max_metadata_len=110))
+    links = RecipientLinks(KEYRING, *_link_data(metadata=metadata, max_metadata_len=110))
     payload = decode_token(_token_of(links.click_url(TARGET, TARGET, None, False)), KEYRING, expect=CLICK_KINDS)
-    assert payload.metadata == {"first": "a" * 40, "second": "b" * 40}
-    assert len(msgspec.json.encode(payload.metadata)) <= 110
+    assert payload.identity.metadata == {"first": "a" * 40, "second": "b" * 40}
+    assert len(msgspec.json.encode(payload.identity.metadata)) <= 110
     opened = decode_token(_token_of(links.open_url(True)), KEYRING, expect=OPEN_KINDS)
-    assert opened.metadata == payload.metadata
+    assert opened.identity.metadata == payload.identity.metadata
 
 
 def test_clicks_carry_metadata_only_when_include_metadata_was_set_at_send_time() -> None:
-    with_metadata = RecipientLinks(KEYRING, _link_data(include_metadata_in_clicks=True))
-    without = RecipientLinks(KEYRING, _link_data(include_metadata_in_clicks=False))
+    with_metadata = RecipientLinks(KEYRING, *_link_data(include_metadata_in_clicks=True))
+    without = RecipientLinks(KEYRING, *_link_data(include_metadata_in_clicks=False))
     carried = decode_token(_token_of(with_metadata.click_url(TARGET, "n", None, False)), KEYRING, expect=CLICK_KINDS)
     absent = decode_token(_token_of(without.click_url(TARGET, "n", None, False)), KEYRING, expect=CLICK_KINDS)
-    assert carried.metadata_included and carried.metadata == METADATA
-    assert not absent.metadata_included and absent.metadata is None
+    assert carried.metadata_included and carried.identity.metadata == METADATA
+    assert not absent.metadata_included and absent.identity.metadata == {}
     opened = decode_token(_token_of(without.open_url(False)), KEYRING, expect=OPEN_KINDS)
-    assert opened.metadata_included and opened.metadata == METADATA
+    assert opened.metadata_included and opened.identity.metadata == METADATA
 
 
 def test_a_message_without_metadata_yields_an_included_empty_object() -> None:
-    links = RecipientLinks(KEYRING, _link_data(metadata=None))
+    links = RecipientLinks(KEYRING, *_link_data(metadata=None))
     payload = decode_token(_token_of(links.click_url(TARGET, "n", None, False)), KEYRING, expect=CLICK_KINDS)
-    assert payload.metadata_included and payload.metadata == {}
+    assert payload.metadata_included and payload.identity.metadata == {}
 
 
 def test_a_click_too_long_with_metadata_is_minted_without_it() -> None:
     target = "https://x.example/" + _incompressible(3400)
     metadata = {"blob": _incompressible(900)}
-    links = RecipientLinks(KEYRING, _link_data(metadata=metadata))
+    links = RecipientLinks(KEYRING, *_link_data(metadata=metadata))
     payload = decode_token(_token_of(links.click_url(target, target, None, False)), KEYRING, expect=CLICK_KINDS)
     assert payload.target_url == target
     assert not payload.metadata_included
@@ -439,7 +529,7 @@ def test_a_click_too_long_with_metadata_is_minted_without_it() -> None:
 
 def test_a_click_too_long_even_without_metadata_is_untrackable() -> None:
     target = "https://x.example/" + _incompressible(4000)
-    links = RecipientLinks(KEYRING, _link_data())
+    links = RecipientLinks(KEYRING, *_link_data())
     with pytest.raises(UntrackableLink):
         links.click_url(target, target, None, False)
 
@@ -448,23 +538,24 @@ def test_a_click_too_long_even_without_metadata_is_untrackable() -> None:
 
 
 def test_recipient_links_is_a_link_minter() -> None:
-    minter: LinkMinter = RecipientLinks(KEYRING, _link_data())
+    minter: LinkMinter = RecipientLinks(KEYRING, *_link_data())
     assert minter.open_url(True).startswith("http://t.example.com/q/")
 
 
 def test_click_url_has_the_f_path_and_carries_the_link() -> None:
-    links = RecipientLinks(KEYRING, _link_data())
+    links = RecipientLinks(KEYRING, *_link_data())
     url = links.click_url(TARGET, "banner", None, False)
     assert url.startswith(f"https://t.example.com/f/{DEFAULT_SUBLINK}/")
     payload = decode_token(_token_of(url), KEYRING, expect={TokenKind.CLICK})
     assert (payload.target_url, payload.link_name) == (TARGET, "banner")
-    assert (payload.rcpt_to, payload.raw_rcpt_to) == ("alice@example.com", "Alice@Example.com")
-    assert (payload.campaign_id, payload.customer_id, payload.tags) == ("spring_sale", "42", ("promo",))
+    identity = payload.identity
+    assert (identity.rcpt_to, identity.raw_rcpt_to) == ("alice@example.com", "Alice@Example.com")
+    assert (identity.campaign_id, identity.customer_id, identity.tags) == ("spring_sale", "42", ("promo",))
     assert payload.expires == 1_767_225_600
 
 
 def test_unsubscribe_links_get_unsubscribe_tokens() -> None:
-    links = RecipientLinks(KEYRING, _link_data())
+    links = RecipientLinks(KEYRING, *_link_data())
     url = links.click_url(TARGET, TARGET, "unsub", True)
     assert "/f/unsub/" in url
     assert decode_token(_token_of(url), KEYRING, expect=CLICK_KINDS).kind is TokenKind.UNSUBSCRIBE
@@ -472,7 +563,7 @@ def test_unsubscribe_links_get_unsubscribe_tokens() -> None:
 
 @pytest.mark.parametrize(("initial", "kind"), [(True, TokenKind.INITIAL_OPEN), (False, TokenKind.OPEN)])
 def test_open_url_has_the_q_path_and_the_pixel_kind(initial: bool, kind: TokenKind) -> None:
-    url = RecipientLinks(KEYRING, _link_data()).open_url(initial)
+    url = RecipientLinks(KEYRING, *_link_data()).open_url(initial)
     assert url.startswith("http://t.example.com/q/")
     payload = decode_token(_token_of(url), KEYRING, expect=OPEN_KINDS)
     assert payload.kind is kind
@@ -480,7 +571,7 @@ def test_open_url_has_the_q_path_and_the_pixel_kind(initial: bool, kind: TokenKi
 
 
 def test_click_url_removes_tabs_and_newlines_and_encodes_other_controls_like_a_browser() -> None:
-    links = RecipientLinks(KEYRING, _link_data())
+    links = RecipientLinks(KEYRING, *_link_data())
     url = links.click_url("https://a.example/x\r\n\ty\x00z\x7f", "n", None, False)
     payload = decode_token(_token_of(url), KEYRING, expect=CLICK_KINDS)
     assert payload.target_url == "https://a.example/xy%00z%7F"
@@ -489,12 +580,12 @@ def test_click_url_removes_tabs_and_newlines_and_encodes_other_controls_like_a_b
 @pytest.mark.parametrize("target", ["mailto:a@example.com", "javascript:alert(1)", "https://a/\ud800"])
 def test_click_url_refuses_untrackable_targets(target: str) -> None:
     with pytest.raises(UntrackableLink):
-        RecipientLinks(KEYRING, _link_data()).click_url(target, target, None, False)
+        RecipientLinks(KEYRING, *_link_data()).click_url(target, target, None, False)
 
 
 def test_tracking_schemes_other_than_http_and_https_are_refused() -> None:
     with pytest.raises(ValueError, match="scheme"):
-        RecipientLinks(KEYRING, _link_data(click_scheme="javascript"))
+        RecipientLinks(KEYRING, *_link_data(click_scheme="javascript"))
 
 
 @pytest.mark.parametrize(
@@ -514,7 +605,7 @@ def test_tracking_schemes_other_than_http_and_https_are_refused() -> None:
 )
 def test_sublinks_become_safe_path_segments(sublink: str | None, segment: str) -> None:
     assert sanitise_sublink(sublink) == segment
-    url = RecipientLinks(KEYRING, _link_data()).click_url(TARGET, TARGET, sublink, False)
+    url = RecipientLinks(KEYRING, *_link_data()).click_url(TARGET, TARGET, sublink, False)
     assert url.split("/")[4] == segment
 
 
@@ -564,22 +655,34 @@ def _payloads(draw: st.DrawFn) -> TokenPayload:
     kind = draw(st.sampled_from(list(TokenKind)))
     clicks = kind in CLICK_KINDS
     target = draw(st.sampled_from(["http://", "https://", "HTTPS://"])) + draw(_url_tail) if clicks else ""
-    return TokenPayload(
-        kind=kind,
+    metadata = draw(st.none() | metadata_objects)
+    identity = RecipientIdentity(
         message_id=draw(_text_field),
         transmission_id=draw(_text_field),
         rcpt_to=draw(_text_field),
         raw_rcpt_to=draw(_text_field),
+        injection_time=draw(st.floats(min_value=0, max_value=2**40)),
         campaign_id=draw(_text_field),
         customer_id=draw(_text_field),
         tags=tuple(draw(st.lists(_text_field, max_size=5))),
-        metadata=draw(st.none() | metadata_objects),
+        metadata=metadata or {},
+        ip_pool=draw(_text_field),
+        sending_ip=draw(_text_field),
+        rcpt_type=draw(st.sampled_from(["", "to", "cc", "bcc", "archive"])),
+        subject=draw(_text_field),
+        friendly_from=draw(_text_field),
+        msg_from=draw(_text_field),
+        routing_domain=draw(_text_field),
+        transactional=draw(st.booleans()),
+        delv_method=draw(st.sampled_from(["", "esmtp", "capture"])),
+    )
+    return TokenPayload(
+        kind=kind,
+        identity=identity,
+        metadata_included=metadata is not None,
         target_url=target,
         link_name=draw(st.just(target) | _text_field) if clicks else "",
         expires=draw(st.integers(min_value=0, max_value=2**63 - 1)),
-        sending_ip=draw(_text_field),
-        injection_time=draw(st.integers(min_value=0, max_value=2**63 - 1)),
-        rcpt_type=draw(st.sampled_from(["", "cc", "bcc", "archive"])),
     )
 
 
@@ -598,7 +701,7 @@ def test_any_payload_survives_sign_then_decode(payload: TokenPayload) -> None:
 )
 def test_any_long_ascii_link_round_trips_through_click_url(target: str, sublink: str | None, unsubscribe: bool) -> None:
     url = "https://" + target
-    links = RecipientLinks(KEYRING, _link_data(metadata=None))
+    links = RecipientLinks(KEYRING, *_link_data(metadata=None))
     minted = links.click_url(url, url, sublink, unsubscribe)
     payload = decode_token(normalise_token(_token_of(minted)), KEYRING, expect=CLICK_KINDS)
     assert payload.target_url == url

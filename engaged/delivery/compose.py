@@ -9,17 +9,15 @@ import msgspec
 from engaged.rewrite.mime import RewriteOptions, rewrite_message
 from engaged.smtpapi.header import strip_header
 from engaged.spool.record import SpoolRecord
-from engaged.tokens import LinkData, RecipientLinks, SigningKeys
+from engaged.tokens import RecipientLinks, SigningKeys
 
 log = logging.getLogger("engaged.delivery")
 
 
 class Copy(msgspec.Struct, frozen=True):
-    """One recipient's bytes and what happened while building them."""
+    """One recipient's bytes and what building them warned about (a part left untracked, …)."""
 
     data: bytes
-    links_tracked: int = 0
-    pixels: int = 0
     warnings: tuple[str, ...] = ()
 
 
@@ -36,28 +34,12 @@ class CopyComposer:
             body = recipient.headers + (body[end + 4 :] if end >= 0 else b"")
         data = strip_header(body)
         plan = recipient.plan
-        if not (plan.open_tracking or plan.click_tracking):
+        if not plan.tracks:
             return Copy(data)
-        links = RecipientLinks(self._keyring, LinkData(
-            message_id=record.message_id,
-            transmission_id=record.transmission_id,
-            rcpt_to=recipient.rcpt_to.lower(),
-            raw_rcpt_to=recipient.rcpt_to,
-            campaign_id=plan.campaign_id,
-            customer_id=plan.customer_id,
-            tags=tuple(plan.tags),
-            metadata=plan.metadata or None,
-            open_scheme=plan.open_scheme,
-            click_scheme=plan.click_scheme,
-            tracking_domain=plan.tracking_domain,
-            expires=int(record.received_at) + plan.link_expiry,
-            include_metadata_in_clicks=plan.include_metadata_in_clicks,
-            max_metadata_len=plan.max_metadata_len,
-            injection_time=int(record.received_at),
-        ))
+        links = RecipientLinks(self._keyring, recipient.identity, plan)
         options = RewriteOptions(open_tracking=plan.open_tracking, click_tracking=plan.click_tracking,
                                  initial_open=plan.initial_open)
         result = rewrite_message(data, links, options)
         if result.warnings:
             log.warning("message %s recipient %d: %s", record.message_id, index, "; ".join(result.warnings))
-        return Copy(result.data, result.links_tracked, result.pixels, result.warnings)
+        return Copy(result.data, result.warnings)

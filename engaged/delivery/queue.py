@@ -177,7 +177,7 @@ class DeliveryQueue:
             dsn_ret=record.dsn_ret,
             dsn_envid=record.dsn_envid,
         )
-        transport = self._sandbox if recipient.plan.sandbox else self._transport
+        transport = self._sandbox if recipient.identity.sandbox else self._transport
         outcome = await transport.deliver(message)
         now = time.time()
         retries = sum(1 for line in state if isinstance(line, RecipientAttempt) and line.rcpt == index)

@@ -1,12 +1,36 @@
-"""Builders of message events (injection, delivery, delay, bounce) from spool records and outcomes."""
+"""Builders of every event we emit, message events (injection, delivery, delay, bounce, policy_rejection) and
+engagement events (open, initial_open, click, link_unsubscribe) alike, from one RecipientIdentity."""
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
-from engaged.events.model import BounceEvent, DelayEvent, DeliveryEvent, InjectionEvent, PolicyRejectionEvent
+from engaged.events.model import (
+    BounceEvent,
+    ClickEvent,
+    DelayEvent,
+    DeliveryEvent,
+    InitialOpenEvent,
+    InjectionEvent,
+    LinkUnsubscribeEvent,
+    ListUnsubscribeEvent,
+    MachineEngagement,
+    OpenEvent,
+    PolicyRejectionEvent,
+)
+from engaged.recipient import RecipientIdentity, TrackingPlan
 from engaged.spool.record import SpoolRecord
+
+EngagementEvent = OpenEvent | InitialOpenEvent | ClickEvent | LinkUnsubscribeEvent | ListUnsubscribeEvent
+_ENGAGEMENT_CLASSES: dict[str, type[EngagementEvent]] = {
+    "open": OpenEvent,
+    "initial_open": InitialOpenEvent,
+    "click": ClickEvent,
+    "link_unsubscribe": LinkUnsubscribeEvent,
+    "list_unsubscribe": ListUnsubscribeEvent,
+}
 
 
 def format_timestamp(epoch: float) -> str:
@@ -19,35 +43,58 @@ def format_iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-def _common(record: SpoolRecord, index: int, event_id: str, now: float) -> dict[str, Any]:
-    recipient = record.recipients[index]
-    plan = recipient.plan
-    rcpt_domain = recipient.rcpt_to.rpartition("@")[2].lower()
+@functools.lru_cache(maxsize=4096)
+def _injection_iso(epoch: float) -> str:
+    """A message's injection time as text ("" when unknown); every event of one message shares it."""
+    return format_iso(epoch) if epoch else ""
+
+
+def _recipient_fields(identity: RecipientIdentity, event_id: str, now: float) -> dict[str, Any]:
+    """What every event says about its recipient."""
+    return {"event_id": event_id, "timestamp": format_timestamp(now), **_identity_fields(identity)}
+
+
+def _identity_fields(identity: RecipientIdentity) -> dict[str, Any]:
     return {
-        "event_id": event_id,
-        "timestamp": format_timestamp(now),
-        "message_id": record.message_id,
-        "transmission_id": record.transmission_id,
-        "campaign_id": plan.campaign_id,
-        "customer_id": plan.customer_id,
-        "rcpt_to": recipient.rcpt_to.lower(),
-        "raw_rcpt_to": recipient.rcpt_to,
-        "rcpt_meta": plan.metadata,
-        "rcpt_tags": plan.tags,
-        "friendly_from": record.friendly_from,
-        "msg_from": record.mail_from,
-        "msg_size": str(record.body_length),
-        "subject": record.subject,
-        "ip_pool": plan.ip_pool,
-        "routing_domain": rcpt_domain,
-        "recipient_domain": rcpt_domain,
-        "injection_time": format_iso(record.received_at),
-        "transactional": "1" if plan.transactional else "0",
-        "sandbox": "1" if plan.sandbox else None,
+        "message_id": identity.message_id,
+        "transmission_id": identity.transmission_id,
+        "campaign_id": identity.campaign_id,
+        "customer_id": identity.customer_id,
+        "rcpt_to": identity.rcpt_to,
+        "raw_rcpt_to": identity.raw_rcpt_to,
+        "rcpt_meta": identity.metadata,
+        "rcpt_tags": list(identity.tags),
+        "rcpt_type": identity.rcpt_type or None,
+        "template_id": identity.template_id or None,
+        "sending_ip": identity.sending_ip,
+        "injection_time": _injection_iso(identity.injection_time),
+    }
+
+
+def _message_fields(identity: RecipientIdentity, plan: TrackingPlan, msg_size: int, event_id: str,
+                    now: float) -> dict[str, Any]:
+    return {
+        **_recipient_fields(identity, event_id, now),
+        "friendly_from": identity.friendly_from,
+        "msg_from": identity.msg_from,
+        "msg_size": str(msg_size),
+        "subject": identity.subject,
+        "ip_pool": identity.ip_pool,
+        "routing_domain": identity.routing_domain,
+        "recipient_domain": identity.recipient_domain,
+        "transactional": "1" if identity.transactional else "0",
+        "sandbox": "1" if identity.sandbox else None,
         "open_tracking": plan.open_tracking,
         "click_tracking": plan.click_tracking,
         "initial_pixel": plan.open_tracking and plan.initial_open,
         "recv_method": "esmtp",
+    }
+
+
+def _common(record: SpoolRecord, index: int, event_id: str, now: float) -> dict[str, Any]:
+    recipient = record.recipients[index]
+    return {
+        **_message_fields(recipient.identity, recipient.plan, record.body_length, event_id, now),
         "dsn_notify": recipient.dsn_notify or None,
         "dsn_orcpt": recipient.dsn_orcpt or None,
         "dsn_ret": record.dsn_ret or None,
@@ -56,13 +103,10 @@ def _common(record: SpoolRecord, index: int, event_id: str, now: float) -> dict[
 
 
 def injection_event(record: SpoolRecord, index: int, warnings: list[str] | None = None) -> InjectionEvent:
-    """The injection event of recipient `index`; its id was fixed when the message was spooled.
-
-    `warnings` are what building the message's copies reported (a part left untracked, …).
-    """
+    """The injection event of recipient `index`; its id was fixed when the message was spooled."""
     recipient = record.recipients[index]
-    fields = _common(record, index, recipient.injection_event_id, record.received_at)
-    return InjectionEvent(**fields, warnings=[*record.warnings, *(warnings or [])] or None)
+    return InjectionEvent(**_common(record, index, recipient.injection_event_id, record.received_at),
+                          warnings=warnings or None)
 
 
 def delivery_event(
@@ -77,7 +121,10 @@ def delivery_event(
     delv_method: str,
     warnings: list[str] | None = None,
 ) -> DeliveryEvent:
-    """The delivery event of recipient `index`, with queue_time in milliseconds."""
+    """The delivery event of recipient `index`, with queue_time in milliseconds.
+
+    `warnings` are what building this recipient's copy reported (a part left untracked, …).
+    """
     fields = _common(record, index, event_id, now)
     if warnings:
         fields["warnings"] = warnings
@@ -128,16 +175,59 @@ def bounce_event(
 
 
 def policy_rejection_event(
-    *, event_id: str, now: float, message_id: str, transmission_id: str, rcpt_to: str, mail_from: str,
-    remote_addr: str, error_code: str, reason: str, customer_id: str = "",
+    identity: RecipientIdentity, *, event_id: str, now: float, remote_addr: str, error_code: str, reason: str,
 ) -> PolicyRejectionEvent:
     """Policy refused a message before it was accepted (nothing was spooled)."""
-    domain = rcpt_to.rpartition("@")[2].lower()
     return PolicyRejectionEvent(
-        event_id=event_id, timestamp=format_timestamp(now), message_id=message_id, transmission_id=transmission_id,
-        campaign_id="", customer_id=customer_id, rcpt_to=rcpt_to.lower(), raw_rcpt_to=rcpt_to, rcpt_meta={},
-        rcpt_tags=[], friendly_from="", msg_from=mail_from, msg_size="0", subject="", ip_pool="",
-        routing_domain=domain, recipient_domain=domain, injection_time=format_iso(now), transactional="0",
-        open_tracking=False, click_tracking=False, initial_pixel=False, recv_method="esmtp",
+        **_message_fields(identity, TrackingPlan(), 0, event_id, now),
         remote_addr=remote_addr, error_code=error_code, reason=reason, raw_reason=reason,
     )
+
+
+def engagement_event(
+    event_type: str,
+    identity: RecipientIdentity,
+    *,
+    event_id: str,
+    now: float,
+    ip_address: str,
+    user_agent: str,
+    accept_language: str,
+    geo_ip: dict[str, Any] | None,
+    machine_engagement: MachineEngagement | None,
+    target_url: str = "",
+    link_name: str = "",
+) -> EngagementEvent:
+    """An open, initial_open, click, link_unsubscribe or list_unsubscribe answered by the tracker.
+
+    `target_url` and `link_name` are the clicked link's (ignored for opens).
+    """
+    fields = {
+        "event_id": event_id,
+        "timestamp": format_timestamp(now),
+        **engagement_fields(event_type, identity, target_url=target_url, link_name=link_name),
+        "ip_address": ip_address,
+        "user_agent": user_agent,
+        "accept_language": accept_language,
+        "geo_ip": geo_ip,
+        "machine_engagement": machine_engagement,
+    }
+    return _ENGAGEMENT_CLASSES[event_type](**fields)
+
+
+def engagement_fields(event_type: str, identity: RecipientIdentity, *, target_url: str = "",
+                      link_name: str = "") -> dict[str, Any]:
+    """The fields of an engagement event that its token alone decides (all but the request's own), without
+    those left at their defaults: the tracker encodes them once per token and adds the request's fields."""
+    fields = _identity_fields(identity)
+    fields["delv_method"] = identity.delv_method or "esmtp"
+    if event_type in ("link_unsubscribe", "list_unsubscribe"):
+        fields["mailfrom"] = identity.rcpt_to  # SparkPost: the address that asked to be unsubscribed
+    if event_type in ("click", "link_unsubscribe"):
+        fields["target_link_url"] = target_url
+        fields["target_link_name"] = link_name or target_url
+    return {name: value for name, value in fields.items()
+            if not (name in _OMITTED_WHEN_EMPTY and not value) and not (name == "delv_method" and value == "esmtp")}
+
+
+_OMITTED_WHEN_EMPTY = frozenset({"rcpt_type", "template_id", "sending_ip", "injection_time"})

@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 
 from engaged.config import EngagementTrackerConfig, SmtpapiSettings
+from engaged.recipient import RecipientIdentity, TrackingPlan
 from engaged.smtpapi.header import MAX_CAMPAIGN_BYTES, MAX_TAGS, HeaderError, XMsysApi, parse_flag
-from engaged.spool.record import TrackingPlan
 
 CONTEXT_KEYS = (
     "smtpapi_campaign_id",
@@ -31,19 +31,19 @@ class PlanError(msgspec.Struct, frozen=True):
     reason: str
 
 
-def resolve_plan(
+def resolve_recipient(
     settings: SmtpapiSettings,
     tracker: EngagementTrackerConfig,
     header: XMsysApi | None,
     context: Mapping[str, str],
-    customer_id: str = "",
-) -> TrackingPlan | PlanError:
-    """One recipient's TrackingPlan.
+    base: RecipientIdentity,
+) -> tuple[RecipientIdentity, TrackingPlan] | PlanError:
+    """One recipient's identity (campaign, metadata, tags, customer, …) and TrackingPlan.
 
     `settings` is [smtpapi] with the listener's overrides already applied; `context` holds the policy
     context variables (message context over connection context, strings as Momentum keeps them);
-    `customer_id` comes from SMTP AUTH and is overridden by a `mo_customer_id` context variable.
-    An empty context value counts as unset.
+    `base` is the recipient's identity from the envelope, whose `customer_id` (from SMTP AUTH) a
+    `mo_customer_id` context variable overrides. An empty context value counts as unset.
     """
     head = header or XMsysApi()
     ctx = {key: value for key, value in context.items() if key in CONTEXT_KEYS and value != ""}
@@ -81,7 +81,17 @@ def resolve_plan(
             problems.append("smtpapi_tags context must be of type 'json array' of strings")
     if problems:
         return PlanError(problems[0])
-    return TrackingPlan(
+    identity = msgspec.structs.replace(
+        base,
+        campaign_id=campaign,
+        metadata=metadata,
+        tags=tuple(tags),
+        customer_id=ctx.get("mo_customer_id", base.customer_id),
+        transactional=bool(head.transactional),
+        sandbox=bool(head.sandbox),
+        ip_pool=head.ip_pool or "",
+    )
+    plan = TrackingPlan(
         open_tracking=open_tracking,
         click_tracking=click_tracking,
         initial_open=settings.initial_open_enabled,
@@ -89,16 +99,10 @@ def resolve_plan(
         click_scheme=click_scheme,
         tracking_domain=domain,
         link_expiry=expiry,
-        campaign_id=campaign,
-        metadata=metadata,
-        tags=list(tags),
-        customer_id=ctx.get("mo_customer_id", customer_id),
-        transactional=bool(head.transactional),
-        sandbox=bool(head.sandbox),
-        ip_pool=head.ip_pool or "",
         include_metadata_in_clicks=tracker.click_tracking_include_metadata,
         max_metadata_len=tracker.max_metadata_len,
     )
+    return identity, plan
 
 
 def _flag(ctx: Mapping[str, str], key: str, header: bool | None, config: bool, problems: list[str]) -> bool:

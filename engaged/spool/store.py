@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 
 from engaged.errors import SpoolError
-from engaged.spool.record import SPOOL_VERSION, RecipientDone, SpoolRecord, StateLine
+from engaged.spool.record import RecipientDone, SpoolRecord, StateLine, decode_record
 from engaged.spool.sync import Durability
 
 log = logging.getLogger("engaged.spool")
@@ -26,7 +26,6 @@ _MAGIC = b"ENGAGED-SPOOL 1\n"
 INLINE_IO_BYTES = 1 << 20
 _FREE_FILES = 1024  # finished spool files kept for reuse
 _record_encoder = msgspec.json.Encoder()
-_record_decoder = msgspec.json.Decoder(SpoolRecord)
 _state_decoder: msgspec.json.Decoder[StateLine] = msgspec.json.Decoder(StateLine)
 
 
@@ -162,9 +161,10 @@ class FileSpool:
         length_end = data.index(b"\n", len(_MAGIC))
         length = int(data[len(_MAGIC) : length_end])
         header_start = length_end + 1
-        record = _record_decoder.decode(data[header_start : header_start + length])
-        if record.version != SPOOL_VERSION:
-            raise SpoolError(f"{path.name}: unknown spool version {record.version}")
+        try:
+            record = decode_record(data[header_start : header_start + length])
+        except ValueError as error:  # msgspec.DecodeError is a ValueError too
+            raise SpoolError(f"{path.name}: {error}") from error
         body = data[header_start + length + 1 :]
         if len(body) != record.body_length or zlib.crc32(body) != record.body_crc32:
             raise SpoolError(f"{path.name}: body length or checksum mismatch")

@@ -25,7 +25,7 @@ from urllib.parse import quote, unquote
 import msgspec
 
 from engaged.events.ids import EventIdGenerator
-from engaged.events.message import format_iso, format_timestamp
+from engaged.events.message import engagement_fields, format_timestamp
 from engaged.tokens import (
     CLICK_KINDS,
     MAX_TOKEN_CHARS,
@@ -58,10 +58,15 @@ _TYPES: dict[TokenKind, bytes] = {
 _LIST_UNSUBSCRIBE = b'{"type":"list_unsubscribe",'
 LIST_UNSUBSCRIBE_PATH: Final = "/lu/"
 """The List-Unsubscribe URL: `/lu/<token>`, the token of an unsubscribe link (engaged.delivery.unsubscribe mints it)."""
+_TYPE_NAMES: dict[TokenKind, str] = {
+    TokenKind.OPEN: "open",
+    TokenKind.INITIAL_OPEN: "initial_open",
+    TokenKind.CLICK: "click",
+    TokenKind.UNSUBSCRIBE: "link_unsubscribe",
+}
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _NEEDS_ESCAPE = re.compile("[^\x21-\x7e]")
 _TRUST_CACHE = 1024
-_ISO_CACHE = 4096
 _encode = msgspec.json.Encoder().encode
 
 
@@ -178,7 +183,6 @@ class Tracker:
         self._geo = geo
         self._trusted = tuple(ipaddress.ip_network(network, strict=False) for network in trusted_proxies)
         self._trust_cache: dict[str, bool] = {}
-        self._iso_cache: dict[int, str] = {}
         self._verified: dict[str, _Verified] = {}
         self._cache_size = token_cache_size
         self._clock = clock
@@ -290,31 +294,10 @@ class Tracker:
 
     def _prefix(self, payload: TokenPayload, type_prefix: bytes | None = None) -> bytes:
         """The start of the event line: its type and every field the token alone decides."""
-        fields: dict[str, Any] = {
-            "message_id": payload.message_id,
-            "transmission_id": payload.transmission_id,
-            "campaign_id": payload.campaign_id,
-            "customer_id": payload.customer_id,
-            "rcpt_to": payload.rcpt_to,
-            "raw_rcpt_to": payload.raw_rcpt_to,
-            "rcpt_meta": payload.metadata if payload.metadata is not None else {},
-            "rcpt_tags": list(payload.tags),
-        }
-        if payload.rcpt_type:
-            fields["rcpt_type"] = payload.rcpt_type
-        if payload.sending_ip:
-            fields["sending_ip"] = payload.sending_ip
-        injection_time = self._injection_time(payload.injection_time)
-        if injection_time:
-            fields["injection_time"] = injection_time
-        if payload.kind is TokenKind.UNSUBSCRIBE:
-            fields["mailfrom"] = payload.rcpt_to  # SparkPost: the address that asked to be unsubscribed
-        if type_prefix is not None:
-            return type_prefix + _encode(fields)[1:-1] + b","
-        if payload.kind in CLICK_KINDS:
-            fields["target_link_url"] = payload.target_url
-            fields["target_link_name"] = payload.link_name or payload.target_url
-        return _TYPES[payload.kind] + _encode(fields)[1:-1] + b","
+        event_type = "list_unsubscribe" if type_prefix is not None else _TYPE_NAMES[payload.kind]
+        fields = engagement_fields(event_type, payload.identity, target_url=payload.target_url,
+                                   link_name=payload.link_name)
+        return (type_prefix or _TYPES[payload.kind]) + _encode(fields)[1:-1] + b","
 
     def _event_line(self, verified: _Verified, method: bytes, now: float, user_agent_bytes: bytes,
                     accept_language_bytes: bytes, forwarded: bytes, peer: str) -> bytes:
@@ -326,7 +309,8 @@ class Tracker:
         is_click = payload.kind in CLICK_KINDS
         machine = self._classifier.classify(Engagement(
             method=method.decode("latin-1"), user_agent=user_agent, ip_address=ip_address, is_click=is_click,
-            message_id=payload.message_id, link=payload.target_url, now=now, injection_time=payload.injection_time))
+            message_id=payload.identity.message_id, link=payload.target_url, now=now,
+            injection_time=int(payload.identity.injection_time)))
         fields: dict[str, Any] = {
             "event_id": self._ids.next_id(now),
             "timestamp": format_timestamp(now),
@@ -340,17 +324,6 @@ class Tracker:
             if geo_ip is not None:
                 fields["geo_ip"] = geo_ip
         return verified.prefix + _encode(fields)[1:] + b"\n"
-
-    def _injection_time(self, epoch: int) -> str:
-        """The token's injection time as SparkPost's ISO string ("" when unknown); one message's hits share it."""
-        if not epoch:
-            return ""
-        text = self._iso_cache.get(epoch)
-        if text is None:
-            if len(self._iso_cache) >= _ISO_CACHE:
-                self._iso_cache.clear()
-            text = self._iso_cache[epoch] = format_iso(epoch)
-        return text
 
     def client_address(self, peer: str, forwarded: str) -> str:
         """The requester: the socket peer, or, when the peer is a trusted proxy, the right-most address in

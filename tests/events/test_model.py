@@ -8,17 +8,20 @@ from pathlib import Path
 from engaged.events.ids import EventIdGenerator, timestamp_of
 from engaged.events.message import delivery_event, injection_event
 from engaged.events.model import decode_event, encode_event, envelope_of, event_type
-from engaged.spool.record import SpoolRecipient, SpoolRecord, TrackingPlan
+from engaged.recipient import TrackingPlan
+from engaged.spool.record import SpoolRecipient, SpoolRecord
+from tests.records import recipient_identity
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
 RECORD = SpoolRecord(
     message_id="000443ee14578172be22", transmission_id="65832150921904138", received_at=1700000000.0,
-    mail_from="app@example.org", friendly_from="App <app@example.org>", subject="Spring sale", body_length=1234,
+    mail_from="app@example.org", body_length=1234,
     recipients=[SpoolRecipient(
-        rcpt_to="Alice@Example.com",
-        plan=TrackingPlan(campaign_id="spring_sale", metadata={"user_id": "42"}, tags=["promo"], customer_id="1",
-                          open_tracking=True, click_tracking=True),
+        identity=recipient_identity(msg_from="app@example.org", friendly_from="App <app@example.org>",
+                                    subject="Spring sale", campaign_id="spring_sale", metadata={"user_id": "42"},
+                                    tags=("promo",), customer_id="1"),
+        plan=TrackingPlan(open_tracking=True, click_tracking=True),
         injection_event_id="92356927693813856",
     )],
 )

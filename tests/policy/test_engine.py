@@ -11,9 +11,9 @@ from engaged.errors import ConfigError
 from engaged.inject import read_xmsysapi
 from engaged.policy.engine import Continue, PolicyEngine, PolicyFailure, PolicyMessage, Reject
 from engaged.smtpapi.header import XMsysApi
-from engaged.smtpapi.resolve import resolve_plan
-from engaged.spool.record import TrackingPlan
+from engaged.smtpapi.resolve import PlanError, resolve_recipient
 from tests.policy.lua import MESSAGE, at_data, engine_with, inline, module, script
+from tests.records import recipient_identity
 
 
 def test_engine_without_scripts_is_inactive_and_continues_everywhere() -> None:
@@ -54,10 +54,11 @@ def test_minimal_spec_script_turns_tracking_on_and_beats_the_x_msys_api_header(h
     parsed = read_xmsysapi(message.content)
     assert parsed is None or isinstance(parsed, XMsysApi)
     merged = session.connection_context() | session.recipient_context(0)
-    plan = resolve_plan(SmtpapiSettings(), EngagementTrackerConfig(), parsed, merged)
-    assert isinstance(plan, TrackingPlan)
-    assert (plan.open_tracking, plan.click_tracking, plan.campaign_id) == (True, True, "spring_sale")
-    assert (plan.tracking_domain, plan.tags) == ("click.example.com", ["promo", "eu"])
+    resolved = resolve_recipient(SmtpapiSettings(), EngagementTrackerConfig(), parsed, merged, recipient_identity())
+    assert not isinstance(resolved, PlanError)
+    identity, plan = resolved
+    assert (plan.open_tracking, plan.click_tracking, identity.campaign_id) == (True, True, "spring_sale")
+    assert (plan.tracking_domain, identity.tags) == ("click.example.com", ("promo", "eu"))
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,7 @@ def tracked_targets(server: ServerProcess, text: str) -> tuple[list[str], int]:
     for match in TRACKED.finditer(text):
         kinds = OPEN_KINDS if match.group(1) == "q" else CLICK_KINDS
         payload = decode_token(match.group(2), keyring, expect=kinds)
-        assert payload.campaign_id == "corpus"
+        assert payload.identity.campaign_id == "corpus"
         if payload.kind in (TokenKind.OPEN, TokenKind.INITIAL_OPEN):
             opens += 1
         else:

@@ -40,7 +40,7 @@ def click_payload_campaign(server: ServerProcess, copy: bytes) -> str:
     match = re.search(rb"http://click\.example\.com/f/a/([A-Za-z0-9_-]+)", payload)
     assert match is not None, copy
     keyring = load_keyring(server.config.parent / "data")
-    return decode_token(match.group(1).decode(), keyring, expect=CLICK_KINDS).campaign_id
+    return decode_token(match.group(1).decode(), keyring, expect=CLICK_KINDS).identity.campaign_id
 
 
 def test_minimal_script_turns_tracking_on_without_a_header(engaged_server: ServerFactory) -> None:

@@ -5,20 +5,31 @@ from __future__ import annotations
 import pytest
 
 from engaged.config import EngagementTrackerConfig, SmtpapiSettings
+from engaged.recipient import RecipientIdentity, TrackingPlan
 from engaged.smtpapi.header import XMsysApi
-from engaged.smtpapi.resolve import PlanError, resolve_plan
-from engaged.spool.record import TrackingPlan
+from engaged.smtpapi.resolve import PlanError, resolve_recipient
+from tests.records import recipient_identity
 
 TRACKER = EngagementTrackerConfig()
 DEFAULTS = SmtpapiSettings()
 
 
-def plan(settings: SmtpapiSettings = DEFAULTS, header: XMsysApi | None = None,
-         context: dict[str, str] | None = None, customer: str = "") -> TrackingPlan:
-    result = resolve_plan(settings, TRACKER, header, context or {}, customer)
+def resolved(settings: SmtpapiSettings = DEFAULTS, header: XMsysApi | None = None,
+             context: dict[str, str] | None = None, customer: str = "") -> tuple[RecipientIdentity, TrackingPlan]:
+    result = resolve_recipient(settings, TRACKER, header, context or {}, recipient_identity(customer_id=customer))
     if isinstance(result, PlanError):
         raise AssertionError(result.reason)
     return result
+
+
+def plan(settings: SmtpapiSettings = DEFAULTS, header: XMsysApi | None = None,
+         context: dict[str, str] | None = None) -> TrackingPlan:
+    return resolved(settings, header, context)[1]
+
+
+def identity(header: XMsysApi | None = None, context: dict[str, str] | None = None,
+             customer: str = "") -> RecipientIdentity:
+    return resolved(DEFAULTS, header, context, customer)[0]
 
 
 def test_tracking_is_off_unless_something_turns_it_on() -> None:
@@ -38,13 +49,13 @@ def test_config_then_header_then_context() -> None:
 def test_context_data_replaces_header_data() -> None:
     header = XMsysApi(campaign_id="h", metadata={"a": 1}, tags=["h"])
     context = {"smtpapi_campaign_id": "c", "smtpapi_metadata": '{"b": 2}', "smtpapi_tags": '["c"]'}
-    result = plan(header=header, context=context)
-    assert (result.campaign_id, result.metadata, result.tags) == ("c", {"b": 2}, ["c"])
-    assert plan(header=header).campaign_id == "h"
+    result = identity(header, context)
+    assert (result.campaign_id, result.metadata, result.tags) == ("c", {"b": 2}, ("c",))
+    assert identity(header).campaign_id == "h"
 
 
 def test_empty_context_values_count_as_unset() -> None:
-    assert plan(header=XMsysApi(campaign_id="h"), context={"smtpapi_campaign_id": ""}).campaign_id == "h"
+    assert identity(XMsysApi(campaign_id="h"), {"smtpapi_campaign_id": ""}).campaign_id == "h"
 
 
 def test_scheme_domain_and_expiry_come_only_from_context_or_config() -> None:
@@ -57,8 +68,8 @@ def test_scheme_domain_and_expiry_come_only_from_context_or_config() -> None:
 
 
 def test_customer_id_from_auth_is_overridden_by_mo_customer_id() -> None:
-    assert plan(customer="42").customer_id == "42"
-    assert plan(customer="42", context={"mo_customer_id": "7"}).customer_id == "7"
+    assert identity(customer="42").customer_id == "42"
+    assert identity(customer="42", context={"mo_customer_id": "7"}).customer_id == "7"
 
 
 @pytest.mark.parametrize(
@@ -74,13 +85,13 @@ def test_customer_id_from_auth_is_overridden_by_mo_customer_id() -> None:
     ],
 )
 def test_invalid_context_values_name_the_variable(context: dict[str, str], reason: str) -> None:
-    result = resolve_plan(SmtpapiSettings(), TRACKER, None, context)
+    result = resolve_recipient(SmtpapiSettings(), TRACKER, None, context, recipient_identity())
     assert isinstance(result, PlanError)
     assert result.reason.startswith(reason)
 
 
 def test_tracker_settings_travel_in_the_plan() -> None:
     tracker = EngagementTrackerConfig(click_tracking_include_metadata=False, max_metadata_len=10)
-    result = resolve_plan(SmtpapiSettings(), tracker, None, {})
-    assert isinstance(result, TrackingPlan)
-    assert (result.include_metadata_in_clicks, result.max_metadata_len) == (False, 10)
+    result = resolve_recipient(SmtpapiSettings(), tracker, None, {}, recipient_identity())
+    assert not isinstance(result, PlanError)
+    assert (result[1].include_metadata_in_clicks, result[1].max_metadata_len) == (False, 10)

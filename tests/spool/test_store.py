@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engaged.spool.record import RecipientAttempt, RecipientDone, SpoolRecipient, SpoolRecord, TrackingPlan
+from engaged.recipient import TrackingPlan
+from engaged.spool.record import RecipientAttempt, RecipientDone, SpoolRecord
 from engaged.spool.store import FileSpool, finished_recipients
+from tests.records import recipient_identity, spool_record
 
 
 def record(message_id: str = "0123456789abcdef0123") -> SpoolRecord:
-    return SpoolRecord(
-        message_id=message_id, transmission_id="1", received_at=1.0, mail_from="a@x.com",
-        recipients=[SpoolRecipient(rcpt_to="b@y.com", plan=TrackingPlan(campaign_id="c"), injection_event_id="9")],
-    )
+    identity = recipient_identity("b@y.com", message_id=message_id, transmission_id="1", injection_time=1.0,
+                                  campaign_id="c")
+    return spool_record((identity, TrackingPlan()), message_id=message_id, transmission_id="1", received_at=1.0)
 
 
 async def test_stored_message_is_found_by_scan_with_its_body(tmp_path: Path) -> None:

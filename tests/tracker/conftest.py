@@ -20,7 +20,8 @@ from engaged.events.ids import EventIdGenerator
 from engaged.events.model import ClickEvent, Event, InitialOpenEvent, LinkUnsubscribeEvent, OpenEvent
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.keys import Keyring, load_keyring
-from engaged.tokens import LinkData, RecipientLinks
+from engaged.recipient import RecipientIdentity, TrackingPlan
+from engaged.tokens import RecipientLinks
 from engaged.tracker.loader import JournalLoader
 from engaged.tracker.service import TrackerService
 from engaged.types import EventQuery, EventStore
@@ -31,10 +32,13 @@ HOUR = 3600
 TrackEvent = OpenEvent | InitialOpenEvent | ClickEvent | LinkUnsubscribeEvent
 
 
-def link_data(tracking_domain: str, **changes: Any) -> LinkData:
-    """One recipient's LinkData, injected an hour ago, expiring in a day; `changes` override fields."""
+def link_data(tracking_domain: str, **changes: Any) -> tuple[RecipientIdentity, TrackingPlan]:
+    """One recipient's identity and plan, injected an hour ago, links expiring in a day.
+
+    `changes` override identity or plan fields; `expires` (epoch seconds) sets the plan's link expiry.
+    """
     now = int(time.time())
-    fields: dict[str, Any] = {
+    identity: dict[str, Any] = {
         "message_id": "000443ee14578172be22",
         "transmission_id": "65832150921904138",
         "rcpt_to": "alice@example.com",
@@ -43,13 +47,15 @@ def link_data(tracking_domain: str, **changes: Any) -> LinkData:
         "customer_id": "42",
         "tags": ("promo", "newsletter"),
         "metadata": {"user_id": "123", "plan": "gold"},
-        "tracking_domain": tracking_domain,
-        "expires": now + 24 * HOUR,
         "injection_time": now - HOUR,
         "sending_ip": "192.0.2.10",
     }
-    fields.update(changes)
-    return LinkData(**fields)
+    plan: dict[str, Any] = {"tracking_domain": tracking_domain}
+    expires = changes.pop("expires", now + 24 * HOUR)
+    for name, value in changes.items():
+        (plan if name in TrackingPlan.__struct_fields__ else identity)[name] = value
+    plan["link_expiry"] = expires - int(identity["injection_time"])
+    return RecipientIdentity(**identity), TrackingPlan(**plan)
 
 
 async def eventually(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
@@ -100,7 +106,7 @@ class RunningTracker:
 
     def links(self, **changes: Any) -> RecipientLinks:
         """A recipient's link minter pointing at this tracker."""
-        return RecipientLinks(self.keyring, link_data(self.service.address, **changes))
+        return RecipientLinks(self.keyring, *link_data(self.service.address, **changes))
 
     async def events(self, message_id: str | None = None) -> list[TrackEvent]:
         """Everything journaled so far, loaded into the store, oldest first (engagement events only)."""

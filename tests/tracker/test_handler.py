@@ -216,7 +216,7 @@ async def test_a_token_signed_with_an_unknown_key_is_404(tracker: RunningTracker
     from engaged.tokens import RecipientLinks
     from tests.tracker.conftest import link_data
 
-    stranger = RecipientLinks(Keyring(current_id=1, keys={1: os.urandom(32)}), link_data(tracker.service.address))
+    stranger = RecipientLinks(Keyring(current_id=1, keys={1: os.urandom(32)}), *link_data(tracker.service.address))
     response = await tracker.get(stranger.click_url(TARGET, "x", None, False))
     assert response.status_code == 404
 

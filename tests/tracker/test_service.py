@@ -50,7 +50,7 @@ async def test_every_answered_event_is_stored_and_the_journal_empties_after_stop
     loader = JournalLoader(tmp_path, store)
     await service.start()
     loader.start()
-    links = RecipientLinks(keyring, link_data(service.address))
+    links = RecipientLinks(keyring, *link_data(service.address))
     async with httpx.AsyncClient() as client:
         for _ in range(20):
             assert (await client.get(links.click_url(TARGET, "x", None, False))).status_code == 302
@@ -215,7 +215,7 @@ def queue_requests(keyring: Keyring, address: str, prefix: str, count: int) -> q
     paths: queue.Queue[tuple[str, str]] = queue.Queue()
     for n in range(count):
         message_id = f"{prefix}-{n:05d}"
-        links = RecipientLinks(keyring, link_data(address, message_id=message_id))
+        links = RecipientLinks(keyring, *link_data(address, message_id=message_id))
         url = links.click_url(f"{TARGET}{n}", "x", None, False) if n % 2 else links.open_url(n % 4 == 0)
         paths.put((message_id, url.split(address, 1)[1]))
     return paths
@@ -333,7 +333,7 @@ def test_the_worker_entry_point_journals_before_it_answers(tmp_path: Path) -> No
     try:
         host, _, port = child.address.rpartition(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=30)
-        url = RecipientLinks(keyring, link_data(child.address, message_id="pinned")).open_url(True)
+        url = RecipientLinks(keyring, *link_data(child.address, message_id="pinned")).open_url(True)
         connection.request("GET", url.split(child.address, 1)[1])
         assert connection.getresponse().status == 200
         journaled = b"".join(path.read_bytes() for path in worker_directory(data, 0).glob("*.jsonl"))
