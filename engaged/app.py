@@ -21,6 +21,7 @@ from engaged.delivery.relay import SmtpTransport
 from engaged.events.ids import EventIdGenerator
 from engaged.events.store_postgres import PostgresEventStore
 from engaged.events.store_sqlite import SqliteEventStore
+from engaged.inbound.service import InboundService
 from engaged.inject import Injector
 from engaged.keys import LiveKeyring
 from engaged.policy.engine import PolicyEngine
@@ -108,6 +109,8 @@ class App:
         self.suppression_rules = SuppressionRules(self.store, self.suppressions)
         self.smtp = SmtpListeners(config, self.injector, self.policy)
         self.tracker = TrackerService(config, self.keyring, ids=self.ids)
+        self.inbound = InboundService(config, self.store, self.keyring, ids=self.ids,
+                                      outcome=self.metrics.observe_inbound)
         self.loader = LoaderProcess(msgspec.json.encode(config), data)
         self.api = ApiService(config, self.store, metrics=self.metrics, suppressions=self.suppressions)
         self.metrics.set_spool_depth_source(self.delivery.depth)
@@ -134,9 +137,13 @@ class App:
         await self.smtp.start()
         for configured, bound in self.smtp.addresses:
             log.info("smtp listening on %s (configured %s)", bound, configured)
+        await self.inbound.start()
+        for configured, bound in self.inbound.addresses:
+            log.info("inbound listening on %s (configured %s)", bound, configured)
         log.info("ready")
 
     async def stop(self) -> None:
+        await self.inbound.stop()
         await self.smtp.stop()
         await self.delivery.stop()
         await self.tracker.stop()

@@ -145,6 +145,22 @@ class SuppressionConfig(_Section, frozen=True):
     enabled: bool = True
 
 
+class UnsubscribeConfig(_Section, frozen=True):
+    """[unsubscribe]: List-Unsubscribe on non-transactional copies."""
+
+    list_unsubscribe: bool = False
+
+
+class InboundConfig(_Section, frozen=True):
+    """[inbound]: the SMTP listener for mail sent back to engaged (bounces, feedback loops, unsubscribes)."""
+
+    listen: list[str] = msgspec.field(default_factory=list)
+    bounce_domain: str = ""
+    domains: list[str] = msgspec.field(default_factory=list)
+    max_message_size: int = 20 * 1024 * 1024
+    max_recipients: int = 100
+
+
 class WebhookConfig(_Section, frozen=True):
     """One [[webhooks]] entry."""
 
@@ -175,6 +191,8 @@ class Config(_Section, frozen=True):
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     webhooks: list[WebhookConfig] = msgspec.field(default_factory=list)
     suppression: SuppressionConfig = msgspec.field(default_factory=SuppressionConfig)
+    unsubscribe: UnsubscribeConfig = msgspec.field(default_factory=UnsubscribeConfig)
+    inbound: InboundConfig = msgspec.field(default_factory=InboundConfig)
 
     @property
     def data_path(self) -> Path:
@@ -182,7 +200,8 @@ class Config(_Section, frozen=True):
         return Path(self.data_dir).resolve()
 
 
-_SECTIONS = ("engagement_tracker", "smtpapi", "smtp", "policy", "delivery", "events", "api", "suppression")
+_SECTIONS = ("engagement_tracker", "smtpapi", "smtp", "policy", "delivery", "events", "api", "suppression",
+             "unsubscribe", "inbound")
 
 
 def parse_hostport(value: str) -> tuple[str, int]:
@@ -272,6 +291,15 @@ def _split_validation_error(message: str) -> tuple[str, str]:
 
 def _check(config: Config) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
+    inbound = config.inbound
+    for index, listen in enumerate(inbound.listen):
+        _check_hostport(problems, f"inbound.listen[{index}]", listen)
+    if inbound.listen and not inbound.bounce_domain:
+        problems.append(("inbound.bounce_domain", "an inbound listener needs the bounce domain it receives for"))
+    for index, domain in enumerate([inbound.bounce_domain, *inbound.domains]):
+        if domain and not re.fullmatch(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", domain):
+            key = "inbound.bounce_domain" if index == 0 else f"inbound.domains[{index - 1}]"
+            problems.append((key, f"{domain!r} is not a lower-case domain name"))
     smtp = config.smtp
     for index, listen in enumerate(smtp.listen):
         _check_hostport(problems, f"smtp.listen[{index}]", listen)

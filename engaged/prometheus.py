@@ -55,6 +55,9 @@ class Metrics:
         self.webhook_dead_letters = Counter(
             "engaged_webhook_dead_letters_total", "Batches moved to the dead-letter list after retry_max_age.",
             ["webhook"], registry=registry)
+        self.inbound = Counter(
+            "engaged_inbound_messages_total", "Mail received by the inbound listener, by outcome (matched: it "
+            "became events; unmatched: kept in data_dir/inbound/unmatched).", ["outcome"], registry=registry)
         self.stream_clients = Gauge(
             "engaged_api_stream_clients", "Open Server-Sent Events connections.", registry=registry)
 
@@ -67,6 +70,10 @@ class Metrics:
             self.engagements.labels(kind, label).inc()
         else:
             self.messages.labels(kind).inc()
+
+    def observe_inbound(self, outcome: str) -> None:
+        """One processed inbound message: `matched` or `unmatched`."""
+        self.inbound.labels(outcome).inc()
 
     def observe_store_write(self, seconds: float) -> None:
         """Record the duration of one store commit."""

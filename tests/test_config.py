@@ -128,3 +128,18 @@ def test_check_config_prints_settings_and_fails_on_errors(tmp_path: Path) -> Non
                             capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert f"{bad}:smtp.max_recipients: must be a positive number" in result.stderr
+
+
+def test_an_inbound_listener_needs_a_bounce_domain_and_domains_must_be_names(tmp_path: Path) -> None:
+    path = tmp_path / "engaged.toml"
+    path.write_text('[inbound]\nlisten = ["127.0.0.1:0"]\ndomains = ["Not A Domain"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    text = str(info.value)
+    assert "inbound.bounce_domain: an inbound listener needs the bounce domain" in text
+    assert "inbound.domains[0]: 'Not A Domain' is not a lower-case domain name" in text
+    path.write_text('[inbound]\nlisten = ["127.0.0.1:0"]\nbounce_domain = "bounces.example.com"\n'
+                    "[unsubscribe]\nlist_unsubscribe = true\n[suppression]\nenabled = false\n")
+    config = load_config(str(path))
+    assert config.inbound.bounce_domain == "bounces.example.com" and config.unsubscribe.list_unsubscribe
+    assert not config.suppression.enabled

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-_LISTEN = re.compile(r"^engaged: (smtp|tracker|api) listening on (\S+)")
+_LISTEN = re.compile(r"^engaged: (smtp|tracker|api|inbound) listening on (\S+)")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:

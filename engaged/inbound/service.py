@@ -1,0 +1,69 @@
+"""InboundService: binds every [inbound] listen address on the SMTP engine and runs the processor."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+
+from engaged.config import Config, parse_hostport
+from engaged.events.ids import EventIdGenerator
+from engaged.inbound.handler import InboundHandler
+from engaged.inbound.processor import InboundProcessor, Outcome
+from engaged.inbound.spool import InboundSpool
+from engaged.smtp.gate import ConnectionGate
+from engaged.smtp.listener import Listener, SmtpConnection
+from engaged.smtp.protocol import Settings
+from engaged.tokens import SigningKeys
+from engaged.types import EventStore
+
+
+def inbound_domains(config: Config) -> tuple[str, ...]:
+    """The domains the inbound listener receives for: the bounce domain, then [inbound] domains."""
+    inbound = config.inbound
+    return tuple(domain.lower() for domain in (inbound.bounce_domain, *inbound.domains) if domain)
+
+
+class InboundService:
+    """The listener for mail sent back to engaged; `addresses` are (configured, bound) pairs after start."""
+
+    def __init__(self, config: Config, store: EventStore, keys: SigningKeys, *, ids: EventIdGenerator,
+                 outcome: Outcome | None = None) -> None:
+        self._config = config
+        self.spool = InboundSpool(config.data_path / "inbound")
+        domains = inbound_domains(config)
+        self.processor = InboundProcessor(self.spool, store, keys, domains, ids=ids, outcome=outcome)
+        self._handler = InboundHandler(self.spool, self.processor, domains,
+                                       max_recipients=config.inbound.max_recipients)
+        smtp = config.smtp
+        self._gate = ConnectionGate(smtp.max_connections, smtp.max_connections_per_ip,
+                                    reserved=smtp.reserved_connections, max_idle_per_ip=smtp.max_idle_per_ip)
+        self._servers: list[asyncio.AbstractServer] = []
+        self.addresses: list[tuple[str, str]] = []
+
+    async def start(self) -> None:
+        if not self._config.inbound.listen:
+            return
+        self.spool.open()
+        await self.processor.start()
+        smtp, inbound = self._config.smtp, self._config.inbound
+        settings = Settings(hostname=smtp.hostname or socket.getfqdn(), max_message_size=inbound.max_message_size,
+                            max_commands=smtp.max_commands, max_errors=smtp.max_errors, tls_available=False)
+        loop = asyncio.get_running_loop()
+        for listen in inbound.listen:
+            host, port = parse_hostport(listen)
+            shared = Listener(self._handler, self._gate, settings=settings, tls=None,
+                              command_timeout=smtp.command_timeout, first_command_timeout=smtp.first_command_timeout,
+                              data_timeout=smtp.data_timeout, name=f"inbound {listen}")
+            server = await loop.create_server(functools.partial(SmtpConnection, shared), host=host, port=port)
+            self._servers.append(server)
+            sock = server.sockets[0].getsockname()
+            bound = f"[{sock[0]}]:{sock[1]}" if ":" in str(sock[0]) else f"{sock[0]}:{sock[1]}"
+            self.addresses.append((listen, bound))
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        await self.processor.stop()
