@@ -247,16 +247,60 @@ def http_options(args: argparse.Namespace) -> None:
                 process.wait(10)
         if args.baseline is not None:
             baseline_tracker(root, Path(args.baseline))
-        directory = root / "ours"
-        keyring = load_keyring(directory)
-        tracker = TrackerWorkers(directory, 1)
-        try:
-            paths = write_lua(directory / "clicks.lua", click_paths(keyring, tracker.address, LINKS))
-            url = f"http://{tracker.address}"
-            run_wrk(url, paths, WARMUP, CONNECTIONS[0])
-            print(line("engaged tracker (this checkout)", run_wrk(url, paths, SECONDS, CONNECTIONS[0])))
-        finally:
-            tracker.stop()
+        if os.path.exists(granian):
+            tracker_on_granian_vs_ours(root, granian)
+        else:
+            directory = root / "ours"
+            keyring = load_keyring(directory)
+            tracker = TrackerWorkers(directory, 1)
+            try:
+                paths = write_lua(directory / "clicks.lua", click_paths(keyring, tracker.address, LINKS))
+                url = f"http://{tracker.address}"
+                run_wrk(url, paths, WARMUP, CONNECTIONS[0])
+                print(line("engaged tracker (this checkout)", run_wrk(url, paths, SECONDS, CONNECTIONS[0])))
+            finally:
+                tracker.stop()
+
+
+ROUNDS = 3
+
+
+def tracker_on_granian_vs_ours(root: Path, granian: str) -> None:
+    """The same tracker (handler + journal with fdatasync) on granian's ASGI and on our server, alternating."""
+    ours_dir, theirs_dir = root / "ours", root / "granian"
+    ours = TrackerWorkers(ours_dir, 1)
+    port = free_port()
+    theirs_dir.mkdir(parents=True, exist_ok=True)
+    load_keyring(theirs_dir)  # created before granian's app reads it
+    process = subprocess.Popen(
+        ["taskset", "-c", "0", granian, "--interface", "asgi", "--workers", "1", "--loop", "uvloop", "--no-ws",
+         "--log-level", "warning", "--host", "127.0.0.1", "--working-dir", str(HERE), "_http_options:tracker_app",
+         "--port", str(port)], env={**os.environ, "ENGAGED_BENCH_TRACKER_DIR": str(theirs_dir)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if not _wait_port(port, process):
+            print("granian with the tracker did not start")
+            return
+        targets = {
+            "engaged tracker on granian (ASGI)": (f"127.0.0.1:{port}", load_keyring(theirs_dir)),
+            "engaged tracker on its own server": (ours.address, load_keyring(ours_dir)),
+        }
+        scripts = {label: write_lua(root / f"{n}.lua", click_paths(keys, address, LINKS))
+                   for n, (label, (address, keys)) in enumerate(targets.items())}
+        rates: dict[str, list[WrkResult]] = {label: [] for label in targets}
+        for label, (address, _) in targets.items():
+            run_wrk(f"http://{address}", scripts[label], WARMUP, CONNECTIONS[0])
+        for _ in range(ROUNDS):
+            for label, (address, _) in targets.items():
+                rates[label].append(run_wrk(f"http://{address}", scripts[label], SECONDS // 2, CONNECTIONS[0]))
+        for label, results in rates.items():
+            print(f"{label:<34} " + "  ".join(f"{result.requests_per_second:>7,.0f}" for result in results)
+                  + f" req/s in {ROUNDS} alternating rounds; p99 "
+                  + ", ".join(f"{result.p99_ms:.1f}" for result in results) + " ms")
+    finally:
+        process.terminate()
+        process.wait(10)
+        ours.stop()
 
 
 def baseline_tracker(root: Path, checkout: Path) -> None:
