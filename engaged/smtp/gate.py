@@ -18,8 +18,8 @@ class ConnectionGate:
     Slowloris defence: a client address keeps at most `max_idle_per_ip` idle sessions (a new one
     closes its oldest idle one), and the last `reserved` connection slots are only for trusted
     clients (relay_networks); when even those are taken, a trusted client closes the oldest idle
-    session of an untrusted one. Idle means no transaction and nothing being decided; authenticated
-    sessions are never marked idle by the listener.
+    session of an untrusted one. Idle means no transaction and nothing being decided; the listener
+    never marks sessions of trusted or authenticated clients idle.
     """
 
     def __init__(self, max_total: int, max_per_ip: int, *, reserved: int = 0, max_idle_per_ip: int = 0) -> None:

@@ -289,7 +289,8 @@ class SmtpConnection(asyncio.Protocol):
             self._mark = self._loop.time()
         session = self._session
         if session is not None:
-            idle = core.envelope is None and not core.waiting and session.user is None
+            # relay_networks clients (pooled connections of local apps) and authenticated ones are never evicted
+            idle = core.envelope is None and not core.waiting and session.user is None and not session.trusted
             if idle != self._idle:
                 self._idle = idle
                 self._listener.gate.set_idle(session.ip, self, idle, trusted=session.trusted)

@@ -97,3 +97,36 @@ async def test_listeners_share_a_port_with_reuse_port_or_take_a_bound_socket() -
     await handed.start()
     assert handed.addresses == [("127.0.0.1:0", f"127.0.0.1:{port}")]
     await handed.stop()
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.evicted = False
+
+    def evict(self) -> None:
+        self.evicted = True
+
+
+def test_gate_closes_the_oldest_idle_session_of_an_address_over_the_idle_cap() -> None:
+    gate = ConnectionGate(max_total=100, max_per_ip=100, max_idle_per_ip=2)
+    old, newer, other = _Session(), _Session(), _Session()
+    for session, ip in ((old, "a"), (newer, "a"), (other, "b")):
+        assert gate.admit(ip)
+        gate.set_idle(ip, session, True, trusted=False)
+    gate.make_room("a")
+    assert (old.evicted, newer.evicted, other.evicted) == (True, False, False)
+    gate.set_idle("a", newer, False, trusted=False)  # busy now: not a candidate
+    gate.make_room("a")
+    assert not newer.evicted
+
+
+def test_gate_keeps_a_reserve_for_trusted_clients_and_makes_room_for_them() -> None:
+    gate = ConnectionGate(max_total=4, max_per_ip=10, reserved=2)
+    idle = _Session()
+    assert gate.admit("x") and gate.admit("x")
+    gate.set_idle("x", idle, True, trusted=False)
+    assert not gate.admit("x")  # the last two slots are reserved
+    assert gate.admit("local", trusted=True) and gate.admit("local", trusted=True)
+    assert not idle.evicted
+    assert gate.admit("local", trusted=True)  # full: the oldest idle untrusted session makes room
+    assert idle.evicted
