@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from types import FrameType
+from typing import ClassVar
 
 import click
 
@@ -30,6 +31,15 @@ def _load(config_path: str | None) -> Config:
         sys.exit(2)
 
 
+class _EscapingFormatter(logging.Formatter):
+    """Log lines with control characters escaped, so bytes a client sent cannot forge or garble lines."""
+
+    _CONTROL: ClassVar[dict[int, str]] = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c not in (9, 10)}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).translate(self._CONTROL)
+
+
 def _exit_before_start(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
@@ -50,6 +60,8 @@ def serve(config_path: str | None) -> None:
         signal.signal(sig, _exit_before_start)
     config = _load(config_path)
     logging.basicConfig(level=logging.INFO, format="engaged: %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_EscapingFormatter("engaged: %(message)s"))
     for noisy in ("mail.log", "uvicorn.access", "uvicorn.error", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from engaged.app import serve as run

@@ -64,12 +64,6 @@ def msgspec_replace(settings: Settings, **changes: bool) -> Settings:
     return msgspec.structs.replace(settings, **changes)
 
 
-def printable(text: str | bytes, limit: int = 200) -> str:
-    """Client-supplied text made safe for one log line: control and non-ASCII bytes escaped."""
-    raw = text.encode("utf-8", "replace") if isinstance(text, str) else text
-    return repr(raw[:limit])[2:-1]
-
-
 class SmtpConnection(asyncio.Protocol):
     """One client connection: bytes go to the core, its steps to the handler, its replies to the socket."""
 
@@ -411,4 +405,4 @@ class SmtpListeners:
         self._authenticator.close()
 
 
-__all__ = ["ConnectionGate", "SmtpListeners", "auth_requires_tls", "printable"]
+__all__ = ["ConnectionGate", "SmtpListeners", "auth_requires_tls"]
