@@ -30,6 +30,7 @@ from engaged.smtp.listener import SmtpListeners
 from engaged.spool.record import SpoolRecord
 from engaged.spool.store import FileSpool
 from engaged.spool.sync import Durability
+from engaged.suppression.check import SuppressionCheck
 from engaged.suppression.model import SuppressionStore
 from engaged.suppression.rules import SuppressionRules
 from engaged.suppression.store_postgres import PostgresSuppressionStore
@@ -105,7 +106,9 @@ class App:
             ids=self.ids,
         )
         self.policy = PolicyEngine.load(config.policy.scripts)
-        self.injector = Injector(config, self.spool, self._accepted, ids=self.ids, events=self.store)
+        check = SuppressionCheck(self.suppressions) if config.suppression.enabled else None
+        self.injector = Injector(config, self.spool, self._accepted, ids=self.ids, events=self.store,
+                                 suppression=check)
         self.suppression_rules = SuppressionRules(self.store, self.suppressions)
         self.smtp = SmtpListeners(config, self.injector, self.policy)
         self.tracker = TrackerService(config, self.keyring, ids=self.ids)

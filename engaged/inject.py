@@ -16,7 +16,7 @@ from email.policy import compat32
 import msgspec
 
 from engaged.config import Config, effective_smtpapi
-from engaged.errors import SpoolError
+from engaged.errors import SpoolError, StoreError
 from engaged.events.ids import EventIdGenerator
 from engaged.events.message import policy_rejection_event
 from engaged.events.model import Event
@@ -28,6 +28,7 @@ from engaged.smtpapi.header import HeaderError, XMsysApi, decode_xmsysapi, heade
 from engaged.smtpapi.resolve import PlanError, resolve_recipient
 from engaged.spool.record import SpoolRecipient, SpoolRecord
 from engaged.spool.store import FileSpool
+from engaged.suppression.check import NONE_QUEUED, SUPPRESSED_CODE, SUPPRESSED_REASON, SuppressionCheck
 from engaged.types import EventSink
 
 log = logging.getLogger("engaged.inject")
@@ -94,11 +95,13 @@ class Injector:
         on_accepted: Callable[[SpoolRecord], Awaitable[None]],
         ids: EventIdGenerator | None = None,
         events: EventSink | None = None,
+        suppression: SuppressionCheck | None = None,
     ) -> None:
         self._config = config
         self._spool = spool
         self._on_accepted = on_accepted
         self._events = events
+        self._suppression = suppression
         self._ids = ids or EventIdGenerator()
         # Seeded once from the OS: a getrandom() call per message costs more than the rest of the id.
         self._random = random.Random(secrets.token_bytes(32))
@@ -119,6 +122,11 @@ class Injector:
         record = self._build_record(txn, steered, headers, header, now)
         if isinstance(record, PlanError):
             return Rejected(replies.r550_smtpapi(record.reason))
+        if self._suppression is not None and not (header is not None and header.skip_suppression):
+            screened = await self._screen(record, txn.peer)
+            if isinstance(screened, Rejected):
+                return screened
+            record = screened
         try:
             record = await self._spool.store(record, steered.content)
         except SpoolError as error:
@@ -126,6 +134,33 @@ class Injector:
             return Rejected(replies.R451_SPOOL_UNAVAILABLE)
         await self._on_accepted(record)
         return Accepted(record, replies.r250_queued(record.message_id))
+
+    async def _screen(self, record: SpoolRecord, peer: str) -> SpoolRecord | Rejected:
+        """Drop suppressed recipients (a policy_rejection each); refuse the message when none is left.
+
+        `options.transactional` (the identity's) picks which list applies; a list that cannot be read
+        answers 451, so nobody suppressed is ever sent to.
+        """
+        if self._suppression is None:
+            return record
+        try:
+            refused = await self._suppression.refused(
+                [(recipient.identity.rcpt_to, recipient.identity.transactional) for recipient in record.recipients])
+        except StoreError as error:
+            log.error("suppression list unavailable, message from %s not accepted: %s", peer, error)
+            return Rejected(replies.R451_INTERNAL)
+        if not refused:
+            return record
+        if self._events is not None:
+            now = time.time()
+            await self._events.append([policy_rejection_event(
+                recipient.identity, event_id=self._ids.next_id(now), now=now, remote_addr=peer,
+                error_code=SUPPRESSED_CODE, reason=SUPPRESSED_REASON,
+            ) for index, recipient in enumerate(record.recipients) if index in refused])
+        kept = [recipient for index, recipient in enumerate(record.recipients) if index not in refused]
+        if not kept:
+            return Rejected(NONE_QUEUED)
+        return msgspec.structs.replace(record, recipients=kept)
 
     def _apply_policy(self, txn: Transaction) -> _Steered | Rejected:
         """The DATA-time policy phases: validate_data, validate_data_spool, then per recipient

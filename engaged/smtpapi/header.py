@@ -24,6 +24,7 @@ class XMsysApi(msgspec.Struct, frozen=True, kw_only=True):
     open_tracking: bool | None = None
     click_tracking: bool | None = None
     transactional: bool | None = None
+    skip_suppression: bool | None = None
     sandbox: bool | None = None
     ip_pool: str | None = None
 
@@ -137,7 +138,7 @@ def _validate(data: dict[str, Any]) -> XMsysApi | HeaderError:
     if not isinstance(options, dict):
         return _type_error("options", "json object")
     flags: dict[str, bool | None] = {}
-    for name in ("open_tracking", "click_tracking", "transactional", "sandbox"):
+    for name in ("open_tracking", "click_tracking", "transactional", "sandbox", "skip_suppression"):
         parsed = parse_flag(options.get(name))
         if isinstance(parsed, HeaderError):
             return _type_error(f"options.{name}", "boolean")

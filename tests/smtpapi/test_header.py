@@ -87,3 +87,10 @@ def test_strip_header_without_the_header_returns_the_same_object() -> None:
 )
 def test_a_nul_character_in_any_string_is_refused(value: str, field: str) -> None:
     assert decode_xmsysapi(value) == HeaderError(f"X-MSYS-API '{field}' must not contain a NUL character")
+
+
+def test_skip_suppression_is_a_boolean_option() -> None:
+    assert decode_xmsysapi('{"options": {"skip_suppression": true}}') == XMsysApi(skip_suppression=True)
+    assert decode_xmsysapi('{"options": {"skip_suppression": "0"}}') == XMsysApi(skip_suppression=False)
+    assert decode_xmsysapi('{"options": {"skip_suppression": "yes"}}') == HeaderError(
+        "X-MSYS-API 'options.skip_suppression' must be of type 'boolean'")
