@@ -18,6 +18,7 @@ from engaged.delivery.mx import MxRouter, RelayRouter
 from engaged.delivery.outcome import Transport
 from engaged.delivery.queue import DeliveryQueue
 from engaged.delivery.relay import SmtpTransport
+from engaged.delivery.unsubscribe import ReturnHeaders
 from engaged.events.ids import EventIdGenerator
 from engaged.events.store_postgres import PostgresEventStore
 from engaged.events.store_sqlite import SqliteEventStore
@@ -98,7 +99,8 @@ class App:
             self.spool,
             self.store,
             build_transport(config, self.durability),
-            CopyComposer(self.keyring),
+            CopyComposer(self.keyring, ReturnHeaders(self.keyring, list_unsubscribe=config.unsubscribe.list_unsubscribe,
+                                                     bounce_domain=config.inbound.bounce_domain)),
             sandbox=build_capture(config, self.durability),
             workers=config.delivery.workers,
             retry_base=config.delivery.retry_base,

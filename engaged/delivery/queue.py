@@ -167,7 +167,7 @@ class DeliveryQueue:
         message = OutboundMessage(
             message_id=record.message_id,
             rcpt_index=index,
-            mail_from=record.mail_from,
+            mail_from=record.mail_from if copy.mail_from is None else copy.mail_from,
             rcpt_to=recipient.rcpt_to,
             data=copy.data,
             smtputf8=record.smtputf8,

@@ -11,7 +11,7 @@ import pytest
 from engaged.testing.server import ServerProcess, wait_until
 from engaged.testing.sink import SinkServer
 from tests.conftest import ServerFactory
-from tests.helpers import RawSmtp, captured_files, queued_id, stored_events, wait_events
+from tests.helpers import RawSmtp, captured_files, queued_id, stored_events, wait_captured, wait_events
 
 BASE = "/api/v1/suppression-list"
 REASON = "554 5.7.1 [internal] recipient address was suppressed due to customer policy"
@@ -93,3 +93,70 @@ def test_a_hard_bounce_suppresses_the_recipient_and_the_next_message_is_refused(
         assert "class 10" in str(found["description"])
         assert client.get(f"{BASE}/soft@example.com").status_code == 404
     assert send(server, ["gone@example.com"], message()).startswith("550 5.7.1")
+
+
+LOOP = ('[unsubscribe]\nlist_unsubscribe = true\n[inbound]\nbounce_domain = "bounces.example.com"\n'
+        '[smtpapi]\ntracking_domain = "TRACKER"\n')
+
+
+def header(copy: bytes, name: bytes) -> bytes | None:
+    head = copy.split(b"\r\n\r\n", 1)[0]
+    unfolded = head.replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ")
+    for line in unfolded.split(b"\r\n"):
+        if line.lower().startswith(name.lower() + b":"):
+            return line.split(b":", 1)[1].strip()
+    return None
+
+
+def test_a_one_click_post_from_a_captured_copy_unsubscribes_and_suppresses(engaged_server: ServerFactory) -> None:
+    server = engaged_server(LOOP.replace("TRACKER", "t.example.com"))
+    message_id = queued_id(send(server, ["carol@example.com"], message()))
+    [copy] = wait_captured(server, message_id)
+    value = header(copy, b"List-Unsubscribe")
+    assert value is not None and header(copy, b"List-Unsubscribe-Post") == b"List-Unsubscribe=One-Click"
+    url = value.split(b">")[0].lstrip(b"<").decode()
+    assert url.startswith("http://t.example.com/lu/")
+    url = url.replace("t.example.com", "{}:{}".format(*server.tracker))  # the tracker as DNS would find it
+    assert b"<mailto:u-" in value and b"@bounces.example.com?subject=unsubscribe>" in value
+    assert header(copy, b"X-MSFBL") is not None
+    reply = httpx.post(url, content=b"List-Unsubscribe=One-Click", timeout=30,
+                       headers={"content-type": "application/x-www-form-urlencoded"})
+    assert reply.status_code == 200 and "location" not in reply.headers
+    [event] = wait_until(lambda: [e for e in stored_events(server) if e["type"] == "list_unsubscribe"], 30)
+    assert event["rcpt_to"] == event["mailfrom"] == "carol@example.com" and event["campaign_id"] == "loop"
+    with api(server) as client:
+        def entry() -> list[dict[str, object]] | None:
+            found = client.get(f"{BASE}/carol@example.com")
+            return found.json()["results"] if found.status_code == 200 else None
+
+        [found] = wait_until(entry, 30)
+    assert found["source"] == "List Unsubscribe" and found["type"] == "non_transactional"
+    assert send(server, ["carol@example.com"], message()).startswith("550 5.7.1")
+    assert send(server, ["carol@example.com"], message('"options": {"transactional": true}')).startswith("250")
+
+
+def test_transactional_copies_and_copies_with_their_own_header_are_left_alone(engaged_server: ServerFactory) -> None:
+    server = engaged_server(LOOP.replace("TRACKER", "t.example.com"))
+    transactional = queued_id(send(server, ["dan@example.com"], message('"options": {"transactional": true}')))
+    [copy] = wait_captured(server, transactional)
+    assert header(copy, b"List-Unsubscribe") is None and header(copy, b"X-MSFBL") is not None
+    own = b"List-Unsubscribe: <mailto:leave@example.org>\r\n" + message()
+    mine = queued_id(send(server, ["dan@example.com"], own))
+    [copy] = wait_captured(server, mine)
+    assert header(copy, b"List-Unsubscribe") == b"<mailto:leave@example.org>"
+    assert header(copy, b"List-Unsubscribe-Post") is None
+
+
+def test_copies_leave_with_a_signed_verp_return_path(engaged_server: ServerFactory, sink: SinkServer) -> None:
+    server = engaged_server(f'[delivery]\nmode = "relay"\nrelay = "{sink.address}"\n'
+                            '[inbound]\nbounce_domain = "bounces.example.com"\n')
+    message_id = queued_id(send(server, ["erin@example.com"], message()))
+    wait_until(sink.received, 30)
+    [received] = sink.received()
+    local, _, domain = received.mail_from.partition("@")
+    assert domain == "bounces.example.com" and local.startswith("b-") and len(local) <= 64
+    from engaged.inbound.verp import match
+    from engaged.keys import load_keyring
+
+    found = match(load_keyring(server.config.parent / "data"), received.mail_from, ("bounces.example.com",))
+    assert found is not None and found.message_id == message_id and found.names("erin@example.com")
