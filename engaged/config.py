@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -204,6 +205,10 @@ _SECTIONS = ("engagement_tracker", "smtpapi", "smtp", "policy", "delivery", "eve
              "unsubscribe", "inbound")
 
 
+def _tls_files_exist(cert: str, key: str) -> bool:
+    return bool(cert) and Path(cert).is_file() and (not key or Path(key).is_file())
+
+
 def parse_hostport(value: str) -> tuple[str, int]:
     """Split `host:port` or `[v6]:port`; raises ValueError with the reason."""
     match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]*):(\d{1,5})", value.strip())
@@ -348,6 +353,12 @@ def _check(config: Config) -> list[tuple[str, str]]:
             problems.append((f"engagement_tracker.{key}", f"file not found: {value}"))
     if tracker.tls_key and not tracker.tls_cert:
         problems.append(("engagement_tracker.tls_key", "needs tls_cert"))
+    elif _tls_files_exist(tracker.tls_cert, tracker.tls_key):
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tracker.tls_cert,
+                                                                                tracker.tls_key or None)
+        except (OSError, ssl.SSLError) as error:
+            problems.append(("engagement_tracker.tls_cert", f"cannot load the certificate and key: {error}"))
     for key in ("header_timeout", "idle_timeout", "max_connections"):
         if getattr(tracker, key) <= 0:
             problems.append((f"engagement_tracker.{key}", "must be positive"))

@@ -104,3 +104,20 @@ def test_the_scheme_follows_the_configuration() -> None:
     secure = TrackerService(Config(engagement_tracker=EngagementTrackerConfig(tls_cert="c.pem")), keyring,
                             ids=EventIdGenerator())
     assert (plain.scheme, secure.scheme) == ("http", "https")
+
+
+def test_a_certificate_that_does_not_load_is_a_configuration_error(tmp_path: Path) -> None:
+    from engaged.config import load_config
+    from engaged.errors import ConfigError
+
+    cert, key = issue(trustme.CA(), tmp_path, "tracker")
+    key.write_text("not a key")
+    config = tmp_path / "engaged.toml"
+    config.write_text(f'[engagement_tracker]\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(config), environ={})
+    assert any("engagement_tracker.tls_cert: cannot load" in problem for problem in refused.value.problems)
+    key.unlink()
+    with pytest.raises(ConfigError) as missing:
+        load_config(str(config), environ={})
+    assert any("engagement_tracker.tls_key: file not found" in problem for problem in missing.value.problems)
