@@ -72,7 +72,7 @@ def build_app(store: EventStore, metrics: Metrics, *, keys: Sequence[str], stopp
         routes=routes,
         middleware=[Middleware(NoSniffMiddleware),
                     Middleware(DashboardMiddleware, store=store, keys=keys, stopping=stopping, keepalive=keepalive,
-                               poll=poll),
+                               poll=poll, suppressions=suppressions),
                     Middleware(AuthMiddleware, keys=keys)],
         exception_handlers={HTTPException: http_error, StoreError: store_error},
     )

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engaged.errors import StoreError
+from engaged.suppression.model import SuppressionStore
 from engaged.types import EventStore
 from engaged.web.routes import Dashboard
 
@@ -23,7 +24,7 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
-PAGES = frozenset({"/", "/login", "/logout", "/campaign", "/message", "/live"})
+PAGES = frozenset({"/", "/login", "/logout", "/campaign", "/message", "/live", "/suppression", "/suppression/delete"})
 PREFIXES = ("/static/", "/ui/")
 
 
@@ -36,9 +37,10 @@ class DashboardMiddleware:
     """Placed outside the API's AuthMiddleware: the dashboard applies the same rule itself, with sessions."""
 
     def __init__(self, app: ASGIApp, store: EventStore, *, keys: Sequence[str], stopping: asyncio.Event,
-                 keepalive: float = 15.0, poll: float = 0.25) -> None:
+                 keepalive: float = 15.0, poll: float = 0.25, suppressions: SuppressionStore | None = None) -> None:
         self._api = app
-        dashboard = Dashboard(store, keys=tuple(keys), stopping=stopping, keepalive=keepalive, poll=poll)
+        dashboard = Dashboard(store, keys=tuple(keys), stopping=stopping, keepalive=keepalive, poll=poll,
+                              suppressions=suppressions)
         self._dashboard = Starlette(routes=dashboard.routes(), exception_handlers={
             StoreError: dashboard.store_error, HTTPException: dashboard.http_error})
 

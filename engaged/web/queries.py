@@ -23,7 +23,7 @@ _MAX_BUCKETS = 2000
 _MAX_AGENTS = 5000
 _ROW_METRICS = ("count_injected", "count_delivered", "count_bounce", "count_delayed",
                 "count_unique_confirmed_opened", "count_unique_human_confirmed_opened",
-                "count_unique_clicked", "count_unique_human_clicked")
+                "count_unique_clicked", "count_unique_human_clicked", "count_unsubscribe", "count_spam_complaint")
 
 
 class CampaignRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,6 +41,10 @@ class CampaignRow(msgspec.Struct, frozen=True, kw_only=True):
     clicks_human: int = 0
     clicks_machine: int = 0
     ctr: float | None = None
+    unsubscribes: int = 0
+    complaints: int = 0
+    unsubscribe_rate: float | None = None
+    complaint_rate: float | None = None
     last_activity: float = 0.0
 
 
@@ -48,6 +52,8 @@ SORTS: dict[str, Any] = {
     "campaign": lambda row: row.campaign_id, "injected": lambda row: row.injected,
     "delivered": lambda row: row.delivered, "bounced": lambda row: row.bounced,
     "delayed": lambda row: row.delayed, "opens_human": lambda row: row.opens_human,
+    "unsubscribe_rate": lambda row: row.unsubscribe_rate or 0.0,
+    "complaint_rate": lambda row: row.complaint_rate or 0.0,
     "opens_machine": lambda row: row.opens_machine, "clicks_human": lambda row: row.clicks_human,
     "clicks_machine": lambda row: row.clicks_machine, "ctr": lambda row: -1.0 if row.ctr is None else row.ctr,
     "last_activity": lambda row: row.last_activity,
@@ -123,13 +129,16 @@ class DashboardQueries:
                                 f" GROUP BY {group}", params)
         result = []
         for campaign_id, last, *counts in rows:
-            (injected, delivered, bounced, delayed, opens, human_opens, clicks, human_clicks) = (
-                int(value or 0) for value in counts)
+            (injected, delivered, bounced, delayed, opens, human_opens, clicks, human_clicks, unsubscribes,
+             complaints) = (int(value or 0) for value in counts)
             result.append(CampaignRow(
                 campaign_id=str(campaign_id), injected=injected, delivered=delivered, bounced=bounced,
                 delayed=delayed, opens_human=human_opens, opens_machine=opens - human_opens,
                 clicks_human=human_clicks, clicks_machine=clicks - human_clicks,
-                ctr=human_clicks / delivered if delivered else None, last_activity=float(last or 0.0)))
+                ctr=human_clicks / delivered if delivered else None, last_activity=float(last or 0.0),
+                unsubscribes=unsubscribes, complaints=complaints,
+                unsubscribe_rate=unsubscribes / delivered if delivered else None,
+                complaint_rate=complaints / delivered if delivered else None))
         return result
 
     async def _bounds(self, campaign: str, span: TimeRange, now: float) -> tuple[float, float]:

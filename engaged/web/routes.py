@@ -20,6 +20,8 @@ from starlette.staticfiles import StaticFiles
 from engaged.api.params import BadRequest, event_query
 from engaged.events.model import EVENT_TYPES
 from engaged.sinks.stream import follow, wait_for_append
+from engaged.suppression.address import normalise
+from engaged.suppression.model import SOURCES, TYPES, SuppressionSearch, SuppressionStore
 from engaged.types import EventQuery, EventStore
 from engaged.web.feed import format_time, view_of
 from engaged.web.queries import SORTS, DashboardQueries, sort_rows
@@ -61,8 +63,10 @@ class Dashboard:
     """Every dashboard route over one event store, behind the API's access rule (keys → session cookie)."""
 
     def __init__(self, store: EventStore, *, keys: tuple[str, ...] | list[str], stopping: asyncio.Event,
-                 keepalive: float = 15.0, poll: float = 0.25, clock: Callable[[], float] = time.time) -> None:
+                 keepalive: float = 15.0, poll: float = 0.25, clock: Callable[[], float] = time.time,
+                 suppressions: SuppressionStore | None = None) -> None:
         self._store = store
+        self._suppressions = suppressions
         self._queries = DashboardQueries(store)
         self._sessions = SessionKeys(keys)
         self._stopping = stopping
@@ -82,6 +86,8 @@ class Dashboard:
             Route("/live", self.live, methods=["GET"]),
             Route("/login", self.login, methods=["GET", "POST"]),
             Route("/logout", self.logout, methods=["POST"]),
+            Route("/suppression", self.suppression, methods=["GET"]),
+            Route("/suppression/delete", self.suppression_delete, methods=["POST"]),
             Route("/ui/campaigns.json", self.campaigns_json, methods=["GET"]),
             Route("/ui/campaign.json", self.campaign_json, methods=["GET"]),
             Route("/ui/stream", self.stream, methods=["GET"]),
@@ -255,6 +261,53 @@ class Dashboard:
     async def _wait(self, version: int | None, timeout: float) -> None:
         await wait_for_append(self._store, version, self._stopping, timeout)
 
+    # -- suppression list ----------------------------------------------------------------------------------
+
+    async def suppression(self, request: Request) -> Response:
+        """Search the suppression list by recipient or domain, source and type; 100 a page, newest first."""
+        if (denied := self._denied(request)) is not None:
+            return denied
+        if self._suppressions is None:
+            return self._error(request, 404, "There is no suppression list here.")
+        params = request.query_params
+        term, source, kind = params.get("q", "").strip(), params.get("source", ""), params.get("type", "")
+        search = SuppressionSearch(sources=(source,) if source in SOURCES else (),
+                                   types=(kind,) if kind in TYPES else ())
+        problem = ""
+        if "@" in term:
+            address = normalise(term)
+            if address is None:
+                problem = "That is not an email address."
+            search = msgspec.structs.replace(search, recipients=(address or term.lower(),))
+        elif term:
+            search = msgspec.structs.replace(search, domain=term.lower())
+        page = max(1, int(params["page"])) if params.get("page", "").isdigit() else 1
+        entries = await self._suppressions.search(msgspec.structs.replace(search, limit=_SUPPRESSION_PAGE,
+                                                                          offset=(page - 1) * _SUPPRESSION_PAGE))
+        total = await self._suppressions.count(search, 1_000_000)
+        kept = [(name, value) for name, value in (("q", term), ("source", source), ("type", kind)) if value]
+        following = [*kept, ("page", str(page + 1))] if len(entries) == _SUPPRESSION_PAGE else []
+        return self.page(request, "suppression.html", title="Suppression list", entries=entries, total=total,
+                         term=term, source=source, kind=kind, sources=SOURCES, types=TYPES, problem=problem,
+                         back=urlencode([*kept, ("page", str(page))]), next=following)
+
+    async def suppression_delete(self, request: Request) -> Response:
+        """Remove one entry (a same-origin form with the CSRF token), then back to the search."""
+        if (denied := self._denied(request)) is not None:
+            return denied
+        form = await _form(request)
+        if not is_same_origin_post(request, form.get("csrf", "")):
+            return self._error(request, 403, "The form expired or came from another site.")
+        if self._suppressions is None:
+            return self._error(request, 404, "There is no suppression list here.")
+        address = normalise(form.get("recipient", ""))
+        kind = form.get("type", "")
+        if address is None or kind not in TYPES:
+            return self._error(request, 400, "Name a recipient and a type to delete.")
+        await self._suppressions.delete(address, [kind])
+        back = urlencode(parse_qsl(form.get("back", "")))
+        return RedirectResponse("/suppression" + (f"?{back}" if back else ""), 303)
+
     # -- login ---------------------------------------------------------------------------------------------
 
     async def login(self, request: Request) -> Response:
@@ -286,6 +339,9 @@ class Dashboard:
         response = RedirectResponse("/login" if self._sessions.required else "/", 303)
         clear_session(response, request)
         return response
+
+
+_SUPPRESSION_PAGE = 100
 
 
 def _filters(request: Request) -> dict[str, str]:

@@ -155,7 +155,7 @@
     ["injected", number], ["delivered", number], ["bounced", number], ["delayed", number],
     ["opens_human", number, "human"], ["opens_machine", number, "machine"],
     ["clicks_human", number, "human"], ["clicks_machine", number, "machine"],
-    ["ctr", percent], ["last_activity", (value) => (value ? when(value) : "–"), "when"],
+    ["ctr", percent], ["unsubscribe_rate", percent], ["complaint_rate", percent], ["last_activity", (value) => (value ? when(value) : "–"), "when"],
   ];
 
   function campaignsPage() {
