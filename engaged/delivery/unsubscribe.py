@@ -10,12 +10,12 @@ from engaged.types import LinkMinter
 
 LIST_UNSUBSCRIBE_PATH = "/lu/"
 """Where the tracker answers List-Unsubscribe (engaged.tracker.handler)."""
-_PLACEHOLDER = "https://list-unsubscribe.invalid/"
+_PLACEHOLDER = "https://u.invalid/"  # never followed: /lu/ answers itself; short, so the header stays short
 
 
 def list_unsubscribe_url(links: LinkMinter) -> str:
     """`<scheme>://<tracking domain>/lu/<token>`: the token of an unsubscribe link for this recipient."""
-    click = links.click_url(_PLACEHOLDER, "List-Unsubscribe", None, True)
+    click = links.click_url(_PLACEHOLDER, _PLACEHOLDER, None, True)
     scheme_and_host, _, rest = click.partition("://")
     host, _, path = rest.partition("/")
     token = path.rpartition("/")[2]
