@@ -121,8 +121,8 @@ class App:
         self.metrics.set_spool_depth_source(self.delivery.depth)
         self.metrics.set_tracker_source(lambda: {**self.tracker.metrics(), **self.loader.metrics()})
 
-    async def _accepted(self, record: SpoolRecord) -> None:
-        await self.delivery.submit(record)
+    async def _accepted(self, record: SpoolRecord, announced: bool) -> None:
+        await self.delivery.submit(record, announced)
 
     async def start(self) -> None:
         data: Path = self.config.data_path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import random
 import secrets
@@ -18,17 +19,16 @@ import msgspec
 from engaged.config import Config, effective_smtpapi
 from engaged.errors import SpoolError, StoreError
 from engaged.events.ids import EventIdGenerator
-from engaged.events.message import policy_rejection_event
+from engaged.events.message import injection_events, policy_rejection_event
 from engaged.events.model import Event
 from engaged.policy.context import PolicyMessage
 from engaged.policy.engine import PolicyFailure, PolicySession, Reject
 from engaged.recipient import identify
-from engaged.smtp import replies
 from engaged.smtpapi.header import HeaderError, XMsysApi, decode_xmsysapi, header_values
 from engaged.smtpapi.resolve import PlanError, resolve_recipient
 from engaged.spool.record import SpoolRecipient, SpoolRecord
 from engaged.spool.store import FileSpool
-from engaged.suppression.check import NONE_QUEUED, SUPPRESSED_CODE, SUPPRESSED_REASON, SuppressionCheck
+from engaged.suppression.check import SUPPRESSED_CODE, SUPPRESSED_REASON, SuppressionCheck
 from engaged.types import EventSink
 
 log = logging.getLogger("engaged.inject")
@@ -63,17 +63,29 @@ class _Steered(msgspec.Struct, frozen=True):
     headers: list[bytes | None]
 
 
+class Refusal(enum.Enum):
+    """Why injection refused a message; the SMTP side words the reply (smtp/replies.py `injection_reply`)."""
+
+    EMPTY_MESSAGE = "empty_message"
+    SMTPAPI = "smtpapi"  # detail: the X-MSYS-API or smtpapi context problem, in Momentum's wording
+    SPOOL_UNAVAILABLE = "spool_unavailable"
+    POLICY_FAILURE = "policy_failure"  # a script failed: temporary
+    POLICY = "policy"  # detail: the reply the policy script chose
+    SUPPRESSED = "suppressed"  # every recipient is on the suppression list
+    SUPPRESSION_UNAVAILABLE = "suppression_unavailable"  # the list could not be read: temporary
+
+
 class Accepted(msgspec.Struct, frozen=True):
-    """The message is on disk; `reply` is the 250 to send."""
+    """The message is on disk (answer 250 with its id)."""
 
     record: SpoolRecord
-    reply: str
 
 
 class Rejected(msgspec.Struct, frozen=True):
-    """Nothing was queued; `reply` says why."""
+    """Nothing was queued; `refusal` says why."""
 
-    reply: str
+    refusal: Refusal
+    detail: str = ""
 
 
 def new_message_id(now: float, rng: random.Random) -> str:
@@ -84,15 +96,16 @@ def new_message_id(now: float, rng: random.Random) -> str:
 class Injector:
     """Turns a finished SMTP transaction into a spooled message (or a refusal).
 
-    `on_accepted` runs after the spool commit: it emits the injection events and hands the
-    message to delivery. Nothing here answers before the spool has made the message durable.
+    After the spool commit the injector stores the message's injection events, then `on_accepted`
+    hands the message to delivery (with whether those events were stored). Nothing here answers
+    before the spool has made the message durable.
     """
 
     def __init__(
         self,
         config: Config,
         spool: FileSpool,
-        on_accepted: Callable[[SpoolRecord], Awaitable[None]],
+        on_accepted: Callable[[SpoolRecord, bool], Awaitable[None]],
         ids: EventIdGenerator | None = None,
         events: EventSink | None = None,
         suppression: SuppressionCheck | None = None,
@@ -108,20 +121,21 @@ class Injector:
 
     async def inject(self, txn: Transaction) -> Accepted | Rejected:
         if not txn.content.strip():
-            return Rejected(replies.R554_EMPTY_MESSAGE)
+            return Rejected(Refusal.EMPTY_MESSAGE)
         steered = self._apply_policy(txn)
         if isinstance(steered, Rejected):
-            await self.record_rejection(txn.mail_from, txn.rcpt_tos, steered.reply, peer=txn.peer,
-                                        customer_id=txn.customer_id)
+            if steered.refusal is Refusal.POLICY:
+                await self.record_rejection(txn.mail_from, txn.rcpt_tos, steered.detail, peer=txn.peer,
+                                            customer_id=txn.customer_id)
             return steered
         headers = parse_headers(steered.content)
         header = read_xmsysapi(steered.content)
         if isinstance(header, HeaderError):
-            return Rejected(replies.r550_smtpapi(header.reason))
+            return Rejected(Refusal.SMTPAPI, header.reason)
         now = time.time()
         record = self._build_record(txn, steered, headers, header, now)
         if isinstance(record, PlanError):
-            return Rejected(replies.r550_smtpapi(record.reason))
+            return Rejected(Refusal.SMTPAPI, record.reason)
         if self._suppression is not None and not (header is not None and header.skip_suppression):
             screened = await self._screen(record, txn.peer)
             if isinstance(screened, Rejected):
@@ -131,9 +145,21 @@ class Injector:
             record = await self._spool.store(record, steered.content)
         except SpoolError as error:
             log.error("message from %s not accepted: %s", txn.peer, error)
-            return Rejected(replies.R451_SPOOL_UNAVAILABLE)
-        await self._on_accepted(record)
-        return Accepted(record, replies.r250_queued(record.message_id))
+            return Rejected(Refusal.SPOOL_UNAVAILABLE)
+        await self._on_accepted(record, await self._announce(record))
+        return Accepted(record)
+
+    async def _announce(self, record: SpoolRecord) -> bool:
+        """Store the message's injection events right after the spool commit; False when the store failed
+        (the message is durable all the same, and delivery stores them before its first attempt)."""
+        if self._events is None:
+            return False
+        try:
+            await self._events.append(injection_events(record))
+        except Exception as error:  # the 250 stands: the events follow from delivery
+            log.warning("injection events of %s not stored yet: %s", record.message_id, error)
+            return False
+        return True
 
     async def _screen(self, record: SpoolRecord, peer: str) -> SpoolRecord | Rejected:
         """Drop suppressed recipients (a policy_rejection each); refuse the message when none is left.
@@ -148,7 +174,7 @@ class Injector:
                 [(recipient.identity.rcpt_to, recipient.identity.transactional) for recipient in record.recipients])
         except StoreError as error:
             log.error("suppression list unavailable, message from %s not accepted: %s", peer, error)
-            return Rejected(replies.R451_INTERNAL)
+            return Rejected(Refusal.SUPPRESSION_UNAVAILABLE)
         if not refused:
             return record
         if self._events is not None:
@@ -159,7 +185,7 @@ class Injector:
             ) for index, recipient in enumerate(record.recipients) if index in refused])
         kept = [recipient for index, recipient in enumerate(record.recipients) if index not in refused]
         if not kept:
-            return Rejected(NONE_QUEUED)
+            return Rejected(Refusal.SUPPRESSED)
         return msgspec.structs.replace(record, recipients=kept)
 
     def _apply_policy(self, txn: Transaction) -> _Steered | Rejected:
@@ -175,22 +201,22 @@ class Injector:
             for phase in (session.validate_data, session.validate_data_spool):
                 verdict = phase(message)
                 if isinstance(verdict, Reject):
-                    return Rejected(verdict.reply)
+                    return Rejected(Refusal.POLICY, verdict.reply)
             base = message.content
             own_headers: list[bytes | None] = []
             for index in range(count):
                 copy = message.copy()
                 verdict = session.validate_data_spool_each_rcpt(copy, index)
                 if isinstance(verdict, Reject):
-                    return Rejected(verdict.reply)
+                    return Rejected(Refusal.POLICY, verdict.reply)
                 own_headers.append(header_block(copy.content) if copy.content != base else None)
             for phase in (session.validate_set_binding, session.final_validation):
                 verdict = phase(message)
                 if isinstance(verdict, Reject):
-                    return Rejected(verdict.reply)
+                    return Rejected(Refusal.POLICY, verdict.reply)
         except PolicyFailure as failure:
             log.error("policy failed, message from %s not accepted: %s", txn.peer, failure)
-            return Rejected(replies.R451_POLICY_FAILURE)
+            return Rejected(Refusal.POLICY_FAILURE)
         connection = session.connection_context()
         contexts = [connection | session.recipient_context(index) for index in range(count)]
         return _Steered(message.content, contexts, own_headers)

@@ -14,7 +14,7 @@ from engaged.delivery import bounce
 from engaged.delivery.compose import Copy
 from engaged.delivery.outcome import Bounced, Delivered, OutboundMessage, Transport
 from engaged.events.ids import EventIdGenerator
-from engaged.events.message import bounce_event, delay_event, delivery_event, injection_event
+from engaged.events.message import bounce_event, delay_event, delivery_event, injection_events
 from engaged.events.model import Event, decode_event, encode_event
 from engaged.spool.record import RecipientAttempt, RecipientDone, SpoolRecord, StateLine
 from engaged.spool.store import FileSpool, finished_recipients
@@ -83,10 +83,15 @@ class DeliveryQueue:
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
         return resumed
 
-    async def submit(self, record: SpoolRecord) -> None:
-        """A newly accepted (already durable) message: queue it; its injection events are stored first."""
+    async def submit(self, record: SpoolRecord, announced: bool) -> None:
+        """A newly accepted (already durable) message: queue it.
+
+        `announced` says the injector stored its injection events; when it could not, they are stored
+        here before the first delivery attempt.
+        """
         self._state[record.message_id] = []
-        self._fresh.add(record.message_id)
+        if not announced:
+            self._fresh.add(record.message_id)
         self._queue.put_nowait(record)
 
     async def _work(self) -> None:
@@ -105,21 +110,16 @@ class DeliveryQueue:
         done = finished_recipients(state)
         now = time.time()
         pending = [i for i in range(len(record.recipients)) if i not in done and self._due(state, i, now)]
-        body: bytes | None = None
-        copies: dict[int, Copy] = {}
         if record.message_id in self._fresh:
-            body = await self._spool.load_body(record.message_id)
-            first = pending[0] if pending else 0
-            copies[first] = await self._composed(body, record, first)
-            await self._announce(record, state, list(copies[first].warnings))
+            await self._announce(record, state)
             self._fresh.discard(record.message_id)
         written = len(state)
         finished = False
         try:
             if pending:
-                body = body if body is not None else await self._spool.load_body(record.message_id)
+                body = await self._spool.load_body(record.message_id)
                 for index in pending:
-                    await self._deliver_recipient(record, body, index, state, copies.pop(index, None))
+                    await self._deliver_recipient(record, body, index, state)
             done = finished_recipients(state)
             if len(done) == len(record.recipients):
                 await self._spool.finish(record.message_id)
@@ -138,16 +138,15 @@ class DeliveryQueue:
 
     async def _composed(self, body: bytes, record: SpoolRecord, index: int) -> Copy:
         """Build a copy; large bodies are rewritten on a worker thread so the event loop stays responsive."""
-        plan = record.recipients[index].plan
-        if len(body) < INLINE_COMPOSE_BYTES or not (plan.open_tracking or plan.click_tracking):
+        if len(body) < INLINE_COMPOSE_BYTES or not record.recipients[index].plan.tracks:
             return self._compose(body, record, index)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._compose_executor, self._compose, body, record, index)
 
-    async def _announce(self, record: SpoolRecord, state: list[StateLine], warnings: list[str]) -> None:
-        """Store the injection events (with what building the copy warned about), then any outcome
-        events a previous run decided on; off the SMTP reply path, idempotent by event id."""
-        events: list[Event] = [injection_event(record, i, warnings) for i in range(len(record.recipients))]
+    async def _announce(self, record: SpoolRecord, state: list[StateLine]) -> None:
+        """Store the injection events, then any outcome events a previous run decided on (a message resumed
+        from the spool, or one whose injector could not store them); idempotent by event id."""
+        events: list[Event] = list(injection_events(record))
         events.extend(decode_event(line.event) for line in state if isinstance(line, RecipientDone))
         await self._store.append(events)
 
@@ -159,10 +158,8 @@ class DeliveryQueue:
         times = [line.next_attempt for line in state if isinstance(line, RecipientAttempt) and line.rcpt not in done]
         return max(min(times, default=time.time()), time.time())
 
-    async def _deliver_recipient(
-        self, record: SpoolRecord, body: bytes, index: int, state: list[StateLine], copy: Copy | None = None
-    ) -> None:
-        copy = copy or await self._composed(body, record, index)
+    async def _deliver_recipient(self, record: SpoolRecord, body: bytes, index: int, state: list[StateLine]) -> None:
+        copy = await self._composed(body, record, index)
         recipient = record.recipients[index]
         message = OutboundMessage(
             message_id=record.message_id,
@@ -220,10 +217,6 @@ class DeliveryQueue:
 
         handle = loop.call_later(max(delay, 0.0), requeue)
         self._timers.add(handle)
-
-    async def drain(self) -> None:
-        """Wait until nothing is queued (scheduled retries do not count)."""
-        await self._queue.join()
 
     async def stop(self) -> None:
         for handle in self._timers:

@@ -102,11 +102,10 @@ def _common(record: SpoolRecord, index: int, event_id: str, now: float) -> dict[
     }
 
 
-def injection_event(record: SpoolRecord, index: int, warnings: list[str] | None = None) -> InjectionEvent:
-    """The injection event of recipient `index`; its id was fixed when the message was spooled."""
-    recipient = record.recipients[index]
-    return InjectionEvent(**_common(record, index, recipient.injection_event_id, record.received_at),
-                          warnings=warnings or None)
+def injection_events(record: SpoolRecord) -> list[InjectionEvent]:
+    """The injection event of every recipient; their ids were fixed when the message was spooled."""
+    return [InjectionEvent(**_common(record, index, recipient.injection_event_id, record.received_at))
+            for index, recipient in enumerate(record.recipients)]
 
 
 def delivery_event(

@@ -157,4 +157,4 @@ class InjectionHandler:
         if isinstance(outcome, Accepted):
             log.info("accepted %s from %s for %d recipient(s)", outcome.record.message_id, txn.peer,
                      len(txn.rcpt_tos))
-        return outcome.reply
+        return replies.injection_reply(outcome)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from engaged.inject import Accepted, Refusal, Rejected
+from engaged.suppression.check import NONE_QUEUED
+
 R221_BYE = "221 2.0.0 Bye"
 R250_OK = "250 2.0.0 OK"
 R250_SENDER_OK = "250 2.1.0 Sender OK"
@@ -67,6 +70,27 @@ def r250_chunk(size: int) -> str:
 def r550_smtpapi(reason: str) -> str:
     """An X-MSYS-API or smtpapi context problem, in Momentum's wording."""
     return f"550 5.6.0 {_one_line(reason)}"
+
+
+def injection_reply(outcome: Accepted | Rejected) -> str:
+    """The reply to DATA for what injection made of the message."""
+    if isinstance(outcome, Accepted):
+        return r250_queued(outcome.record.message_id)
+    refusal = outcome.refusal
+    if refusal is Refusal.SMTPAPI:
+        return r550_smtpapi(outcome.detail)
+    if refusal is Refusal.POLICY:
+        return outcome.detail
+    return _REFUSALS[refusal]
+
+
+_REFUSALS = {
+    Refusal.EMPTY_MESSAGE: R554_EMPTY_MESSAGE,
+    Refusal.SPOOL_UNAVAILABLE: R451_SPOOL_UNAVAILABLE,
+    Refusal.POLICY_FAILURE: R451_POLICY_FAILURE,
+    Refusal.SUPPRESSED: NONE_QUEUED,
+    Refusal.SUPPRESSION_UNAVAILABLE: R451_INTERNAL,
+}
 
 
 def with_enhanced_code(reply: str) -> str:

@@ -59,6 +59,9 @@ def test_undecodable_part_is_delivered_untouched_and_warned_about(engaged_server
     client.close()
     [copy] = wait_captured(server, message_id)
     assert copy == message.split(b"\r\n", 1)[1]
-    [injection] = [e for e in wait_events(server, message_id, {"injection"}) if e["type"] == "injection"]
-    warnings = injection["warnings"]
+    events = wait_events(server, message_id, {"injection", "delivery"})
+    [injection] = [e for e in events if e["type"] == "injection"]
+    [delivery] = [e for e in events if e["type"] == "delivery"]
+    assert "warnings" not in injection
+    warnings = delivery["warnings"]
     assert isinstance(warnings, list) and warnings and "charset" in str(warnings[0])

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from engaged.events.ids import EventIdGenerator, timestamp_of
-from engaged.events.message import delivery_event, injection_event
+from engaged.events.message import delivery_event, injection_events
 from engaged.events.model import decode_event, encode_event, envelope_of, event_type
 from engaged.recipient import TrackingPlan
 from engaged.spool.record import SpoolRecipient, SpoolRecord
@@ -28,7 +28,7 @@ RECORD = SpoolRecord(
 
 
 def test_injection_event_matches_the_golden_file() -> None:
-    event = injection_event(RECORD, 0)
+    [event] = injection_events(RECORD)
     expected = json.loads((GOLDEN / "injection.json").read_text())
     assert json.loads(encode_event(event)) == expected
 
@@ -41,7 +41,7 @@ def test_delivery_event_matches_the_golden_file() -> None:
 
 
 def test_events_round_trip_through_json() -> None:
-    event = injection_event(RECORD, 0)
+    [event] = injection_events(RECORD)
     decoded = decode_event(encode_event(event))
     assert decoded == event
     assert event_type(decoded) == "injection"
