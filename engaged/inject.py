@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from email.header import decode_header, make_header
-from email.message import Message
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 
 import msgspec
 
@@ -21,10 +16,11 @@ from engaged.errors import SpoolError, StoreError
 from engaged.events.ids import EventIdGenerator
 from engaged.events.message import injection_events, policy_rejection_event
 from engaged.events.model import Event
+from engaged.headers import HeaderBlock
 from engaged.policy.context import PolicyMessage
 from engaged.policy.engine import PolicyFailure, PolicySession, Reject
 from engaged.recipient import identify
-from engaged.smtpapi.header import HeaderError, XMsysApi, decode_xmsysapi, header_values
+from engaged.smtpapi.header import HeaderError, XMsysApi, read_xmsysapi
 from engaged.smtpapi.resolve import PlanError, resolve_recipient
 from engaged.spool.record import SpoolRecipient, SpoolRecord
 from engaged.spool.store import FileSpool
@@ -33,7 +29,6 @@ from engaged.types import EventSink
 
 log = logging.getLogger("engaged.inject")
 
-_header_parser = BytesHeaderParser(policy=compat32)
 
 
 class Transaction(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,9 +51,9 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Steered(msgspec.Struct, frozen=True):
-    """What policy made of a message: its content, and per recipient a context and own headers."""
+    """What policy made of a message: its header block (and content), per recipient a context and own headers."""
 
-    content: bytes
+    block: HeaderBlock
     contexts: list[dict[str, str]]
     headers: list[bytes | None]
 
@@ -128,12 +123,11 @@ class Injector:
                 await self.record_rejection(txn.mail_from, txn.rcpt_tos, steered.detail, peer=txn.peer,
                                             customer_id=txn.customer_id)
             return steered
-        headers = parse_headers(steered.content)
-        header = read_xmsysapi(steered.content)
+        header = read_xmsysapi(steered.block)
         if isinstance(header, HeaderError):
             return Rejected(Refusal.SMTPAPI, header.reason)
         now = time.time()
-        record = self._build_record(txn, steered, headers, header, now)
+        record = self._build_record(txn, steered, header, now)
         if isinstance(record, PlanError):
             return Rejected(Refusal.SMTPAPI, record.reason)
         if self._suppression is not None and not (header is not None and header.skip_suppression):
@@ -142,7 +136,7 @@ class Injector:
                 return screened
             record = screened
         try:
-            record = await self._spool.store(record, steered.content)
+            record = await self._spool.store(record, steered.block.content)
         except SpoolError as error:
             log.error("message from %s not accepted: %s", txn.peer, error)
             return Rejected(Refusal.SPOOL_UNAVAILABLE)
@@ -195,7 +189,7 @@ class Injector:
         count = len(txn.rcpt_tos)
         session = txn.policy
         if session is None:
-            return _Steered(txn.content, [{} for _ in range(count)], [None] * count)
+            return _Steered(HeaderBlock(txn.content), [{} for _ in range(count)], [None] * count)
         message = PolicyMessage(txn.content, txn.mail_from, list(txn.rcpt_tos))
         try:
             for phase in (session.validate_data, session.validate_data_spool):
@@ -209,7 +203,7 @@ class Injector:
                 verdict = session.validate_data_spool_each_rcpt(copy, index)
                 if isinstance(verdict, Reject):
                     return Rejected(Refusal.POLICY, verdict.reply)
-                own_headers.append(header_block(copy.content) if copy.content != base else None)
+                own_headers.append(copy.block.raw if copy.content != base else None)
             for phase in (session.validate_set_binding, session.final_validation):
                 verdict = phase(message)
                 if isinstance(verdict, Reject):
@@ -219,7 +213,7 @@ class Injector:
             return Rejected(Refusal.POLICY_FAILURE)
         connection = session.connection_context()
         contexts = [connection | session.recipient_context(index) for index in range(count)]
-        return _Steered(message.content, contexts, own_headers)
+        return _Steered(message.block, contexts, own_headers)
 
     async def record_rejection(self, mail_from: str, rcpt_tos: list[str], reply: str, *, peer: str,
                                customer_id: str = "") -> None:
@@ -237,13 +231,13 @@ class Injector:
         await self._events.append(events)
 
     def _build_record(
-        self, txn: Transaction, steered: _Steered, headers: Message, header: XMsysApi | None, now: float
+        self, txn: Transaction, steered: _Steered, header: XMsysApi | None, now: float
     ) -> SpoolRecord | PlanError:
         settings = effective_smtpapi(self._config, txn.listener)
         message_id = new_message_id(now, self._random)
         transmission_id = self._ids.next_id(now)
-        subject = decoded_header(headers, "Subject")
-        friendly_from = decoded_header(headers, "From")
+        subject = steered.block.text(b"subject")
+        friendly_from = steered.block.text(b"from")
         capture = self._config.delivery.mode == "capture"
         recipients: list[SpoolRecipient] = []
         for index, rcpt in enumerate(txn.rcpt_tos):
@@ -279,42 +273,3 @@ class Injector:
 
 def _nth(values: list[str], index: int) -> str:
     return values[index] if index < len(values) else ""
-
-
-def header_block(content: bytes) -> bytes:
-    """The header block of a message, with the blank line that ends it."""
-    end = content.find(b"\r\n\r\n")
-    return content if end < 0 else content[: end + 4]
-
-
-def parse_headers(content: bytes) -> Message:
-    """The header block of a message (compat32, so nothing is reinterpreted)."""
-    end = content.find(b"\r\n\r\n")
-    block = content if end < 0 else content[: end + 4]
-    return _header_parser.parsebytes(block)
-
-
-def read_xmsysapi(content: bytes) -> XMsysApi | HeaderError | None:
-    """The validated X-MSYS-API header, None when absent, HeaderError when broken or repeated."""
-    values = header_values(content)
-    if not values:
-        return None
-    if len(values) > 1:
-        return HeaderError("X-MSYS-API header must appear at most once")
-    try:
-        raw = values[0].decode("utf-8")
-    except UnicodeDecodeError:
-        return HeaderError("X-MSYS-API header is not valid UTF-8; use \\u escapes or RFC 2047")
-    return decode_xmsysapi(raw)
-
-
-def decoded_header(headers: Message, name: str) -> str:
-    """A header decoded from RFC 2047 to text (SparkPost's subject / friendly_from); "" if absent."""
-    value = headers.get(name)
-    if value is None:
-        return ""
-    text = str(value)
-    with contextlib.suppress(LookupError, UnicodeDecodeError, ValueError, TypeError):
-        text = str(make_header(decode_header(text)))
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return " ".join(text.split())

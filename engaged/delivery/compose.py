@@ -7,8 +7,9 @@ import logging
 import msgspec
 
 from engaged.delivery.unsubscribe import ReturnHeaders
+from engaged.headers import HeaderBlock
 from engaged.rewrite.mime import RewriteOptions, rewrite_message
-from engaged.smtpapi.header import strip_header
+from engaged.smtpapi.header import FIELD_NAME
 from engaged.spool.record import SpoolRecord
 from engaged.tokens import RecipientLinks, SigningKeys
 
@@ -32,10 +33,10 @@ class CopyComposer:
 
     def __call__(self, body: bytes, record: SpoolRecord, index: int) -> Copy:
         recipient = record.recipients[index]
+        block = HeaderBlock(body)
         if recipient.headers is not None:
-            end = body.find(b"\r\n\r\n")
-            body = recipient.headers + (body[end + 4 :] if end >= 0 else b"")
-        data = strip_header(body)
+            block = HeaderBlock(recipient.headers + body[block.body_start :])
+        data = block.without(FIELD_NAME)
         plan = recipient.plan
         warnings: tuple[str, ...] = ()
         if plan.tracks:

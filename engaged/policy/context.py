@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import re
-from email.header import decode_header, make_header
+
+from engaged.headers import HeaderBlock, decode_words, unfold
 
 CONNECTION = 2
 """msys.core.VCTX_CONN == msys.core.ECMESS_CTX_CONN (the pairs are interchangeable, as in Momentum's samples)."""
@@ -12,7 +13,6 @@ MESSAGE = 1
 """msys.core.VCTX_MESS == msys.core.ECMESS_CTX_MESS."""
 
 _NAME = re.compile(rb"[!-9;-~]+\Z")
-_FOLD = re.compile(rb"\r?\n(?=[ \t])")
 HEADER_MODES = ("replace", "append", "prepend")
 MAX_HEADER_BYTES = 65_536
 _WORD_BYTES = 30
@@ -74,27 +74,31 @@ class PolicyMessage:
     validate_data_spool_each_rcpt call its own `copy()` when scripts edit headers per recipient.
     """
 
-    __slots__ = ("_fields", "_head_end", "_indexed", "content", "mail_from", "rcpt_tos")
+    __slots__ = ("_block", "content", "mail_from", "rcpt_tos")
 
     def __init__(self, content: bytes, mail_from: str, rcpt_tos: list[str]) -> None:
         self.content = content
         self.mail_from = mail_from
         self.rcpt_tos = rcpt_tos
-        self._indexed: bytes | None = None
-        self._head_end = 0
-        self._fields: list[tuple[bytes, int, int, int]] = []
+        self._block: HeaderBlock | None = None
 
     def copy(self) -> PolicyMessage:
         """An independent message with the same content and envelope."""
         twin = PolicyMessage(self.content, self.mail_from, list(self.rcpt_tos))
-        twin._indexed, twin._head_end, twin._fields = self._indexed, self._head_end, self._fields
+        twin._block = self._block
         return twin
+
+    @property
+    def block(self) -> HeaderBlock:
+        """The header block of the current content (indexed again only after an edit)."""
+        block = self._block
+        if block is None or block.content is not self.content:
+            block = self._block = HeaderBlock(self.content)
+        return block
 
     def header(self, name: bytes) -> list[bytes]:
         """Every value of header `name` in order: unfolded, trimmed, RFC 2047 encoded-words decoded to UTF-8."""
-        key = name.lower()
-        content = self.content
-        return [_decode(content[colon + 1 : end]) for field, _, colon, end in self._index() if field == key]
+        return [_decode(value) for value in self.block.values(name)]
 
     def edit_header(self, name: bytes, value: bytes, mode: str = "replace") -> None:
         """Replace (all occurrences by one, at the first one's place), append, prepend; b"" deletes them all."""
@@ -106,10 +110,10 @@ class PolicyMessage:
             raise HeaderEditError("header value must not contain CR, LF or NUL")
         if len(value) > MAX_HEADER_BYTES:
             raise HeaderEditError(f"header value is limited to {MAX_HEADER_BYTES} bytes")
-        fields = self._index()
+        block = self.block
         content = self.content
         key = name.lower()
-        matches = [(start, end) for field, start, _, end in fields if field == key]
+        matches = [(field.start, field.end) for field in block.fields if field.name == key]
         if value == b"":
             self._splice([(start, end, b"") for start, end in matches])
             return
@@ -119,7 +123,7 @@ class PolicyMessage:
         if mode == "prepend":
             self._splice([(0, 0, line)])
         elif mode == "append" or not matches:
-            at = self._head_end
+            at = block.end
             if at == len(content) and content and not content.endswith(b"\n"):
                 line = eol + line
             self._splice([(at, at, line)])
@@ -140,43 +144,13 @@ class PolicyMessage:
         parts.append(content[position:])
         self.content = b"".join(parts)
 
-    def _index(self) -> list[tuple[bytes, int, int, int]]:
-        """(lowercased name, start, colon, end) per header field; recomputed when `content` changed."""
-        content = self.content
-        if self._indexed is content:
-            return self._fields
-        fields: list[tuple[bytes, int, int, int]] = []
-        position, size = 0, len(content)
-        head_end = size
-        while position < size:
-            newline = content.find(b"\n", position)
-            line_end = size if newline < 0 else newline + 1
-            first = content[position : position + 1]
-            if line_end - position <= 2 and content[position:line_end] in (b"\n", b"\r\n"):
-                head_end = position
-                break
-            if first in (b" ", b"\t"):
-                if fields and fields[-1][3] == position:
-                    field, start, colon, _ = fields[-1]
-                    fields[-1] = (field, start, colon, line_end)
-            else:
-                colon = content.find(b":", position, line_end)
-                if colon > position:
-                    fields.append((content[position:colon].rstrip(b" \t").lower(), position, colon, line_end))
-            position = line_end
-        self._indexed, self._head_end, self._fields = content, head_end, fields
-        return fields
-
 
 def _decode(raw: bytes) -> bytes:
-    value = _FOLD.sub(b"", raw).strip(b" \t\r\n")
+    value = unfold(raw).strip(b" \t\r\n")
     if b"=?" not in value:
         return value
-    try:
-        text = str(make_header(decode_header(value.decode("utf-8", "surrogateescape"))))
-    except (LookupError, UnicodeDecodeError, ValueError):
-        return value
-    return text.strip(" \t").encode("utf-8", "surrogateescape")
+    text = decode_words(value.decode("utf-8", "surrogateescape"))
+    return value if text is None else text.strip(" \t").encode("utf-8", "surrogateescape")
 
 
 def _render(name: bytes, value: bytes, eol: bytes) -> bytes:

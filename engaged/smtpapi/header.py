@@ -1,14 +1,16 @@
-"""X-MSYS-API header: unfold, decode RFC 2047, parse JSON, validate into XMsysApi (Momentum's wording)."""
+"""X-MSYS-API header: find it in the header block, unfold, decode RFC 2047, parse JSON, validate into XMsysApi
+(Momentum's wording)."""
 
 from __future__ import annotations
 
 import re
-from email.header import decode_header
 from typing import Any
 
 import msgspec
 
-HEADER_NAME = "X-MSYS-API"
+from engaged.headers import HeaderBlock, decode_words
+
+FIELD_NAME = b"x-msys-api"
 MAX_HEADER_BYTES = 65536
 MAX_JSON_DEPTH = 32
 MAX_TAGS = 10
@@ -39,6 +41,20 @@ _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
 
 
+def read_xmsysapi(block: HeaderBlock) -> XMsysApi | HeaderError | None:
+    """The validated X-MSYS-API header of a message, None when absent, HeaderError when broken or repeated."""
+    values = block.values(FIELD_NAME)
+    if not values:
+        return None
+    if len(values) > 1:
+        return HeaderError("X-MSYS-API header must appear at most once")
+    try:
+        raw = values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return HeaderError("X-MSYS-API header is not valid UTF-8; use \\u escapes or RFC 2047")
+    return decode_xmsysapi(raw)
+
+
 def decode_xmsysapi(raw_value: str) -> XMsysApi | HeaderError:
     """Decode the header's value as it came (folded, maybe RFC 2047-encoded, maybe raw UTF-8).
 
@@ -53,7 +69,7 @@ def decode_xmsysapi(raw_value: str) -> XMsysApi | HeaderError:
     except UnicodeEncodeError:
         return HeaderError("X-MSYS-API header is not valid UTF-8; use \\u escapes or RFC 2047")
     if "=?" in value:
-        decoded = _decode_encoded_words(value)
+        decoded = decode_words(value)
         if decoded is None:
             return HeaderError("X-MSYS-API header has an undecodable RFC 2047 encoded-word")
         value = decoded
@@ -71,16 +87,6 @@ def decode_xmsysapi(raw_value: str) -> XMsysApi | HeaderError:
         # would be accepted and then never stored. Refuse it while the client can still be told.
         return HeaderError(f"X-MSYS-API '{nul}' must not contain a NUL character")
     return _validate(data)
-
-
-def _decode_encoded_words(value: str) -> str | None:
-    try:
-        parts = decode_header(value)
-        return "".join(
-            part.decode(charset or "ascii") if isinstance(part, bytes) else part for part, charset in parts
-        )
-    except (LookupError, UnicodeDecodeError, ValueError):
-        return None
 
 
 def _depth(value: Any, level: int = 1) -> int:
@@ -170,50 +176,3 @@ def parse_flag(value: object) -> bool | HeaderError | None:
         if lowered in _FALSE:
             return False
     return HeaderError("not a boolean")
-
-
-def header_values(message: bytes, name: bytes = b"x-msys-api") -> list[bytes]:
-    """The raw values of every occurrence of header `name`, folding kept, as they came on the wire."""
-    end = message.find(b"\r\n\r\n")
-    head = message if end < 0 else message[: end + 2]
-    lowered = name.lower() + b":"
-    values: list[bytes] = []
-    current: list[bytes] | None = None
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t"):
-            if current is not None:
-                current.append(line)
-            continue
-        if current is not None:
-            values.append(b"\r\n".join(current))
-            current = None
-        if line[: len(lowered)].lower() == lowered:
-            current = [line[len(lowered) :]]
-    if current is not None:
-        values.append(b"\r\n".join(current))
-    return values
-
-
-def strip_header(message: bytes, name: bytes = b"x-msys-api") -> bytes:
-    """The message without every occurrence of header `name` (and its folded lines); all else as it was."""
-    end = message.find(b"\r\n\r\n")
-    head_end = len(message) if end < 0 else end + 2
-    lowered = name.lower() + b":"
-    out: list[bytes] = []
-    skipping = False
-    position = 0
-    while position < head_end:
-        line_end = message.find(b"\r\n", position, head_end)
-        line_end = head_end if line_end < 0 else line_end + 2
-        line = message[position:line_end]
-        if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                out.append(line)
-        else:
-            skipping = line[: len(lowered)].lower() == lowered
-            if not skipping:
-                out.append(line)
-        position = line_end
-    if sum(map(len, out)) == head_end:
-        return message
-    return b"".join(out) + message[head_end:]

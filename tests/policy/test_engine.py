@@ -8,9 +8,9 @@ import pytest
 
 from engaged.config import EngagementTrackerConfig, SmtpapiSettings
 from engaged.errors import ConfigError
-from engaged.inject import read_xmsysapi
+from engaged.headers import HeaderBlock
 from engaged.policy.engine import Continue, PolicyEngine, PolicyFailure, PolicyMessage, Reject
-from engaged.smtpapi.header import XMsysApi
+from engaged.smtpapi.header import XMsysApi, read_xmsysapi
 from engaged.smtpapi.resolve import PlanError, resolve_recipient
 from tests.policy.lua import MESSAGE, at_data, engine_with, inline, module, script
 from tests.records import recipient_identity
@@ -51,7 +51,7 @@ def test_minimal_spec_script_turns_tracking_on_and_beats_the_x_msys_api_header(h
     session, _ = at_data(engine)
     message = PolicyMessage(header + MESSAGE, "sender@origin.example", ["rcpt@dest.example"])
     session.validate_data_spool_each_rcpt(message, 0)
-    parsed = read_xmsysapi(message.content)
+    parsed = read_xmsysapi(HeaderBlock(message.content))
     assert parsed is None or isinstance(parsed, XMsysApi)
     merged = session.connection_context() | session.recipient_context(0)
     resolved = resolve_recipient(SmtpapiSettings(), EngagementTrackerConfig(), parsed, merged, recipient_identity())

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engaged.smtpapi.header import HeaderError, XMsysApi, decode_xmsysapi, header_values, strip_header
+from engaged.headers import HeaderBlock
+from engaged.smtpapi.header import FIELD_NAME, HeaderError, XMsysApi, decode_xmsysapi, read_xmsysapi
 
 
 def test_a_full_header_decodes() -> None:
@@ -51,7 +52,14 @@ def test_any_text_decodes_to_a_value_or_an_error(value: str) -> None:
 
 def test_header_values_finds_folded_values_case_insensitively() -> None:
     message = b"Subject: a\r\nx-msys-api: {\"a\":\r\n 1}\r\nX-Other: 2\r\n\r\nX-MSYS-API: body\r\n"
-    assert header_values(message) == [b' {"a":\r\n 1}']
+    assert HeaderBlock(message).values(FIELD_NAME) == [b' {"a":\r\n 1}']
+
+
+def test_read_xmsysapi_reads_the_block_and_refuses_a_repeated_header() -> None:
+    assert read_xmsysapi(HeaderBlock(b"Subject: a\r\n\r\nX-MSYS-API: {}\r\n")) is None
+    assert read_xmsysapi(HeaderBlock(b'X-MSYS-API: {"campaign_id": "c"}\r\n\r\n')) == XMsysApi(campaign_id="c")
+    repeated = read_xmsysapi(HeaderBlock(b"X-MSYS-API: {}\r\nx-msys-api: {}\r\n\r\n"))
+    assert isinstance(repeated, HeaderError) and "at most once" in repeated.reason
 
 
 header_names = st.sampled_from([b"Subject", b"X-Other", b"From", b"X-MSYS-API", b"x-msys-api", b"X-MSYS-APIX"])
@@ -64,12 +72,12 @@ def test_strip_header_removes_exactly_that_header(headers: list[tuple[bytes, byt
     expected = b"".join(
         name + b": " + value + b"\r\n" for name, value in headers if name.lower() != b"x-msys-api"
     ) + b"\r\n" + body
-    assert strip_header(message) == expected
+    assert HeaderBlock(message).without(FIELD_NAME) == expected
 
 
 def test_strip_header_without_the_header_returns_the_same_object() -> None:
     message = b"Subject: a\r\n\r\nbody\r\n"
-    assert strip_header(message) is message
+    assert HeaderBlock(message).without(FIELD_NAME) is message
 
 
 @pytest.mark.parametrize(

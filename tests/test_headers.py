@@ -1,0 +1,65 @@
+"""The header block: fields found once, raw values, display text, byte-exact removal, RFC 2047."""
+
+from __future__ import annotations
+
+from engaged.headers import HeaderBlock, decode_words
+
+MESSAGE = (b"Subject: =?utf-8?q?caf=C3=A9?=\r\n   au lait\r\nFrom: App <a@x.example>\r\nX-Tag: 1\r\n"
+           b"x-tag: 2\r\n\r\nX-Tag: body\r\n")
+
+
+def test_fields_stop_at_the_empty_line() -> None:
+    block = HeaderBlock(MESSAGE)
+    assert [field.name for field in block.fields] == [b"subject", b"from", b"x-tag", b"x-tag"]
+    assert block.raw == MESSAGE[: MESSAGE.index(b"\r\n\r\n") + 4]
+    assert MESSAGE[block.body_start :] == b"X-Tag: body\r\n"
+
+
+def test_values_keep_folding_and_every_occurrence_in_order() -> None:
+    block = HeaderBlock(MESSAGE)
+    assert block.values(b"X-TAG") == [b" 1", b" 2"]
+    assert block.values(b"subject") == [b" =?utf-8?q?caf=C3=A9?=\r\n   au lait"]
+    assert block.values(b"absent") == []
+
+
+def test_text_is_unfolded_decoded_and_single_spaced() -> None:
+    block = HeaderBlock(MESSAGE)
+    assert block.text(b"subject") == "café au lait"
+    assert block.text(b"from") == "App <a@x.example>"
+    assert block.text(b"absent") == ""
+
+
+def test_text_replaces_bytes_that_are_not_utf8_and_keeps_undecodable_words() -> None:
+    block = HeaderBlock(b"Subject: caf\xe9 =?x-unknown?q?a?=\r\n\r\n")
+    assert block.text(b"subject") == "caf\ufffd =?x-unknown?q?a?="
+
+
+def test_without_removes_exactly_that_field_and_returns_the_same_object_when_absent() -> None:
+    block = HeaderBlock(MESSAGE)
+    assert block.without(b"x-tag") == MESSAGE.replace(b"X-Tag: 1\r\nx-tag: 2\r\n", b"")
+    assert block.without(b"absent") is MESSAGE
+
+
+def test_a_message_without_an_empty_line_is_all_header() -> None:
+    block = HeaderBlock(b"Subject: a\r\nX: b")
+    assert block.body_start == block.end == len(block.content)
+    assert block.values(b"x") == [b" b"]
+
+
+def test_a_message_starting_with_the_empty_line_has_no_fields() -> None:
+    block = HeaderBlock(b"\r\nSubject: body\r\n")
+    assert (block.fields, block.end, block.body_start) == ([], 0, 2)
+
+
+def test_bare_lf_lines_are_read_too() -> None:
+    block = HeaderBlock(b"Subject: a\n b\nX: c\n\nbody")
+    assert block.values(b"subject") == [b" a\n b"]
+    assert block.content[block.body_start :] == b"body"
+
+
+def test_decode_words_drops_whitespace_between_encoded_words_only() -> None:
+    assert decode_words("=?utf-8?q?a?= =?utf-8?q?b?=") == "ab"
+    assert decode_words("Hello =?utf-8?b?w6k=?= World") == "Hello é World"
+    assert decode_words('{"c": "=?utf-8?q?caf=C3=A9?="}') == '{"c": "café"}'
+    assert decode_words("plain") == "plain"
+    assert decode_words("=?x-unknown?q?a?=") is None
