@@ -41,6 +41,7 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check engaged tests bench
 	$(BIN)/mypy engaged tests
+	$(BIN)/lint-imports
 
 pytest: $(STAMP) sysdeps
 	$(BIN)/pytest -q
