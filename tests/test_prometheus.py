@@ -13,7 +13,7 @@ from engaged.config import ApiConfig, Config
 from engaged.events.model import MachineEngagement
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.prometheus import Metrics
-from tests.events.test_store_contract import make_event
+from tests.sample_events import make_event
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -18,7 +18,7 @@ from engaged.events.message import bounce_event, delay_event, delivery_event, in
 from engaged.events.model import Event, decode_event, encode_event
 from engaged.spool.record import RecipientAttempt, RecipientDone, SpoolRecord, StateLine
 from engaged.spool.store import FileSpool, finished_recipients
-from engaged.types import EventStore
+from engaged.types import EventSink
 
 log = logging.getLogger("engaged.delivery")
 
@@ -46,7 +46,7 @@ class DeliveryQueue:
     def __init__(
         self,
         spool: FileSpool,
-        store: EventStore,
+        store: EventSink,
         transport: Transport,
         compose: ComposeFn,
         *,

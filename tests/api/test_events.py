@@ -14,8 +14,8 @@ import pytest
 from engaged.api.service import ApiService
 from engaged.events.model import Event, event_type
 from engaged.types import EventQuery, EventStore
-from tests.events.test_store_contract import T0, make_event
 from tests.eventstores import Services
+from tests.sample_events import T0, make_event
 
 KINDS = ["injection", "delivery", "open", "click", "bounce", "initial_open"]
 TOTAL = 3000
@@ -180,9 +180,13 @@ async def test_the_stream_sends_keepalive_comments_while_idle(store: EventStore,
     service = await start_service(store)  # the test services use a 0.5 s keepalive
     async with httpx.AsyncClient(base_url=f"http://{service.address}", timeout=5) as client, \
             client.stream("GET", "/api/v1/events/stream", params={"last_event_id": "0"}) as response:
+        lines = []
         async for line in response.aiter_lines():
+            lines.append(line)
             if line == ": keepalive":
                 break
+    assert lines[-1:] == [": keepalive"]
+    assert not any(line.startswith("data:") for line in lines)  # nothing was stored: only keepalives
 
 
 async def test_a_bad_last_event_id_answers_400(filled: tuple[ApiService, list[Event]]) -> None:

@@ -11,8 +11,8 @@ from engaged.api.service import ApiService
 from engaged.events.model import Event, MachineEngagement
 from engaged.events.query import METRICS
 from engaged.types import EventStore
-from tests.events.test_store_contract import T0, make_event
 from tests.eventstores import Services
+from tests.sample_events import T0, make_event
 
 APPLE = MachineEngagement(kind="apple_mpp", reason="Apple proxy range")
 HUMAN = MachineEngagement(kind=None, reason="")

@@ -10,7 +10,7 @@ from engaged.testing.dns import DnsServer
 from engaged.testing.server import wait_until
 from engaged.testing.sink import SinkServer
 from tests.conftest import ServerFactory
-from tests.delivery.test_relay import MESSAGE, events_of, inject
+from tests.delivery.support import MESSAGE, events_of, inject
 
 
 @pytest.fixture

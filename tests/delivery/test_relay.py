@@ -11,13 +11,12 @@ import pytest
 import trustme
 
 from engaged.smtp.auth import hash_password
-from engaged.testing.server import ServerProcess, wait_until
+from engaged.testing.server import wait_until
 from engaged.testing.sink import SinkServer, free_port
 from tests.conftest import ServerFactory, require_tool
-from tests.helpers import RawSmtp, captured_files, queued_id, wait_events
+from tests.delivery.support import MESSAGE, events_of, inject
+from tests.helpers import captured_files
 
-MESSAGE = (b"From: App <app@example.org>\r\nTo: bob@example.com\r\nSubject: relay\r\n"
-           b'X-MSYS-API: {"campaign_id": "r"}\r\n\r\nHello\r\n..leading dot\r\n')
 DELIVERED = MESSAGE.replace(b'X-MSYS-API: {"campaign_id": "r"}\r\n', b"").replace(b"\r\n..", b"\r\n.")
 
 
@@ -31,24 +30,6 @@ def sink() -> Iterator[SinkServer]:
 def relay_config(address: str, extra: str = "") -> str:
     return (f'[delivery]\nmode = "relay"\nrelay = "{address}"\nretry_base = 0.2\nconnect_timeout = 2\n'
             f"command_timeout = 3\n{extra}")
-
-
-def inject(server: ServerProcess, data: bytes = MESSAGE, rcpts: list[str] | None = None) -> str:
-    client = RawSmtp(server.smtp)
-    try:
-        client.transaction(rcpts)
-        client.command("DATA")
-        client.send(data + b".\r\n")
-        return queued_id(client.reply())
-    finally:
-        client.close()
-
-
-def events_of(server: ServerProcess, message_id: str, types: set[str]) -> dict[str, list[dict[str, object]]]:
-    found: dict[str, list[dict[str, object]]] = {}
-    for event in wait_events(server, message_id, types, timeout=30):
-        found.setdefault(str(event["type"]), []).append(event)
-    return found
 
 
 def test_relayed_message_arrives_byte_for_byte_as_captured(engaged_server: ServerFactory, sink: SinkServer) -> None:

@@ -15,7 +15,7 @@ from engaged.events.store_postgres import PostgresEventStore
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.types import DeadLetter, EventQuery, EventStore, WebhookRecord, WebhookState
 from tests.conftest import postgres_admin
-from tests.events.test_store_contract import T0, make_event
+from tests.sample_events import T0, make_event
 
 
 def hook(webhook_id: str = "w-1", **fields: object) -> WebhookRecord:

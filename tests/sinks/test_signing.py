@@ -11,7 +11,7 @@ import msgspec
 from engaged.events.model import EVENT_TYPES, decode_event, envelope_of
 from engaged.sinks.signing import batch_body, batch_id, new_secret, request_headers, sign, verify
 from engaged.types import WebhookRecord
-from tests.events.test_store_contract import make_event
+from tests.sample_events import make_event
 
 
 def test_the_body_wraps_each_event_in_msys_and_its_envelope() -> None:

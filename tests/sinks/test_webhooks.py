@@ -18,8 +18,8 @@ from engaged.api.service import ApiService
 from engaged.events.model import EVENT_TYPES, envelope_of
 from engaged.sinks.signing import verify
 from engaged.types import EventStore, WebhookRecord, WebhookState
-from tests.events.test_store_contract import eid, make_event
 from tests.eventstores import Services, StoreMaker, eventually
+from tests.sample_events import eid, make_event
 from tests.sinks.receiver import Receiver, always
 
 _T = TypeVar("_T")

@@ -12,8 +12,8 @@ import pytest
 
 from engaged.events.model import Event, MachineEngagement
 from engaged.types import EventStore
-from tests.events.test_store_contract import make_event
 from tests.eventstores import Services
+from tests.sample_events import make_event
 
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148"
 OUTLOOK = "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.12026; Pro)"

@@ -13,8 +13,8 @@ from engaged.events.model import Event
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.types import EventStore
 from engaged.web.middleware import CONTENT_SECURITY_POLICY
-from tests.events.test_store_contract import make_event
 from tests.eventstores import StoreMaker
+from tests.sample_events import make_event
 from tests.web.conftest import OpenDashboard
 from tests.web.markup import Page
 

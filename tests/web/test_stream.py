@@ -9,7 +9,7 @@ import httpx
 import msgspec
 
 from engaged.types import EventStore
-from tests.events.test_store_contract import make_event
+from tests.sample_events import make_event
 from tests.web.conftest import OpenDashboard
 
 

@@ -18,7 +18,7 @@ from engaged.suppression.model import BOUNCE_RULE, SuppressionEntry, Suppression
 from engaged.types import EventStore
 from engaged.web.queries import DashboardQueries
 from engaged.web.timerange import parse_range
-from tests.events.test_store_contract import make_event
+from tests.sample_events import make_event
 from tests.suppressionstores import SuppressionMaker
 
 

@@ -1,0 +1,106 @@
+"""The delivery queue without sockets: injection events stored once, warnings on their own recipient's event."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from engaged.delivery.compose import Copy
+from engaged.delivery.outcome import Delivered, OutboundMessage, Outcome
+from engaged.delivery.queue import DeliveryQueue
+from engaged.events.model import DeliveryEvent, Event, InjectionEvent
+from engaged.recipient import TrackingPlan
+from engaged.spool.record import SpoolRecord
+from engaged.spool.store import FileSpool
+from tests.records import recipient_identity, spool_record
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def append(self, events: Sequence[Event]) -> None:
+        self.events.extend(events)
+
+
+class Capture:
+    """A transport that takes every copy."""
+
+    def __init__(self) -> None:
+        self.copies: list[OutboundMessage] = []
+
+    async def deliver(self, message: OutboundMessage) -> Outcome:
+        self.copies.append(message)
+        return Delivered(ip_address="127.0.0.1", delv_method="capture")
+
+    async def close(self) -> None:
+        return None
+
+
+def compose(body: bytes, record: SpoolRecord, index: int) -> Copy:
+    """Recipient 1's copy has a part the rewriter left alone; recipient 0's does not."""
+    return Copy(body, ("part 2 left untracked: unknown charset",) if index == 1 else ())
+
+
+async def eventually_delivered(sink: Sink, count: int) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while sum(isinstance(event, DeliveryEvent) for event in sink.events) < count:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{count} deliveries expected, events: {sink.events}")
+        await asyncio.sleep(0.005)
+
+
+async def queue_with(tmp_path: Path) -> tuple[DeliveryQueue, FileSpool, Sink, Capture]:
+    spool = FileSpool(tmp_path / "spool")
+    spool.open()
+    sink, transport = Sink(), Capture()
+    queue = DeliveryQueue(spool, sink, transport, compose, workers=1)
+    await queue.start()
+    return queue, spool, sink, transport
+
+
+def two_recipients() -> SpoolRecord:
+    return spool_record((recipient_identity("a@example.com"), TrackingPlan()),
+                        (recipient_identity("b@example.com"), TrackingPlan()))
+
+
+async def test_an_announced_message_gets_delivery_events_only(tmp_path: Path) -> None:
+    queue, spool, sink, transport = await queue_with(tmp_path)
+    record = await spool.store(two_recipients(), b"Subject: x\r\n\r\nbody\r\n")
+    await queue.submit(record, announced=True)
+    await eventually_delivered(sink, 2)
+    assert [type(event) for event in sink.events] == [DeliveryEvent, DeliveryEvent]
+    assert [copy.rcpt_to for copy in transport.copies] == ["a@example.com", "b@example.com"]
+    await queue.stop()
+
+
+async def test_an_unannounced_message_gets_its_injection_events_before_any_delivery(tmp_path: Path) -> None:
+    queue, spool, sink, _ = await queue_with(tmp_path)
+    record = await spool.store(two_recipients(), b"Subject: x\r\n\r\nbody\r\n")
+    await queue.submit(record, announced=False)
+    await eventually_delivered(sink, 2)
+    assert [type(event) for event in sink.events] == [InjectionEvent, InjectionEvent, DeliveryEvent, DeliveryEvent]
+    assert all(event.warnings is None for event in sink.events if isinstance(event, InjectionEvent))
+    await queue.stop()
+
+
+async def test_rewrite_warnings_go_on_their_own_recipients_delivery_event(tmp_path: Path) -> None:
+    queue, spool, sink, _ = await queue_with(tmp_path)
+    record = await spool.store(two_recipients(), b"Subject: x\r\n\r\nbody\r\n")
+    await queue.submit(record, announced=True)
+    await eventually_delivered(sink, 2)
+    warnings = {event.rcpt_to: event.warnings for event in sink.events if isinstance(event, DeliveryEvent)}
+    assert warnings == {"a@example.com": None, "b@example.com": ["part 2 left untracked: unknown charset"]}
+    await queue.stop()
+
+
+async def test_a_message_resumed_from_the_spool_is_announced_again_under_the_same_ids(tmp_path: Path) -> None:
+    spool = FileSpool(tmp_path / "spool")
+    spool.open()
+    record = await spool.store(two_recipients(), b"Subject: x\r\n\r\nbody\r\n")
+    queue, _, sink, _ = await queue_with(tmp_path)  # start() picks the spooled message up
+    await eventually_delivered(sink, 2)
+    injections = [event.event_id for event in sink.events if isinstance(event, InjectionEvent)]
+    assert injections == [recipient.injection_event_id for recipient in record.recipients]
+    await queue.stop()
