@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from engaged._compat import set_connection_pool
+
 __all__ = ["TargetRefused", "check_target", "guarded_transport", "is_forbidden_address"]
 
 _RESOLVE_TIMEOUT = 5.0
@@ -103,9 +105,8 @@ def guarded_transport(allow_private: bool) -> httpx.AsyncHTTPTransport:
     """An httpx transport that ignores proxy variables and, unless `allow_private`, applies the guard per connection."""
     transport = httpx.AsyncHTTPTransport(trust_env=False, retries=0)
     if not allow_private:
-        # httpx has no public hook for the network backend; its pool is the documented httpcore one.
-        transport._pool = httpcore.AsyncConnectionPool(
+        set_connection_pool(transport, httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=False), network_backend=_GuardedBackend(),
             max_connections=10, max_keepalive_connections=5, keepalive_expiry=5.0,
-        )
+        ))
     return transport
