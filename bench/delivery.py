@@ -1,4 +1,5 @@
-"""Delivery throughput: spool to a Postfix smtp-sink receiver (relay mode), and injection to delivery."""
+"""Delivery throughput: spool to a Postfix smtp-sink receiver (relay mode), and injection to delivery; the cost of
+DKIM signing (RSA-2048 and Ed25519) end to end and per composed copy."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +16,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import free_port, measure, pin_self, start_engaged, start_smtp_sink
 from injection import html_20k, plain_1k
+
+from engaged.config import DkimConfig
+from engaged.delivery.compose import CopyComposer
+from engaged.delivery.dkim import DkimSigner, generate_key
+from engaged.keys import load_keyring
+from engaged.spool.record import SpoolRecipient, SpoolRecord, TrackingPlan
 
 COUNT = 2000
 
@@ -43,9 +51,9 @@ def relay_to(port: int, extra: str = "") -> str:
             f"max_connections_per_destination = 20\n{extra}")
 
 
-def run_case(body: bytes, sink: subprocess.Popen[bytes], sink_port: int) -> tuple[float, float]:
+def run_case(body: bytes, sink: subprocess.Popen[bytes], sink_port: int, extra: str = "") -> tuple[float, float]:
     """(spool-to-sink msg/s draining a full spool, injection-to-delivered msg/s)."""
-    server, tmp = start_engaged(relay_to(sink_port))
+    server, tmp = start_engaged(relay_to(sink_port, extra))
     data_dir = Path(tmp.name) / "data"
     try:
         host, port = server.smtp
@@ -58,7 +66,7 @@ def run_case(body: bytes, sink: subprocess.Popen[bytes], sink_port: int) -> tupl
         tmp.cleanup()
     # Fill the spool while the sink is frozen (SIGSTOP: attempts hang, none completes), kill the
     # server, thaw the sink, and time a fresh server draining the whole spool.
-    server, tmp = start_engaged(relay_to(sink_port))
+    server, tmp = start_engaged(relay_to(sink_port, extra))
     data_dir = Path(tmp.name) / "data"
     try:
         host, port = server.smtp
@@ -78,6 +86,33 @@ def run_case(body: bytes, sink: subprocess.Popen[bytes], sink_port: int) -> tupl
     return drain, end_to_end
 
 
+def dkim_config(keys: dict[str, Path], algorithm: str) -> str:
+    return f'[[dkim]]\ndomain = "example.org"\nselector = "{algorithm}"\nprivate_key = "{keys[algorithm]}"\n'
+
+
+def compose_costs(keys: dict[str, Path], rounds: int = 300) -> list[tuple[str, float]]:
+    """Microseconds per composed copy of the 20 KB HTML message, tracked, without and with each DKIM key."""
+    body = html_20k(tracking=True)
+    plan = TrackingPlan(open_tracking=True, click_tracking=True)
+    record = SpoolRecord(message_id="0" * 20, transmission_id="1", received_at=time.time(), mail_from="a@example.org",
+                         recipients=[SpoolRecipient(rcpt_to="bob@example.com", plan=plan, injection_event_id="1")])
+    costs = []
+    with tempfile.TemporaryDirectory() as directory:
+        keyring = load_keyring(Path(directory))
+        for name, signer in [("tracked", None)] + [
+            (f"tracked + DKIM {algorithm}", DkimSigner.from_config([DkimConfig(
+                domain="example.org", selector=algorithm, private_key=str(keys[algorithm]))]))
+            for algorithm in ("rsa", "ed25519")
+        ]:
+            composer = CopyComposer(keyring, dkim=signer)
+            composer(body, record, 0)
+            started = time.perf_counter()
+            for _ in range(rounds):
+                composer(body, record, 0)
+            costs.append((name, (time.perf_counter() - started) / rounds * 1e6))
+    return costs
+
+
 def main() -> int:
     pin_self(1)
     sink_port = free_port()
@@ -85,16 +120,31 @@ def main() -> int:
     if sink is None:
         print("smtp-sink not installed (Debian package postfix): nothing to deliver to")
         return 0
+    keys_dir = tempfile.TemporaryDirectory()
+    keys = {algorithm: Path(keys_dir.name) / f"{algorithm}.key" for algorithm in ("rsa", "ed25519")}
+    for algorithm, path in keys.items():
+        path.write_bytes(generate_key(algorithm))
+    cases = [("1 KB plain", plain_1k(), ""), ("20 KB HTML", html_20k(), "")] + [
+        (f"20 KB + {algorithm}", html_20k(), dkim_config(keys, algorithm)) for algorithm in ("rsa", "ed25519")
+    ]
     try:
-        print(f"{'case':14} {'sink accepts msg/s':>19} {'spool->sink msg/s':>18} {'inject->delivered msg/s':>24}")
-        for name, body in (("1 KB plain", plain_1k()), ("20 KB HTML", html_20k())):
+        print(f"{'case':16} {'sink accepts msg/s':>19} {'spool->sink msg/s':>18} {'inject->delivered msg/s':>24}"
+              f" {'drain / sink':>13}")
+        for name, body, extra in cases:
             sink_rate = measure("127.0.0.1", sink_port, body, 20, COUNT // 20)
-            drain, end_to_end = run_case(body, sink, sink_port)
-            print(f"{name:14} {sink_rate:19.0f} {drain:18.0f} {end_to_end:24.0f}")
+            drain, end_to_end = run_case(body, sink, sink_port, extra)
+            print(f"{name:16} {sink_rate:19.0f} {drain:18.0f} {end_to_end:24.0f} {drain / sink_rate:13.2f}")
     finally:
         sink.kill()
     print(f"{COUNT} messages per case, 20 injecting sessions, relay mode with connection reuse to smtp-sink;")
-    print("'sink accepts' is the receiver's own rate from our load generator, for reference.")
+    print("'sink accepts' is the receiver's own rate from our load generator, for reference;")
+    print("'+ rsa' / '+ ed25519': every copy DKIM-signed (RSA-2048, Ed25519) after rewriting.")
+    costs = compose_costs(keys)
+    base = costs[0][1]
+    print(f"\n{'composing one copy (20 KB HTML)':34} {'us/copy':>9} {'vs tracked':>11}")
+    for name, micros in costs:
+        print(f"{name:34} {micros:9.0f} {micros / base:11.2f}")
+    keys_dir.cleanup()
     return 0
 
 

@@ -11,9 +11,10 @@ from urllib.parse import urlsplit
 import msgspec
 
 from engaged.api.service import ApiService
-from engaged.config import Config
+from engaged.config import Config, effective_smtpapi
 from engaged.delivery.capture import CaptureTransport
 from engaged.delivery.compose import CopyComposer
+from engaged.delivery.dkim import DkimSigner
 from engaged.delivery.mx import MxRouter, RelayRouter
 from engaged.delivery.outcome import Transport
 from engaged.delivery.queue import DeliveryQueue
@@ -100,7 +101,9 @@ class App:
             self.store,
             build_transport(config, self.durability),
             CopyComposer(self.keyring, ReturnHeaders(self.keyring, list_unsubscribe=config.unsubscribe.list_unsubscribe,
-                                                     bounce_domain=config.inbound.bounce_domain)),
+                                                     bounce_domain=config.inbound.bounce_domain),
+                         dkim=DkimSigner.from_config(config.dkim),
+                         peer_headers=lambda listener: effective_smtpapi(config, listener).accept_headers),
             sandbox=build_capture(config, self.durability),
             workers=config.delivery.workers,
             retry_base=config.delivery.retry_base,

@@ -1,4 +1,4 @@
-"""Command line: serve, check-config, events, keys rotate, hash-password."""
+"""Command line: serve, check-config, events, keys rotate, dkim keygen, hash-password."""
 
 from __future__ import annotations
 
@@ -175,6 +175,50 @@ def keys_rotate(config_path: str | None) -> None:
 
     key_id = rotate_key(config.data_path)
     click.echo(f"current signing key is now {key_id}")
+
+
+@main.group()
+def dkim() -> None:
+    """DKIM signing keys."""
+
+
+@dkim.command("keygen")
+@click.option("--domain", required=True, help="The signing domain (d=), e.g. example.com.")
+@click.option("--selector", required=True, help="The selector (s=), e.g. s2026.")
+@click.option("--algorithm", type=click.Choice(["rsa", "ed25519"]), default="rsa", show_default=True)
+@click.option("--bits", type=click.IntRange(2048, 8192), default=2048, show_default=True, help="RSA key size.")
+@click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Where to write DOMAIN.SELECTOR.key (private, mode 0600) and DOMAIN.SELECTOR.pub.")
+def dkim_keygen(domain: str, selector: str, algorithm: str, bits: int, directory: str) -> None:
+    """Write a new key pair and print the DNS TXT record that publishes it."""
+    import os
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives import serialization
+
+    from engaged.dkim_keys import generate_key, read_private_key, txt_record
+
+    domain = domain.lower().rstrip(".")
+    base = Path(directory) / f"{domain}.{selector}"
+    private, public = base.with_name(base.name + ".key"), base.with_name(base.name + ".pub")
+    for path in (private, public):
+        if path.exists():
+            raise click.ClickException(f"{path} exists; not overwriting it")
+    pem = generate_key(algorithm, bits)
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(pem)
+    material = read_private_key(str(private))
+    if isinstance(material, str):
+        raise click.ClickException(material)
+    key = serialization.load_pem_private_key(pem, password=None)
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    name, strings = txt_record(domain, selector, material)
+    click.echo(f"{name} IN TXT ( " + " ".join(f'"{part}"' for part in strings) + " )")
+    click.echo(f"wrote {private} (private, 0600) and {public}; add to engaged.toml:\n\n[[dkim]]\n"
+               f'domain = "{domain}"\nselector = "{selector}"\nprivate_key = "{private.resolve()}"', err=True)
 
 
 @main.command("hash-password")

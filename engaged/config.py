@@ -13,12 +13,16 @@ from typing import Any, Literal
 
 import msgspec
 
+from engaged.dkim_keys import entry_problems as dkim_entry_problems
 from engaged.errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "effective_smtpapi", "load_config", "parse_hostport", "render_config"]
 
 DEFAULT_CONFIG_FILE = "engaged.toml"
 _ENV_PREFIX = "ENGAGED_"
+
+
+PeerVendor = Literal["sendgrid", "mailgun", "postmark", "ses"]
 
 
 class _Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -35,6 +39,7 @@ class SmtpapiSettings(_Section, frozen=True):
     tracking_domain: str = "localhost:8080"
     tracking_link_expiry: int = 31536000
     initial_open_enabled: bool = True
+    accept_headers: list[PeerVendor] = msgspec.field(default_factory=list)  # peers' headers read (smtpapi/peers.py)
 
 
 class SmtpapiOverride(_Section, frozen=True):
@@ -47,6 +52,7 @@ class SmtpapiOverride(_Section, frozen=True):
     tracking_domain: str | None = None
     tracking_link_expiry: int | None = None
     initial_open_enabled: bool | None = None
+    accept_headers: list[PeerVendor] | None = None
 
 
 class SmtpUser(_Section, frozen=True):
@@ -179,6 +185,16 @@ class WebhookConfig(_Section, frozen=True):
     retry_max_age: float = 28800.0
 
 
+class DkimConfig(_Section, frozen=True):
+    """One [[dkim]] signing key: `private_key` is a PEM file (RSA of 2048 bits or more, or Ed25519)."""
+
+    domain: str
+    selector: str
+    private_key: str
+    headers: list[str] = msgspec.field(default_factory=list)  # empty: delivery.dkim.DEFAULT_SIGNED_HEADERS
+    name: str = ""  # what options.dkim_key and smtpapi_dkim_key call it; the domain when empty
+
+
 class Config(_Section, frozen=True):
     """The whole configuration."""
 
@@ -194,6 +210,7 @@ class Config(_Section, frozen=True):
     suppression: SuppressionConfig = msgspec.field(default_factory=SuppressionConfig)
     unsubscribe: UnsubscribeConfig = msgspec.field(default_factory=UnsubscribeConfig)
     inbound: InboundConfig = msgspec.field(default_factory=InboundConfig)
+    dkim: list[DkimConfig] = msgspec.field(default_factory=list)
 
     @property
     def data_path(self) -> Path:
@@ -390,6 +407,7 @@ def _check(config: Config) -> list[tuple[str, str]]:
     for index, hook in enumerate(config.webhooks):
         if not hook.target.startswith(("http://", "https://")):
             problems.append((f"webhooks[{index}].target", "must be an http:// or https:// URL"))
+    problems.extend(dkim_entry_problems(config.dkim))
     return problems
 
 

@@ -21,6 +21,7 @@ from engaged.policy.context import PolicyMessage
 from engaged.policy.engine import PolicyFailure, PolicySession, Reject
 from engaged.recipient import identify
 from engaged.smtpapi.header import HeaderError, XMsysApi, read_xmsysapi
+from engaged.smtpapi.peers import merge_peers, read_peer_headers
 from engaged.smtpapi.resolve import PlanError, resolve_recipient
 from engaged.spool.record import SpoolRecipient, SpoolRecord
 from engaged.spool.store import FileSpool
@@ -126,6 +127,10 @@ class Injector:
         header = read_xmsysapi(steered.block)
         if isinstance(header, HeaderError):
             return Rejected(Refusal.SMTPAPI, header.reason)
+        peers = read_peer_headers(steered.block.content, effective_smtpapi(self._config, txn.listener).accept_headers)
+        if isinstance(peers, HeaderError):
+            return Rejected(Refusal.SMTPAPI, peers.reason)
+        header = merge_peers(header, peers)
         now = time.time()
         record = self._build_record(txn, steered, header, now)
         if isinstance(record, PlanError):

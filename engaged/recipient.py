@@ -93,6 +93,8 @@ class TrackingPlan(msgspec.Struct, frozen=True, kw_only=True):
     link_expiry: int = 31536000
     include_metadata_in_clicks: bool = True
     max_metadata_len: int = 1000
+    inline_css: bool = False  # options.inline_css: <style> rules into style attributes before tracking
+    dkim_key: str = ""  # the [[dkim]] key named by options.dkim_key or smtpapi_dkim_key; "": by From domain
 
     @property
     def tracks(self) -> bool:

@@ -35,6 +35,7 @@ always fits.
 from __future__ import annotations
 
 import binascii
+import copy
 import enum
 import hashlib
 import hmac
@@ -90,12 +91,15 @@ class TokenKind(enum.IntEnum):
     INITIAL_OPEN = 2
     CLICK = 3
     UNSUBSCRIBE = 4
+    AMP_OPEN = 5
+    AMP_INITIAL_OPEN = 6
+    AMP_CLICK = 7
 
 
 _KIND_BY_VALUE: dict[int, TokenKind] = {kind.value: kind for kind in TokenKind}
 
-OPEN_KINDS: Final = frozenset({TokenKind.OPEN, TokenKind.INITIAL_OPEN})
-CLICK_KINDS: Final = frozenset({TokenKind.CLICK, TokenKind.UNSUBSCRIBE})
+OPEN_KINDS: Final = frozenset({TokenKind.OPEN, TokenKind.INITIAL_OPEN, TokenKind.AMP_OPEN, TokenKind.AMP_INITIAL_OPEN})
+CLICK_KINDS: Final = frozenset({TokenKind.CLICK, TokenKind.UNSUBSCRIBE, TokenKind.AMP_CLICK})
 
 
 class InvalidToken(EngagedError, ValueError):
@@ -312,6 +316,13 @@ class RecipientLinks:
         self._clicks = self._with_metadata if plan.include_metadata_in_clicks else self._without_metadata
         self._open_prefix = f"{plan.open_scheme}://{plan.tracking_domain}/q/"
         self._click_prefix = f"{plan.click_scheme}://{plan.tracking_domain}/f/"
+        self._amp = False
+
+    def amp(self) -> RecipientLinks:
+        """The same recipient's minter for its AMP part: amp_click, amp_open and amp_initial_open tokens."""
+        links = copy.copy(self)
+        links._amp = True
+        return links
 
     def click_url(self, target_url: str, link_name: str, sublink: str | None, unsubscribe: bool) -> str:
         """`<click_scheme>://<tracking_domain>/f/<sublink or a>/<token>` redirecting to `target_url`.
@@ -322,7 +333,7 @@ class RecipientLinks:
         if _CONTROL.search(target_url):
             target_url = _clean_target(target_url)
         _check_target(target_url)
-        kind = TokenKind.UNSUBSCRIBE if unsubscribe else TokenKind.CLICK
+        kind = TokenKind.UNSUBSCRIBE if unsubscribe else TokenKind.AMP_CLICK if self._amp else TokenKind.CLICK
         link = _encoder.encode(_LinkPart(target_url, None if link_name == target_url else link_name))
         try:
             token = self._clicks.seal(kind, link)
@@ -334,7 +345,10 @@ class RecipientLinks:
 
     def open_url(self, initial: bool) -> str:
         """`<open_scheme>://<tracking_domain>/q/<token>`; `initial` marks the top pixel."""
-        kind = TokenKind.INITIAL_OPEN if initial else TokenKind.OPEN
+        if self._amp:
+            kind = TokenKind.AMP_INITIAL_OPEN if initial else TokenKind.AMP_OPEN
+        else:
+            kind = TokenKind.INITIAL_OPEN if initial else TokenKind.OPEN
         try:
             token = self._with_metadata.seal(kind, b"")
         except TokenTooLong:

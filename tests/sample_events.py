@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from engaged.events.model import (
+    AmpClickEvent,
+    AmpInitialOpenEvent,
+    AmpOpenEvent,
     BounceEvent,
     ClickEvent,
     DelayEvent,
@@ -105,6 +108,12 @@ def make_event(
             inbound = {key: message[key] for key in ("friendly_from", "msg_from", "subject", "routing_domain")}
             return SpamComplaintEvent(**common, **inbound, fbtype="abuse", report_by="fbl.example.org",
                                       report_to="fbl@bounces.example.net", user_str="ann")
+        case "amp_initial_open":
+            return AmpInitialOpenEvent(**common, **track)
+        case "amp_open":
+            return AmpOpenEvent(**common, **track)
+        case "amp_click":
+            return AmpClickEvent(**common, **track, **link)
     raise ValueError(kind)
 
 

@@ -143,3 +143,12 @@ def test_an_inbound_listener_needs_a_bounce_domain_and_domains_must_be_names(tmp
     config = load_config(str(path))
     assert config.inbound.bounce_domain == "bounces.example.com" and config.unsubscribe.list_unsubscribe
     assert not config.suppression.enabled
+
+
+def test_accept_headers_names_only_known_peers(tmp_path: Path) -> None:
+    path = tmp_path / "engaged.toml"
+    path.write_text('[smtpapi]\naccept_headers = ["sendgrid", "mandrill"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path), environ={})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{path}:smtpapi.accept_headers[1]: ") and "'mandrill'" in problem

@@ -570,6 +570,17 @@ def test_open_url_has_the_q_path_and_the_pixel_kind(initial: bool, kind: TokenKi
     assert (payload.target_url, payload.link_name) == ("", "")
 
 
+def test_the_amp_minter_mints_amp_kinds_for_the_same_recipient() -> None:
+    amp = RecipientLinks(KEYRING, *_link_data()).amp()
+    click = decode_token(_token_of(amp.click_url(TARGET, "banner", None, False)), KEYRING, expect=CLICK_KINDS)
+    assert (click.kind, click.target_url) == (TokenKind.AMP_CLICK, TARGET)
+    kinds = [decode_token(_token_of(amp.open_url(initial)), KEYRING, expect=OPEN_KINDS).kind for initial in (True,
+                                                                                                           False)]
+    assert kinds == [TokenKind.AMP_INITIAL_OPEN, TokenKind.AMP_OPEN]
+    unsubscribe = amp.click_url(TARGET, TARGET, None, True)
+    assert decode_token(_token_of(unsubscribe), KEYRING, expect=CLICK_KINDS).kind is TokenKind.UNSUBSCRIBE
+
+
 def test_click_url_removes_tabs_and_newlines_and_encodes_other_controls_like_a_browser() -> None:
     links = RecipientLinks(KEYRING, *_link_data())
     url = links.click_url("https://a.example/x\r\n\ty\x00z\x7f", "n", None, False)

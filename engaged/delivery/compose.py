@@ -1,15 +1,18 @@
-"""Each recipient's final copy: X-MSYS-API removed, then engagement tracking applied per its plan."""
+"""Each recipient's final copy: X-MSYS-API and accepted peers' headers removed, tracking applied, DKIM-signed."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 
 import msgspec
 
+from engaged.delivery.dkim import DkimSigner
 from engaged.delivery.unsubscribe import ReturnHeaders
 from engaged.headers import HeaderBlock
 from engaged.rewrite.mime import RewriteOptions, rewrite_message
 from engaged.smtpapi.header import FIELD_NAME
+from engaged.smtpapi.peers import strip_peer_headers
 from engaged.spool.record import SpoolRecord
 from engaged.tokens import RecipientLinks, SigningKeys
 
@@ -25,25 +28,38 @@ class Copy(msgspec.Struct, frozen=True):
 
 
 class CopyComposer:
-    """Builds recipient copies; holds the signing keys, nothing else."""
+    """Builds recipient copies; holds the link-signing keys and the DKIM signer, nothing else."""
 
-    def __init__(self, keyring: SigningKeys, returns: ReturnHeaders | None = None) -> None:
+    def __init__(self, keyring: SigningKeys, returns: ReturnHeaders | None = None, *, dkim: DkimSigner | None = None,
+                 peer_headers: Callable[[str], Sequence[str]] = lambda _listener: ()) -> None:
         self._keyring = keyring
         self._returns = returns if returns is not None and returns.active else None
+        self._dkim = dkim or DkimSigner(())
+        self._peer_headers = peer_headers  # listener -> the vendors whose headers it accepts (and so removes)
 
     def __call__(self, body: bytes, record: SpoolRecord, index: int) -> Copy:
+        """The copy for recipient `index`, signed last: nothing may change its bytes after DKIM."""
+        copy = self._compose(body, record, index)
+        if not self._dkim:
+            return copy
+        signed = self._dkim.sign(copy.data, record.recipients[index].plan.dkim_key)
+        if signed.warnings:
+            log.warning("message %s recipient %d: %s", record.message_id, index, "; ".join(signed.warnings))
+        return msgspec.structs.replace(copy, data=signed.data, warnings=copy.warnings + signed.warnings)
+
+    def _compose(self, body: bytes, record: SpoolRecord, index: int) -> Copy:
         recipient = record.recipients[index]
         block = HeaderBlock(body)
         if recipient.headers is not None:
             block = HeaderBlock(recipient.headers + body[block.body_start :])
-        data = block.without(FIELD_NAME)
+        data = strip_peer_headers(block.without(FIELD_NAME), self._peer_headers(record.listener))
         plan = recipient.plan
         warnings: tuple[str, ...] = ()
-        if plan.tracks:
+        if plan.tracks or plan.inline_css:
             links = RecipientLinks(self._keyring, recipient.identity, plan)
             options = RewriteOptions(open_tracking=plan.open_tracking, click_tracking=plan.click_tracking,
-                                     initial_open=plan.initial_open)
-            result = rewrite_message(data, links, options)
+                                     initial_open=plan.initial_open, inline_css=plan.inline_css)
+            result = rewrite_message(data, links, options, links.amp())
             if result.warnings:
                 log.warning("message %s recipient %d: %s", record.message_id, index, "; ".join(result.warnings))
             data, warnings = result.data, result.warnings

@@ -138,7 +138,8 @@ class DeliveryQueue:
 
     async def _composed(self, body: bytes, record: SpoolRecord, index: int) -> Copy:
         """Build a copy; large bodies are rewritten on a worker thread so the event loop stays responsive."""
-        if len(body) < INLINE_COMPOSE_BYTES or not record.recipients[index].plan.tracks:
+        plan = record.recipients[index].plan
+        if not plan.inline_css and (len(body) < INLINE_COMPOSE_BYTES or not plan.tracks):  # inlining CSS: ~20 ms
             return self._compose(body, record, index)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._compose_executor, self._compose, body, record, index)

@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engaged.events.model import (
+    AmpClickEvent,
+    AmpInitialOpenEvent,
+    AmpOpenEvent,
     BounceEvent,
     ClickEvent,
     DelayEvent,
@@ -23,13 +26,17 @@ from engaged.events.model import (
 from engaged.recipient import RecipientIdentity, TrackingPlan
 from engaged.spool.record import SpoolRecord
 
-EngagementEvent = OpenEvent | InitialOpenEvent | ClickEvent | LinkUnsubscribeEvent | ListUnsubscribeEvent
+EngagementEvent = (OpenEvent | InitialOpenEvent | ClickEvent | LinkUnsubscribeEvent | ListUnsubscribeEvent
+                   | AmpOpenEvent | AmpInitialOpenEvent | AmpClickEvent)
 _ENGAGEMENT_CLASSES: dict[str, type[EngagementEvent]] = {
     "open": OpenEvent,
     "initial_open": InitialOpenEvent,
     "click": ClickEvent,
     "link_unsubscribe": LinkUnsubscribeEvent,
     "list_unsubscribe": ListUnsubscribeEvent,
+    "amp_open": AmpOpenEvent,
+    "amp_initial_open": AmpInitialOpenEvent,
+    "amp_click": AmpClickEvent,
 }
 
 
@@ -222,7 +229,7 @@ def engagement_fields(event_type: str, identity: RecipientIdentity, *, target_ur
     fields["delv_method"] = identity.delv_method or "esmtp"
     if event_type in ("link_unsubscribe", "list_unsubscribe"):
         fields["mailfrom"] = identity.rcpt_to  # SparkPost: the address that asked to be unsubscribed
-    if event_type in ("click", "link_unsubscribe"):
+    if event_type in ("click", "link_unsubscribe", "amp_click"):
         fields["target_link_url"] = target_url
         fields["target_link_name"] = link_name or target_url
     return {name: value for name, value in fields.items()

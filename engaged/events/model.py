@@ -192,6 +192,21 @@ class SpamComplaintEvent(_InboundFields, tag="spam_complaint", kw_only=True, omi
     user_str: str = ""
 
 
+class AmpOpenEvent(_TrackFields, tag="amp_open", kw_only=True, omit_defaults=True):
+    """The recipient's client fetched the bottom open pixel of the AMP part."""
+
+
+class AmpInitialOpenEvent(_TrackFields, tag="amp_initial_open", kw_only=True, omit_defaults=True):
+    """The recipient's client fetched the top open pixel of the AMP part."""
+
+
+class AmpClickEvent(_TrackFields, tag="amp_click", kw_only=True, omit_defaults=True):
+    """The recipient followed a click-tracked link of the AMP part."""
+
+    target_link_url: str = ""
+    target_link_name: str = ""
+
+
 Event = (
     InjectionEvent
     | DeliveryEvent
@@ -205,6 +220,9 @@ Event = (
     | ListUnsubscribeEvent
     | OutOfBandEvent
     | SpamComplaintEvent
+    | AmpOpenEvent
+    | AmpInitialOpenEvent
+    | AmpClickEvent
 )
 
 EVENT_TYPES: tuple[str, ...] = (
@@ -220,6 +238,9 @@ EVENT_TYPES: tuple[str, ...] = (
     "list_unsubscribe",
     "out_of_band",
     "spam_complaint",
+    "amp_initial_open",
+    "amp_open",
+    "amp_click",
 )
 
 _ENVELOPES: dict[str, Envelope] = {
@@ -235,6 +256,9 @@ _ENVELOPES: dict[str, Envelope] = {
     "list_unsubscribe": "unsubscribe_event",
     "out_of_band": "message_event",
     "spam_complaint": "message_event",
+    "amp_open": "track_event",
+    "amp_initial_open": "track_event",
+    "amp_click": "track_event",
 }
 
 _encoder = msgspec.json.Encoder()

@@ -22,7 +22,7 @@ from engaged.rewrite import links
 from engaged.rewrite.entities import decode_attribute, encode_attribute
 from engaged.types import LinkMinter
 
-__all__ = ["BOTTOM_PIXEL", "TOP_PIXEL", "HtmlResult", "rewrite_html"]
+__all__ = ["AMP_PIXEL", "BOTTOM_PIXEL", "TOP_PIXEL", "HtmlResult", "rewrite_html"]
 
 TOP_PIXEL = (
     '<div style="color:transparent;visibility:hidden;opacity:0;font-size:0;border:0;max-height:1px;'
@@ -36,6 +36,10 @@ BOTTOM_PIXEL = (
     'padding:0" src="{url}">'
 )
 """The open pixel, placed before the last `</body>`; a block, so it adds one pixel of height, not a line."""
+
+AMP_PIXEL = '<amp-img src="{url}" width="1" height="1" layout="fixed" alt=""></amp-img>'
+"""Both open pixels of an AMP for Email part (`amp_initial_open` after `<body…>`, `amp_open` before `</body>`):
+AMP allows no `<img>`, and `amp-img` needs its size, a layout, an https `src` and its end tag."""
 
 _WS = "\t\n\f\r "
 _NAME_END = r"(?=[\t\n\f\r />]|\Z)"
@@ -88,6 +92,9 @@ _ATTRIBUTE_PARTS = re.compile(
 )
 _COMMENT_END = re.compile(r"--!?>")
 _DOCTYPE = re.compile(r"\ufeff?[\t\n\f\r ]*+<!(?i:doctype)[^>]*+>")
+_AMP_HTML = re.compile(r"<html(?=[\t\n\f\r />])[^>]*?[\t\n\f\r /](?:\u26a14email|amp4email)(?=[\t\n\f\r /=>])",
+                       re.IGNORECASE)
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes the part's charset could not decode (surrogateescape)
 _OPT_OUT_PRESENT = frozenset({"data-pm-no-track", "ses:no-track", "mautic:disable-tracking"})
 
 
@@ -115,13 +122,17 @@ class _Attribute(msgspec.Struct, frozen=True):
 
 
 def rewrite_html(
-    html: str, minter: LinkMinter, *, click: bool, open_: bool, initial_open: bool
+    html: str, minter: LinkMinter, *, click: bool, open_: bool, initial_open: bool, amp: bool = False
 ) -> HtmlResult:
     """Track the links of one HTML document (if `click`) and add the open pixels (if `open_`).
 
     Pixels: the top (`initial_open`) one right after the first `<body…>` start tag, the bottom one before the
     last `</body>`; a `<body>` inside an Outlook conditional comment does not count. Without `<body>` the top
     pixel goes first (after a leading doctype, which must stay first) and the bottom pixel goes last.
+
+    `amp`: the document is an AMP for Email part. It must say so (`<html ⚡4email>` or `<html amp4email>`) and
+    have `<body>` and `</body>`, else it is left untouched with a warning; pixels are AMP_PIXEL and need https
+    URLs (else they are left out, with a warning); links are tracked by the same rules as in HTML.
     """
     edits: list[tuple[int, int, str]] = []
     warnings: list[str] = []
@@ -145,8 +156,17 @@ def rewrite_html(
                 body_open = pos
             elif kind == "body_end":
                 body_close = start
+    if amp and _UNDECODED.search(html):
+        return HtmlResult(text=html, links_tracked=0, pixels=0,
+                          warnings=("AMP part is not valid UTF-8, as AMP for Email requires; left untouched",))
+    if amp and (not _AMP_HTML.search(html) or body_open < 0 or body_close < 0):
+        missing = "<html \u26a14email>" if not _AMP_HTML.search(html) else "<body> and </body>"
+        return HtmlResult(text=html, links_tracked=0, pixels=0,
+                          warnings=(f"not an AMP for Email document (no {missing}); left untouched",))
     pixels = 0
-    if open_:
+    if open_ and amp:
+        pixels = _place_amp_pixels(minter, initial_open, body_open, body_close, edits, warnings)
+    elif open_:
         pixels = _place_pixels(html, minter, initial_open, body_open, body_close, edits, warnings)
     if not edits:
         return HtmlResult(text=html, links_tracked=0, pixels=0, warnings=tuple(dict.fromkeys(warnings)))
@@ -247,6 +267,29 @@ def _place_pixels(
     if (url := links.mint_open(minter, False, warnings)) is not None:
         at = body_close if body_close >= 0 else len(html)
         edits.append((at, at, BOTTOM_PIXEL.format(url=encode_attribute(url))))
+        pixels += 1
+    return pixels
+
+
+def _place_amp_pixels(
+    minter: LinkMinter,
+    initial_open: bool,
+    body_open: int,
+    body_close: int,
+    edits: list[tuple[int, int, str]],
+    warnings: list[str],
+) -> int:
+    pixels = 0
+    for initial, at in ((True, body_open), (False, body_close)):
+        if initial and not initial_open:
+            continue
+        url = links.mint_open(minter, initial, warnings)
+        if url is None:
+            continue
+        if not url.startswith("https://"):
+            warnings.append("AMP open pixel left out: amp-img needs an https URL (open_tracking_scheme = \"https\")")
+            continue
+        edits.append((at, at, AMP_PIXEL.format(url=encode_attribute(url))))
         pixels += 1
     return pixels
 

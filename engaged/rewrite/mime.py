@@ -1,7 +1,9 @@
 """Engagement rewriting of a whole message (④ rewrite): raw bytes and a LinkMinter in, raw bytes out.
 
 Pure: no I/O, no clock, no randomness. The top text/html part gets tracked links and the open pixels, the top
-text/plain part tracked links (which parts are "top" is defined in `engaged.rewrite.parts`). Each changed
+text/plain part tracked links, the text/x-amp-html part (AMP for Email) tracked links and `amp-img` pixels minted
+by its own minter (amp_click, amp_open, amp_initial_open) (which parts are "top" is defined in
+`engaged.rewrite.parts`). Each changed
 part is decoded (transfer encoding, then charset), rewritten, re-encoded with its own transfer encoding and
 spliced back over its old body, so the headers and every other part keep their bytes by construction. A
 7bit/8bit/binary part that would get a line over 998 octets becomes quoted-printable and its
@@ -19,6 +21,7 @@ from functools import partial
 import msgspec
 
 from engaged.rewrite import transfer
+from engaged.rewrite.css import inline_css
 from engaged.rewrite.html import rewrite_html
 from engaged.rewrite.parts import TextPart, find_top_parts
 from engaged.rewrite.text import rewrite_text
@@ -37,6 +40,7 @@ class RewriteOptions(msgspec.Struct, frozen=True, kw_only=True):
     open_tracking: bool
     click_tracking: bool
     initial_open: bool = True  # also place the top pixel (the `initial_open` event) when open_tracking
+    inline_css: bool = False  # first copy the HTML part's <style> rules into style attributes (not the AMP part)
 
 
 class RewriteResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,9 +65,14 @@ class _PartRewrite(msgspec.Struct, frozen=True):
 _Edit = tuple[int, int, bytes]
 
 
-def rewrite_message(raw: bytes, minter: LinkMinter, options: RewriteOptions) -> RewriteResult:
-    """Track the links and place the open pixels of `raw` (CRLF line breaks, as read from SMTP DATA)."""
-    if not (options.open_tracking or options.click_tracking):
+def rewrite_message(
+    raw: bytes, minter: LinkMinter, options: RewriteOptions, amp_minter: LinkMinter | None = None
+) -> RewriteResult:
+    """Track the links and place the open pixels of `raw` (CRLF line breaks, as read from SMTP DATA).
+
+    The AMP part is tracked only when `amp_minter` is given; otherwise it is left as it is.
+    """
+    if not (options.open_tracking or options.click_tracking or options.inline_css):
         return RewriteResult(data=raw, links_tracked=0, pixels=0, parts_rewritten=0, warnings=())
     top = find_top_parts(raw)
     edits: list[_Edit] = []
@@ -73,6 +82,8 @@ def rewrite_message(raw: bytes, minter: LinkMinter, options: RewriteOptions) -> 
         done.append(_rewrite_part(raw, top.html, partial(_track_html, minter, options), edits, warnings))
     if top.plain is not None and options.click_tracking:
         done.append(_rewrite_part(raw, top.plain, partial(_track_text, minter), edits, warnings))
+    if top.amp is not None and amp_minter is not None and (options.open_tracking or options.click_tracking):
+        done.append(_rewrite_part(raw, top.amp, partial(_track_html, amp_minter, options, amp=True), edits, warnings))
     rewritten = [part for part in done if part is not None]
     return RewriteResult(
         data=_splice(raw, edits) if edits else raw,
@@ -83,14 +94,20 @@ def rewrite_message(raw: bytes, minter: LinkMinter, options: RewriteOptions) -> 
     )
 
 
-def _track_html(minter: LinkMinter, options: RewriteOptions, text: str) -> _PartRewrite:
+def _track_html(minter: LinkMinter, options: RewriteOptions, text: str, amp: bool = False) -> _PartRewrite:
+    inlined = inline_css(text) if options.inline_css and not amp else None
+    if inlined is not None:
+        text = inlined.text
     result = rewrite_html(
         text,
         minter,
         click=options.click_tracking,
         open_=options.open_tracking,
         initial_open=options.initial_open,
+        amp=amp,
     )
+    if inlined is not None and (inlined.elements or inlined.warnings):
+        return _PartRewrite(result.text, result.links_tracked, result.pixels, inlined.warnings + result.warnings)
     return _PartRewrite(result.text, result.links_tracked, result.pixels, result.warnings)
 
 

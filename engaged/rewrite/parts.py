@@ -5,7 +5,8 @@
   * any other multipart (mixed, related, report, signed, digest, …): the first child only; later children are
     attachments, inline images or signatures;
   * message/* (rfc822, delivery-status, …) and parts with `Content-Disposition: attachment` are never entered;
-  * a leaf of type text/html or text/plain is taken if none of its type was taken before.
+  * a leaf of type text/html or text/plain is taken if none of its type was taken before; a text/x-amp-html leaf
+    (AMP for Email) likewise, but only as a child of a multipart/alternative, where AMP clients look for it.
 The walk examines at most 100 parts and 20 levels of nesting. A part whose header block is malformed (a line
 that is neither a field nor a continuation), or a multipart without a usable boundary, is passed over.
 
@@ -42,7 +43,7 @@ _HEADER_BLOCK = re.compile(rb"(?:From [^\n]*+\n)?(?:[\x21-\x39\x3b-\x7e]++:[^\n]
 class TextPart(msgspec.Struct, frozen=True, kw_only=True):
     """One text leaf: where its header block and body are in the raw message, and how the body is encoded."""
 
-    subtype: str  # "html" or "plain"
+    subtype: str  # "html", "plain" or "x-amp-html"
     headers_start: int
     headers_end: int  # just after the last header line; the blank line starts here
     body_start: int
@@ -56,6 +57,7 @@ class TopParts(msgspec.Struct, frozen=True, kw_only=True):
     html: TextPart | None
     plain: TextPart | None
     warnings: tuple[str, ...]
+    amp: TextPart | None = None
 
 
 class _Walk:
@@ -66,22 +68,24 @@ class _Walk:
         self.examined = 0
         self.html: TextPart | None = None
         self.plain: TextPart | None = None
+        self.amp: TextPart | None = None
         self.warnings: list[str] = []
 
     @property
     def done(self) -> bool:
-        """Both parts found, or the part budget spent: the walk stops."""
-        return (self.html is not None and self.plain is not None) or self.examined > MAX_PARTS
+        """Every kind of part found, or the part budget spent: the walk stops."""
+        found = self.html is not None and self.plain is not None and self.amp is not None
+        return found or self.examined > MAX_PARTS
 
 
 def find_top_parts(raw: bytes) -> TopParts:
     """The top text/html and text/plain parts of `raw` (see the module docstring for the rule)."""
     walk = _Walk(raw)
     _visit(walk, 0, len(raw), 0, "text/plain")
-    return TopParts(html=walk.html, plain=walk.plain, warnings=tuple(dict.fromkeys(walk.warnings)))
+    return TopParts(html=walk.html, plain=walk.plain, amp=walk.amp, warnings=tuple(dict.fromkeys(walk.warnings)))
 
 
-def _visit(walk: _Walk, start: int, end: int, depth: int, default_type: str) -> None:
+def _visit(walk: _Walk, start: int, end: int, depth: int, default_type: str, in_alternative: bool = False) -> None:
     if depth > MAX_DEPTH:
         walk.warnings.append(f"MIME nesting deeper than {MAX_DEPTH} levels: deeper parts not examined")
         return
@@ -100,11 +104,13 @@ def _visit(walk: _Walk, start: int, end: int, depth: int, default_type: str) -> 
     if content_type.startswith("multipart/"):
         child_type = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
         for child_start, child_end in _children(raw, body_start, end, fields.get_boundary()):
-            _visit(walk, child_start, child_end, depth + 1, child_type)
+            _visit(walk, child_start, child_end, depth + 1, child_type, content_type == "multipart/alternative")
             if walk.done or content_type != "multipart/alternative":
                 return
         return
-    if content_type not in ("text/html", "text/plain"):
+    if content_type not in ("text/html", "text/plain", "text/x-amp-html"):
+        return
+    if content_type == "text/x-amp-html" and (not in_alternative or walk.amp is not None):
         return
     part = TextPart(
         subtype=content_type[5:],
@@ -120,6 +126,8 @@ def _visit(walk: _Walk, start: int, end: int, depth: int, default_type: str) -> 
         walk.html = part
     elif part.subtype == "plain" and walk.plain is None:
         walk.plain = part
+    elif part.subtype == "x-amp-html":
+        walk.amp = part
 
 
 def _split_headers(raw: bytes, start: int, end: int) -> tuple[int, int, bytes]:

@@ -29,6 +29,8 @@ class XMsysApi(msgspec.Struct, frozen=True, kw_only=True):
     skip_suppression: bool | None = None
     sandbox: bool | None = None
     ip_pool: str | None = None
+    dkim_key: str | None = None
+    inline_css: bool | None = None
 
 
 class HeaderError(msgspec.Struct, frozen=True):
@@ -144,7 +146,7 @@ def _validate(data: dict[str, Any]) -> XMsysApi | HeaderError:
     if not isinstance(options, dict):
         return _type_error("options", "json object")
     flags: dict[str, bool | None] = {}
-    for name in ("open_tracking", "click_tracking", "transactional", "sandbox", "skip_suppression"):
+    for name in ("open_tracking", "click_tracking", "transactional", "sandbox", "skip_suppression", "inline_css"):
         parsed = parse_flag(options.get(name))
         if isinstance(parsed, HeaderError):
             return _type_error(f"options.{name}", "boolean")
@@ -152,11 +154,15 @@ def _validate(data: dict[str, Any]) -> XMsysApi | HeaderError:
     ip_pool = options.get("ip_pool")
     if ip_pool is not None and not isinstance(ip_pool, str):
         return _type_error("options.ip_pool", "string")
+    dkim_key = options.get("dkim_key")
+    if dkim_key is not None and not isinstance(dkim_key, str):
+        return _type_error("options.dkim_key", "string")
     return XMsysApi(
         campaign_id=campaign,
         metadata=metadata,
         tags=tags,
         ip_pool=ip_pool,
+        dkim_key=dkim_key,
         **flags,
     )
 

@@ -22,6 +22,7 @@ CONTEXT_KEYS = (
     "smtpapi_tracking_domain",
     "smtpapi_tracking_link_expiry",
     "mo_customer_id",
+    "smtpapi_dkim_key",
 )
 
 
@@ -101,6 +102,8 @@ def resolve_recipient(
         link_expiry=expiry,
         include_metadata_in_clicks=tracker.click_tracking_include_metadata,
         max_metadata_len=tracker.max_metadata_len,
+        dkim_key=ctx.get("smtpapi_dkim_key", head.dkim_key or ""),
+        inline_css=bool(head.inline_css),
     )
     return identity, plan
 

@@ -54,6 +54,9 @@ _TYPES: dict[TokenKind, bytes] = {
     TokenKind.INITIAL_OPEN: b'{"type":"initial_open",',
     TokenKind.CLICK: b'{"type":"click",',
     TokenKind.UNSUBSCRIBE: b'{"type":"link_unsubscribe",',
+    TokenKind.AMP_OPEN: b'{"type":"amp_open",',
+    TokenKind.AMP_INITIAL_OPEN: b'{"type":"amp_initial_open",',
+    TokenKind.AMP_CLICK: b'{"type":"amp_click",',
 }
 _LIST_UNSUBSCRIBE = b'{"type":"list_unsubscribe",'
 LIST_UNSUBSCRIBE_PATH: Final = "/lu/"
@@ -63,6 +66,9 @@ _TYPE_NAMES: dict[TokenKind, str] = {
     TokenKind.INITIAL_OPEN: "initial_open",
     TokenKind.CLICK: "click",
     TokenKind.UNSUBSCRIBE: "link_unsubscribe",
+    TokenKind.AMP_OPEN: "amp_open",
+    TokenKind.AMP_INITIAL_OPEN: "amp_initial_open",
+    TokenKind.AMP_CLICK: "amp_click",
 }
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _NEEDS_ESCAPE = re.compile("[^\x21-\x7e]")

@@ -48,6 +48,7 @@ def test_events_round_trip_through_json() -> None:
     assert envelope_of("injection") == "message_event"
     assert envelope_of("click") == "track_event"
     assert envelope_of("link_unsubscribe") == "unsubscribe_event"
+    assert [envelope_of(name) for name in ("amp_open", "amp_initial_open", "amp_click")] == ["track_event"] * 3
 
 
 def test_event_ids_are_unique_increasing_and_carry_their_time() -> None:

@@ -446,3 +446,143 @@ class _NeverCalled:
 
     def open_url(self, initial: bool) -> str:
         raise AssertionError("open_url called with tracking off")
+
+
+AMP_DOC = (
+    "<!doctype html>\n<html \u26a14email data-css-strict>\n<head>\n<meta charset=\"utf-8\">\n"
+    '<script async src="https://cdn.ampproject.org/v0.js"></script>\n'
+    '<script async custom-element="amp-carousel" src="https://cdn.ampproject.org/v0/amp-carousel-0.1.js"></script>\n'
+    "<style amp4email-boilerplate>body{visibility:hidden}</style>\n"
+    "<style amp-custom>a { color: #c00; } .hero { margin: 0 }</style>\n</head>\n"
+    '<body class="hero">\n<amp-carousel width="600" height="300" layout="responsive" type="slides">\n'
+    '<amp-img src="https://img.example/1.png" width="600" height="300" layout="responsive" alt="1"></amp-img>\n'
+    "</amp-carousel>\n"
+    '<p><a href="https://shop.example/sale?a=1&amp;b=2" data-msys-linkname="sale">Sale</a>\n'
+    '<a href="https://shop.example/keep" data-msys-clicktrack="0">kept</a>\n'
+    '<a href="mailto:help@shop.example">mail</a>\n'
+    '<a href="https://shop.example/{{id}}">templated</a></p>\n</body>\n</html>\n'
+)
+AMP_PIXEL = '<amp-img src="https://t.example/q/{}" width="1" height="1" layout="fixed" alt=""></amp-img>'
+_AMP_SCRIPT_HOST = "https://cdn.ampproject.org/"
+_AMP_DISALLOWED = {"img", "iframe", "frame", "frameset", "object", "param", "applet", "embed", "base", "video",
+                   "audio", "picture", "svg", "canvas", "noscript", "input", "textarea", "select"}
+_AMP_LINK_SCHEMES = ("http://", "https://", "mailto:", "tel:")
+
+
+def amp_problems(doc: str) -> list[str]:
+    """What the AMP for Email validator would refuse, of the rules that can be checked offline."""
+    from html.parser import HTMLParser
+
+    problems: list[str] = []
+
+    class Checker(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.head_children: list[str] = []
+            self.in_head = False
+            self.open_amp_imgs = 0
+            self.seen: set[str] = set()
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            values = dict(attrs)
+            self.seen.add(tag)
+            if self.in_head and tag != "head":
+                self.head_children.append(tag if tag != "meta" or "charset" not in values else "meta charset")
+            if tag == "head":
+                self.in_head = True
+            if tag == "html" and not ({"\u26a14email", "amp4email"} & set(values)):
+                problems.append("html lacks \u26a14email")
+            if tag in _AMP_DISALLOWED:
+                problems.append(f"<{tag}> is not allowed")
+            if tag == "script" and not ((values.get("src") or "").startswith(_AMP_SCRIPT_HOST) and "async" in values):
+                problems.append(f"script {values} is not an AMP runtime or extension script")
+            if tag == "amp-img":
+                self.open_amp_imgs += 1
+                for required in ("src", "width", "height", "layout"):
+                    if not values.get(required):
+                        problems.append(f"amp-img without {required}: {values}")
+                if not (values.get("src") or "").startswith("https://"):
+                    problems.append(f"amp-img src is not https: {values.get('src')}")
+            href = values.get("href") or ""
+            if tag == "a" and href and not href.startswith(_AMP_LINK_SCHEMES):
+                problems.append(f"a href with a disallowed scheme: {href}")
+            for name in values:
+                if name.startswith("on"):
+                    problems.append(f"attribute {name} is not allowed")
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "head":
+                self.in_head = False
+            if tag == "amp-img":
+                self.open_amp_imgs -= 1
+
+    checker = Checker()
+    checker.feed(doc)
+    checker.close()
+    if not doc.lower().startswith("<!doctype html>"):
+        problems.append("does not start with <!doctype html>")
+    if checker.head_children[:1] != ["meta charset"]:
+        problems.append(f"meta charset is not the first child of head: {checker.head_children}")
+    if f'<script async src="{_AMP_SCRIPT_HOST}v0.js"></script>' not in doc:
+        problems.append("no AMP runtime script")
+    if "<style amp4email-boilerplate>body{visibility:hidden}</style>" not in doc:
+        problems.append("no amp4email boilerplate")
+    if {"head", "body"} - checker.seen:
+        problems.append("head or body missing")
+    if checker.open_amp_imgs:
+        problems.append("amp-img without its end tag")
+    return problems
+
+
+def amp_track(doc: str, minter: LinkMinter, *, click: bool = True, open_: bool = True) -> HtmlResult:
+    return rewrite_html(doc, minter, click=click, open_=open_, initial_open=True, amp=True)
+
+
+def test_amp_sample_is_valid_before_tracking() -> None:
+    assert amp_problems(AMP_DOC) == []
+    assert amp_problems(AMP_DOC.replace("<amp-img", "<img").replace("</amp-img>", "")) != []
+
+
+def test_tracked_amp_part_stays_valid_amp_with_tracked_links_and_amp_img_pixels(
+    minter: LinkMinter, clicks: Callable[[str], list[Click]], restore_html: Callable[[str], str]
+) -> None:
+    result = amp_track(AMP_DOC, minter)
+    assert amp_problems(result.text) == [] and "data-msys-" not in result.text
+    assert (result.links_tracked, result.pixels, result.warnings) == (1, 2, ())
+    assert clicks(result.text) == [("https://shop.example/sale?a=1&b=2", "sale", None, False)]
+    top, bottom = AMP_PIXEL.format("i"), AMP_PIXEL.format("b")
+    assert result.text.index('<body class="hero">') + len('<body class="hero">') == result.text.index(top)
+    assert result.text.index(bottom) + len(bottom) == result.text.index("</body>")
+    untracked = restore_html(result.text.replace(top, "").replace(bottom, ""))
+    assert untracked == AMP_DOC.replace(' data-msys-linkname="sale"', "").replace(' data-msys-clicktrack="0"', "")
+
+
+def test_amp_part_that_is_not_amp_for_email_is_left_untouched_with_a_warning(minter: LinkMinter) -> None:
+    for doc, missing in ((AMP_DOC.replace("\u26a14email ", ""), "<html \u26a14email>"),
+                         (AMP_DOC.replace("<body", "<div").replace("</body>", "</div>"), "<body> and </body>")):
+        result = amp_track(doc, minter)
+        assert result.text is doc
+        assert result.warnings == (f"not an AMP for Email document (no {missing}); left untouched",)
+
+
+def test_amp_pixels_need_https_and_are_left_out_with_a_warning(
+    clicks: Callable[[str], list[Click]]
+) -> None:
+    class HttpMinter:
+        def click_url(self, target_url: str, link_name: str, sublink: str | None, unsubscribe: bool) -> str:
+            return "http://t.example/f/a/x"
+
+        def open_url(self, initial: bool) -> str:
+            return "http://t.example/q/x"
+
+    result = amp_track(AMP_DOC, HttpMinter())
+    assert result.pixels == 0 and "amp-img" in result.warnings[0] and "https" in result.warnings[0]
+    assert result.links_tracked == 1 and amp_problems(result.text) == []
+
+
+def test_amp_opt_outs_and_open_only_follow_the_html_rules(minter: LinkMinter) -> None:
+    doc = AMP_DOC.replace('href="https://shop.example/sale?a=1&amp;b=2"', 'href="https://shop.example/s" ses:no-track')
+    result = amp_track(doc, minter)
+    assert result.links_tracked == 0 and "ses:no-track" in result.text
+    opens = amp_track(AMP_DOC, minter, click=False)
+    assert (opens.links_tracked, opens.pixels) == (0, 2) and amp_problems(opens.text) == []

@@ -439,3 +439,52 @@ class _StaticMinter:
 
     def open_url(self, initial: bool) -> str:
         return "https://t.example/q/x"
+
+
+class _AmpMinter:
+    """Mints recognisably different URLs, so a test sees which minter served which part."""
+
+    def click_url(self, target_url: str, link_name: str, sublink: str | None, unsubscribe: bool) -> str:
+        return "https://t.example/f/a/AMP"
+
+    def open_url(self, initial: bool) -> str:
+        return f"https://t.example/q/amp-{'i' if initial else 'b'}"
+
+
+AMP_PART = (
+    "<!doctype html><html \u26a14email><head><meta charset=\"utf-8\">"
+    '<script async src="https://cdn.ampproject.org/v0.js"></script>'
+    "<style amp4email-boilerplate>body{visibility:hidden}</style></head>"
+    '<body><a href="https://example.com/amp">amp</a></body></html>'
+).encode()
+
+
+def test_amp_part_of_an_alternative_is_tracked_by_its_own_minter_and_the_rest_by_the_html_one(
+    minter: LinkMinter,
+) -> None:
+    html = b'<html><body><a href="https://example.com/html">h</a></body></html>'
+    raw = HEADERS.encode() + multipart(
+        "alternative",
+        part("text/plain; charset=utf-8", b"plain https://example.com/text"),
+        part("text/x-amp-html; charset=utf-8", qp(AMP_PART), "quoted-printable"),
+        part("text/html; charset=utf-8", html),
+    )
+    result = rewrite_message(raw, minter, BOTH, _AmpMinter())
+    plain, amp, rich = (text_of(leaf) for leaf in leaves(result.data))
+    assert "https://t.example/f/a/AMP" in amp and "https://t.example/q/amp-i" in amp and "amp-b" in amp
+    assert "<amp-img " in amp and "<img" not in amp
+    assert "AMP" not in rich and "/q/i" in rich and "AMP" not in plain
+    assert (result.links_tracked, result.pixels, result.parts_rewritten, result.warnings) == (3, 4, 3, ())
+    untracked = rewrite_message(raw, minter, BOTH)
+    assert b"amp-img" not in untracked.data and untracked.parts_rewritten == 2
+
+
+def test_amp_part_outside_an_alternative_or_not_utf8_is_left_untouched(minter: LinkMinter) -> None:
+    alone = HEADERS.encode() + part("text/x-amp-html; charset=utf-8", AMP_PART)
+    assert rewrite_message(alone, minter, BOTH, _AmpMinter()).data is alone
+    broken = HEADERS.encode() + multipart(
+        "alternative", part("text/x-amp-html; charset=utf-8", AMP_PART + b"\xff\xfe"),
+        part("text/html; charset=utf-8", b"<p>x</p>"))
+    result = rewrite_message(broken, minter, BOTH, _AmpMinter())
+    assert AMP_PART + b"\xff\xfe" in result.data
+    assert any(w.startswith("text/x-amp-html part: ") and "left untouched" in w for w in result.warnings)

@@ -102,3 +102,12 @@ def test_skip_suppression_is_a_boolean_option() -> None:
     assert decode_xmsysapi('{"options": {"skip_suppression": "0"}}') == XMsysApi(skip_suppression=False)
     assert decode_xmsysapi('{"options": {"skip_suppression": "yes"}}') == HeaderError(
         "X-MSYS-API 'options.skip_suppression' must be of type 'boolean'")
+
+
+def test_inline_css_and_dkim_key_options_are_read_and_type_checked() -> None:
+    assert decode_xmsysapi('{"options": {"inline_css": true, "dkim_key": "brand"}}') == XMsysApi(
+        inline_css=True, dkim_key="brand")
+    assert decode_xmsysapi('{"options": {"inline_css": "yes"}}') == HeaderError(
+        "X-MSYS-API 'options.inline_css' must be of type 'boolean'")
+    assert decode_xmsysapi('{"options": {"dkim_key": 7}}') == HeaderError(
+        "X-MSYS-API 'options.dkim_key' must be of type 'string'")

@@ -95,3 +95,11 @@ def test_tracker_settings_travel_in_the_plan() -> None:
     result = resolve_recipient(SmtpapiSettings(), tracker, None, {}, recipient_identity())
     assert not isinstance(result, PlanError)
     assert (result[1].include_metadata_in_clicks, result[1].max_metadata_len) == (False, 10)
+
+
+def test_dkim_key_comes_from_context_over_header_and_inline_css_from_the_header() -> None:
+    header = XMsysApi(dkim_key="header-key", inline_css=True)
+    resolved = plan(header=header)
+    assert isinstance(resolved, TrackingPlan) and (resolved.dkim_key, resolved.inline_css) == ("header-key", True)
+    steered = plan(header=header, context={"smtpapi_dkim_key": "policy-key"})
+    assert isinstance(steered, TrackingPlan) and steered.dkim_key == "policy-key"
