@@ -19,9 +19,11 @@ from injection import html_20k, plain_1k
 
 from engaged.config import DkimConfig
 from engaged.delivery.compose import CopyComposer
-from engaged.delivery.dkim import DkimSigner, generate_key
+from engaged.delivery.dkim import DkimSigner
+from engaged.dkim_keys import generate_key
 from engaged.keys import load_keyring
-from engaged.spool.record import SpoolRecipient, SpoolRecord, TrackingPlan
+from engaged.recipient import TrackingPlan, identify
+from engaged.spool.record import SpoolRecipient, SpoolRecord
 
 COUNT = 2000
 
@@ -94,8 +96,10 @@ def compose_costs(keys: dict[str, Path], rounds: int = 300) -> list[tuple[str, f
     """Microseconds per composed copy of the 20 KB HTML message, tracked, without and with each DKIM key."""
     body = html_20k(tracking=True)
     plan = TrackingPlan(open_tracking=True, click_tracking=True)
-    record = SpoolRecord(message_id="0" * 20, transmission_id="1", received_at=time.time(), mail_from="a@example.org",
-                         recipients=[SpoolRecipient(rcpt_to="bob@example.com", plan=plan, injection_event_id="1")])
+    now = time.time()
+    identity = identify("bob@example.com", message_id="0" * 20, transmission_id="1", injection_time=now)
+    record = SpoolRecord(message_id="0" * 20, transmission_id="1", received_at=now, mail_from="a@example.org",
+                         recipients=[SpoolRecipient(identity=identity, plan=plan, injection_event_id="1")])
     costs = []
     with tempfile.TemporaryDirectory() as directory:
         keyring = load_keyring(Path(directory))
