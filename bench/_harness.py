@@ -71,14 +71,45 @@ def _pinned(command: list[str], cpu: int) -> list[str]:
     return command
 
 
-def start_engaged(extra: str = "") -> tuple[ServerProcess, tempfile.TemporaryDirectory[str]]:
-    """A real `engaged serve` (durable spool on) in a temporary directory, pinned to CPU 0."""
+def start_engaged(extra: str = "", *, workers: int | str = 1,
+                  pin: bool = True) -> tuple[ServerProcess, tempfile.TemporaryDirectory[str]]:
+    """A real `engaged serve` (durable spool on) in a temporary directory.
+
+    `workers` is [server] workers (1 unless told). With `pin`, every process of the server
+    (supervisor, node, workers) is pinned to CPU 0, leaving CPU 1 to the load generator.
+    """
     tmp = tempfile.TemporaryDirectory(prefix="engaged-bench-")
-    config = write_config(Path(tmp.name), extra)
+    setting = f'"{workers}"' if isinstance(workers, str) else str(workers)
+    config = write_config(Path(tmp.name), f"[server]\nworkers = {setting}\n" + extra)
     server = ServerProcess(config).start()
-    if shutil.which("taskset") and server.process is not None:
-        subprocess.run(["taskset", "-a", "-p", "-c", "0", str(server.process.pid)], capture_output=True, check=False)
+    if pin and shutil.which("taskset") and server.process is not None:
+        for pid in [server.process.pid, *server.pids().values()]:
+            subprocess.run(["taskset", "-a", "-p", "-c", "0", str(pid)], capture_output=True, check=False)
     return server, tmp
+
+
+def server_processes(server: ServerProcess) -> dict[str, int]:
+    """The pids of a running server: `supervisor`, `node`, `worker 0` ..."""
+    found = {"supervisor": server.process.pid} if server.process is not None else {}
+    found.update(server.pids())
+    return found
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process in KiB; PSS shares pages that forked processes have in common fairly."""
+    rss = pss = 0
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, pss
 
 
 async def _session(host: str, port: int, body: bytes, count: int, rcpt: str) -> int:

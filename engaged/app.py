@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
-
-import msgspec
 
 from engaged.api.service import ApiService
 from engaged.config import Config, effective_smtpapi
@@ -22,12 +20,14 @@ from engaged.delivery.relay import SmtpTransport
 from engaged.delivery.unsubscribe import ReturnHeaders
 from engaged.events.ids import EventIdGenerator
 from engaged.events.store_postgres import PostgresEventStore
-from engaged.events.store_sqlite import SqliteEventStore
+from engaged.events.store_sqlite import CommitObserver, SqliteEventStore
 from engaged.inbound.service import InboundService
 from engaged.inject import Injector
 from engaged.keys import LiveKeyring
 from engaged.policy.engine import PolicyEngine
 from engaged.prometheus import Metrics
+from engaged.server.stats import RUN_DIR, CounterFile, EventCounter, summed
+from engaged.smtp.gate import ConnectionGate
 from engaged.smtp.listener import SmtpListeners
 from engaged.spool.record import SpoolRecord
 from engaged.spool.store import FileSpool
@@ -37,16 +37,23 @@ from engaged.suppression.model import SuppressionStore
 from engaged.suppression.rules import SuppressionRules
 from engaged.suppression.store_postgres import PostgresSuppressionStore
 from engaged.suppression.store_sqlite import SqliteSuppressionStore
-from engaged.tracker.loader import LoaderProcess
+from engaged.tracker.loader import METRICS_FILE as LOADER_METRICS_FILE
+from engaged.tracker.loader import JournalLoader, follow
 from engaged.tracker.service import TrackerService
 from engaged.types import EventStore
 
 log = logging.getLogger("engaged")
 
 
-def build_store(config: Config, metrics: Metrics | None = None) -> EventStore:
-    """The configured event store (not yet opened): SQLite in data_dir, or a PostgreSQL DSN."""
-    on_commit = metrics.observe_commit if metrics is not None else None
+def build_store(config: Config, metrics: Metrics | None = None, *, count_events: bool = True) -> EventStore:
+    """The configured event store (not yet opened): SQLite in data_dir, or a PostgreSQL DSN.
+
+    With `metrics`, every commit is timed, and its events counted unless `count_events` is false.
+    """
+    on_commit: CommitObserver | None = None
+    if metrics is not None:
+        observe = metrics.observe_store_write
+        on_commit = metrics.observe_commit if count_events else lambda events, seconds: observe(seconds)
     if config.events.store == "sqlite":
         return SqliteEventStore(config.data_path / "events.sqlite3", on_commit=on_commit)
     return PostgresEventStore(config.events.store, on_commit=on_commit)
@@ -83,19 +90,38 @@ def build_capture(config: Config, durability: Durability) -> CaptureTransport:
     return CaptureTransport(config.data_path / "captured", durability=durability)
 
 
-class App:
-    """Every component of `engaged serve`, started in dependency order and stopped in reverse."""
+def shard_path(data_dir: Path, index: int) -> Path:
+    """Spool shard `index` (owned by worker `index`): data_dir/spool/<index>/."""
+    return data_dir / "spool" / str(index)
 
-    def __init__(self, config: Config) -> None:
+
+def spool_depth(data_dir: Path) -> int:
+    """Messages held in every spool shard."""
+    return sum(1 for _ in (data_dir / "spool").glob("*/*.msg"))
+
+
+class WorkerApp:
+    """One worker process of `engaged serve`: SMTP in, spool shard `index`, its delivery queue, tracker worker `index`.
+
+    `smtp_sockets` and `tracker_socket` are sockets bound already (SO_REUSEPORT, shared port with the
+    other workers); without them the worker binds [smtp] listen and [engagement_tracker] listen itself.
+    `smtp_gate` counts connections against the caps across every worker. Started in dependency order
+    and stopped in reverse.
+    """
+
+    def __init__(self, config: Config, *, index: int = 0, ids: EventIdGenerator | None = None,
+                 smtp_sockets: dict[str, socket.socket] | None = None,
+                 tracker_socket: socket.socket | None = None, smtp_gate: ConnectionGate | None = None) -> None:
         self.config = config
+        self.index = index
         data = config.data_path
-        self.ids = EventIdGenerator()
+        self.ids = ids or EventIdGenerator()
         self.keyring = LiveKeyring(data)
         self.metrics = Metrics()
         self.store = build_store(config, self.metrics)
         self.suppressions = build_suppressions(config)
         self.durability = Durability(config.smtp.sync, data)
-        self.spool = FileSpool(data / "spool", durability=self.durability)
+        self.spool = FileSpool(shard_path(data, index), durability=self.durability)
         self.delivery = DeliveryQueue(
             self.spool,
             self.store,
@@ -114,15 +140,10 @@ class App:
         check = SuppressionCheck(self.suppressions) if config.suppression.enabled else None
         self.injector = Injector(config, self.spool, self._accepted, ids=self.ids, events=self.store,
                                  suppression=check)
-        self.suppression_rules = SuppressionRules(self.store, self.suppressions)
-        self.smtp = SmtpListeners(config, self.injector, self.policy)
-        self.tracker = TrackerService(config, self.keyring, ids=self.ids)
-        self.inbound = InboundService(config, self.store, self.keyring, ids=self.ids,
-                                      outcome=self.metrics.observe_inbound)
-        self.loader = LoaderProcess(msgspec.json.encode(config), data)
-        self.api = ApiService(config, self.store, metrics=self.metrics, suppressions=self.suppressions)
-        self.metrics.set_spool_depth_source(self.delivery.depth)
-        self.metrics.set_tracker_source(lambda: {**self.tracker.metrics(), **self.loader.metrics()})
+        self.smtp = SmtpListeners(config, self.injector, self.policy, sockets=smtp_sockets, gate=smtp_gate)
+        self.tracker = TrackerService(config, self.keyring, ids=self.ids, worker=index, sock=tracker_socket)
+        self.counters = CounterFile(data / RUN_DIR, f"tracker-{index}", self.tracker.metrics)
+        self.resumed = 0
 
     async def _accepted(self, record: SpoolRecord, announced: bool) -> None:
         await self.delivery.submit(record, announced)
@@ -132,32 +153,23 @@ class App:
         data.mkdir(parents=True, exist_ok=True)
         await self.store.open()
         await self.suppressions.open()
-        log.info("events store %s", describe_store(self.config))
-        await self.api.start()
-        await self.suppression_rules.start()
         self.spool.open()
-        resumed = await self.delivery.start()
+        self.resumed = await self.delivery.start()
         mode = self.config.delivery.mode
         target = {"relay": self.config.delivery.relay, "mx": "MX lookups", "capture": str(data / "captured")}[mode]
-        log.info("delivery %s to %s: %d spooled message(s) resumed", mode, target, resumed)
-        await self.loader.start()
+        log.info("delivery %s to %s: %d spooled message(s) resumed from %s", mode, target, self.resumed,
+                 self.spool.directory)
         await self.tracker.start()
+        self.counters.start()
         await self.smtp.start()
         for configured, bound in self.smtp.addresses:
             log.info("smtp listening on %s (configured %s)", bound, configured)
-        await self.inbound.start()
-        for configured, bound in self.inbound.addresses:
-            log.info("inbound listening on %s (configured %s)", bound, configured)
-        log.info("ready")
 
     async def stop(self) -> None:
-        await self.inbound.stop()
         await self.smtp.stop()
         await self.delivery.stop()
+        await self.counters.stop()
         await self.tracker.stop()
-        await self.loader.stop()
-        await self.suppression_rules.stop()
-        await self.api.stop()
         await self.store.close()
         await self.suppressions.close()
         self.spool.close()
@@ -166,18 +178,55 @@ class App:
         log.info("stopped")
 
 
-async def serve(config: Config) -> None:
-    """Run until SIGTERM or SIGINT, then shut down cleanly (ConfigError: a policy script did not load)."""
-    # The handlers go in before anything starts: a SIGTERM during startup lets startup finish, then shuts down
-    # cleanly, instead of killing a half-started process with the default disposition.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    app = App(config)
-    loop.add_signal_handler(signal.SIGHUP, app.tracker.reload_tls)
-    await app.start()
-    await stop.wait()
-    log.info("shutting down")
-    await app.stop()
+class NodeApp:
+    """The once-per-node process of `engaged serve`: API, dashboard, webhook dispatch, automatic
+    suppressions, the [inbound] listener and the tracker journal loader (it stores what every
+    tracker worker journaled).
 
+    Its /metrics counts every event stored from its start (by following the store, whichever process
+    stored it), the spool depth of every shard, the workers' tracker counters and the loader's.
+    """
+
+    def __init__(self, config: Config, *, ids: EventIdGenerator | None = None) -> None:
+        self.config = config
+        data = config.data_path
+        self.metrics = Metrics()
+        self.store = build_store(config, self.metrics, count_events=False)
+        self.suppressions = build_suppressions(config)
+        self.suppression_rules = SuppressionRules(self.store, self.suppressions)
+        self.api = ApiService(config, self.store, metrics=self.metrics, suppressions=self.suppressions)
+        self.inbound = InboundService(config, self.store, LiveKeyring(data), ids=ids or EventIdGenerator(),
+                                      outcome=self.metrics.observe_inbound)
+        self.events = EventCounter(self.store, self.metrics)
+        self.loader = JournalLoader(data, self.store)
+        self._loader_stop = asyncio.Event()
+        self._loader_task: asyncio.Task[None] | None = None
+        self.metrics.set_spool_depth_source(lambda: spool_depth(data))
+        self.metrics.set_tracker_source(lambda: {**summed(data / RUN_DIR, "tracker-"), **self.loader.metrics()})
+
+    async def start(self) -> None:
+        data = self.config.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        await self.store.open()
+        await self.suppressions.open()
+        log.info("events store %s", describe_store(self.config))
+        await self.events.start()
+        self._loader_task = asyncio.get_running_loop().create_task(
+            follow(self.loader, self._loader_stop, data / LOADER_METRICS_FILE))
+        await self.api.start()
+        await self.suppression_rules.start()
+        await self.inbound.start()
+        for configured, bound in self.inbound.addresses:
+            log.info("inbound listening on %s (configured %s)", bound, configured)
+
+    async def stop(self) -> None:
+        await self.inbound.stop()
+        await self.suppression_rules.stop()
+        await self.api.stop()
+        self._loader_stop.set()
+        if self._loader_task is not None:
+            await self._loader_task
+        await self.events.stop()
+        await self.store.close()
+        await self.suppressions.close()
+        log.info("stopped")

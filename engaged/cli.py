@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import click
 
-from engaged.config import Config, load_config, render_config
+from engaged.config import MAX_WORKERS, Config, load_config, render_config, worker_count
 from engaged.errors import ConfigError
 from engaged.events.model import EVENT_TYPES, encode_event
 from engaged.timestamps import parse_moment
@@ -52,9 +52,11 @@ def main() -> None:
 
 @main.command()
 @_config_option
-def serve(config_path: str | None) -> None:
+@click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=None, metavar="N",
+              help="Worker processes (default: [server] workers, \"auto\" = one per CPU).")
+def serve(config_path: str | None, workers: int | None) -> None:
     """Run every configured component until SIGTERM/SIGINT."""
-    # Until the event loop takes the signals over (the first thing app.serve does), nothing has started that
+    # Until the event loop takes the signals over (the first thing the supervisor does), nothing has started that
     # needs draining: a SIGTERM or SIGINT then ends the process cleanly instead of with the default disposition.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_before_start)
@@ -64,20 +66,9 @@ def serve(config_path: str | None) -> None:
         handler.setFormatter(_EscapingFormatter("engaged: %(message)s"))
     for noisy in ("mail.log", "uvicorn.access", "uvicorn.error", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from engaged.app import serve as run
+    from engaged.server.supervisor import run
 
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    try:
-        asyncio.run(run(config))
-    except ConfigError as error:
-        for line in error.problems:
-            click.echo(line, err=True)
-        sys.exit(2)
+    sys.exit(run(config, worker_count(config, workers)))
 
 
 @main.command("tracker-loader", hidden=True)

@@ -195,6 +195,12 @@ class DkimConfig(_Section, frozen=True):
     name: str = ""  # what options.dkim_key and smtpapi_dkim_key call it; the domain when empty
 
 
+class ServerConfig(_Section, frozen=True):
+    """[server]: the process model of `engaged serve`."""
+
+    workers: int | Literal["auto"] = "auto"
+
+
 class Config(_Section, frozen=True):
     """The whole configuration."""
 
@@ -211,6 +217,7 @@ class Config(_Section, frozen=True):
     unsubscribe: UnsubscribeConfig = msgspec.field(default_factory=UnsubscribeConfig)
     inbound: InboundConfig = msgspec.field(default_factory=InboundConfig)
     dkim: list[DkimConfig] = msgspec.field(default_factory=list)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
 
     @property
     def data_path(self) -> Path:
@@ -219,7 +226,8 @@ class Config(_Section, frozen=True):
 
 
 _SECTIONS = ("engagement_tracker", "smtpapi", "smtp", "policy", "delivery", "events", "api", "suppression",
-             "unsubscribe", "inbound")
+             "unsubscribe", "inbound", "server")
+MAX_WORKERS = 256
 
 
 def _tls_files_exist(cert: str, key: str) -> bool:
@@ -404,6 +412,9 @@ def _check(config: Config) -> list[tuple[str, str]]:
     if store != "sqlite" and not store.startswith(("postgresql://", "postgres://")):
         problems.append(("events.store", 'expected "sqlite" or a postgresql:// DSN'))
     _check_hostport(problems, "api.listen", config.api.listen)
+    workers = config.server.workers
+    if workers != "auto" and not 1 <= workers <= MAX_WORKERS:
+        problems.append(("server.workers", f'must be "auto" or a number from 1 to {MAX_WORKERS}'))
     for index, hook in enumerate(config.webhooks):
         if not hook.target.startswith(("http://", "https://")):
             problems.append((f"webhooks[{index}].target", "must be an http:// or https:// URL"))
@@ -428,6 +439,21 @@ def _check_hostport(problems: list[tuple[str, str]], key: str, value: str) -> No
         parse_hostport(value)
     except ValueError as error:
         problems.append((key, str(error)))
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask, so taskset and cgroup pinning count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
+
+
+def worker_count(config: Config, override: int | None = None) -> int:
+    """How many worker processes `engaged serve` runs: `override` (--workers), else [server] workers."""
+    if override is not None:
+        return override
+    workers = config.server.workers
+    return min(cpu_count(), MAX_WORKERS) if workers == "auto" else workers
 
 
 def effective_smtpapi(config: Config, listen: str | None) -> SmtpapiSettings:

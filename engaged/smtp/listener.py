@@ -350,10 +350,16 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 
 
 class SmtpListeners:
-    """Every [smtp] listen address, bound and serving; `addresses` are the bound host:port pairs."""
+    """Every [smtp] listen address, bound and serving; `addresses` are the bound host:port pairs.
+
+    `sockets` maps a listen address to a socket bound for it already (the worker processes of
+    `engaged serve` pass their SO_REUSEPORT sockets); other addresses are bound here. `gate` counts
+    connections against the caps (the workers share one across processes).
+    """
 
     def __init__(self, config: Config, injector: Injector, policy: PolicyEngine | None = None, *,
-                 reuse_port: bool = False, sockets: dict[str, socket.socket] | None = None) -> None:
+                 reuse_port: bool = False, sockets: dict[str, socket.socket] | None = None,
+                 gate: ConnectionGate | None = None) -> None:
         self._config = config
         # SO_REUSEPORT: several worker processes bind the same addresses. Or a parent binds once and hands
         # each worker the bound sockets, keyed by their [smtp] listen entry (needed for port 0).
@@ -365,8 +371,8 @@ class SmtpListeners:
         self.addresses: list[tuple[str, str]] = []
         smtp = config.smtp
         self._tls = tls_context(config)
-        self._gate = ConnectionGate(smtp.max_connections, smtp.max_connections_per_ip,
-                                    reserved=smtp.reserved_connections, max_idle_per_ip=smtp.max_idle_per_ip)
+        self._gate = gate or ConnectionGate(smtp.max_connections, smtp.max_connections_per_ip,
+                                            reserved=smtp.reserved_connections, max_idle_per_ip=smtp.max_idle_per_ip)
         self._networks: list[Network] = [ipaddress.ip_network(n, strict=False) for n in smtp.relay_networks]
         self._authenticator = UserAuthenticator(
             smtp.users, max_failures=smtp.auth_max_failures, max_user_failures=smtp.auth_max_failures_per_user,

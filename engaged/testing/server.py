@@ -9,11 +9,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 _LISTEN = re.compile(r"^engaged: (smtp|tracker|api|inbound) listening on (\S+)")
+_CHILD_READY = re.compile(r"^engaged: (worker \d+|node) \(pid (\d+)\) ready")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
@@ -82,8 +83,9 @@ def _merge(base: str, extra: str) -> str:
 class ServerProcess:
     """`engaged serve --config FILE` as a child process; `start()` returns when it logs "ready"."""
 
-    def __init__(self, config: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, config: Path, env: Mapping[str, str] | None = None, *, args: Sequence[str] = ()) -> None:
         self.config = config
+        self.args = list(args)
         self.env = dict(os.environ if env is None else env)
         self.process: subprocess.Popen[str] | None = None
         self.addresses: dict[str, str] = {}
@@ -94,7 +96,7 @@ class ServerProcess:
         ready = self._ready = threading.Event()
         self.addresses = {}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engaged", "serve", "--config", str(self.config)],
+            [sys.executable, "-m", "engaged", "serve", "--config", str(self.config), *self.args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -123,6 +125,15 @@ class ServerProcess:
     def address(self, name: str) -> tuple[str, int]:
         host, _, port = self.addresses[name].rpartition(":")
         return host.strip("[]"), int(port)
+
+    def pids(self) -> dict[str, int]:
+        """The latest pid of each child process by name (`node`, `worker 0`, ...), from the ready lines."""
+        found: dict[str, int] = {}
+        for line in list(self.log):
+            match = _CHILD_READY.match(line)
+            if match:
+                found[match.group(1)] = int(match.group(2))
+        return found
 
     @property
     def smtp(self) -> tuple[str, int]:

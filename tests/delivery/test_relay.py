@@ -76,7 +76,7 @@ def test_permanent_failure_bounces_with_its_class(engaged_server: ServerFactory,
     assert bounce["error_code"] == "550"
     assert bounce["raw_reason"] == "5.1.1 <nobody@example.com>: user unknown"
     assert bounce["reason"] == "5.1.1 ...@...: user unknown"
-    wait_until(lambda: not list((server.config.parent / "data" / "spool").glob("*.msg")))
+    wait_until(lambda: not list((server.config.parent / "data" / "spool").glob("*/*.msg")))
 
 
 def test_unreachable_relay_delays_then_bounces_when_too_old(engaged_server: ServerFactory) -> None:

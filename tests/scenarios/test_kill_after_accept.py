@@ -36,7 +36,7 @@ def test_sigkill_right_after_250_loses_nothing(engaged_server: ServerFactory) ->
 
     events: list[dict[str, object]] = wait_until(all_four)
     assert sorted(str(e["type"]) for e in events) == ["delivery", "delivery", "injection", "injection"]
-    wait_until(lambda: not list((data / "spool").glob("*.msg")))
+    wait_until(lambda: not list((data / "spool").glob("*/*.msg")))
 
 
 def test_restart_does_not_store_events_twice(engaged_server: ServerFactory) -> None:

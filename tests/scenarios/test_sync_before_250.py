@@ -58,7 +58,7 @@ def test_the_250_is_written_only_after_the_message_is_durable(tmp_path: Path) ->
         assert found, f"no {pattern!r} in the trace"
         return found[0]
 
-    renamed = first(rf'rename\w*\(.*spool/tmp/{message_id}\.msg".*spool/{message_id}\.msg"')
+    renamed = first(rf'rename\w*\(.*spool/\d+/tmp/{message_id}\.msg".*spool/\d+/{message_id}\.msg"')
     replied = first(rf"(write|writev|sendto|sendmsg)\(.*250 2\.0\.0 OK queued as {message_id}")
     syncs = [i for i, line in enumerate(lines)
              if re.search(r"(syncfs|fsync)\(", line) or re.search(r"<\.\.\. (syncfs|fsync) resumed>", line)]
