@@ -96,11 +96,11 @@ def main() -> int:
     parser.add_argument("--cases", default="", help="only cases whose name contains this")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply messages per session")
     args = parser.parse_args()
-    pin_self(1)
     sink_port = free_port()
     sink = start_smtp_sink(sink_port)
     single, tmp_single = start_engaged(BENCH_CONFIG, workers=1, pin=True)
-    auto, tmp_auto = start_engaged(BENCH_CONFIG, workers="auto", pin=False)
+    auto, tmp_auto = start_engaged(BENCH_CONFIG, workers="auto", pin=False)  # before pin_self: it inherits CPUs
+    pin_self(1)
     workers = sum(1 for name in auto.pids() if name.startswith("worker"))
     print(f"engaged workers = 1 (pinned to CPU 0) and workers = auto ({workers} workers on {os.cpu_count()} CPUs, "
           "unpinned); load generator on CPU 1")
