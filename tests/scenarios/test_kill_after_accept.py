@@ -29,13 +29,15 @@ def test_sigkill_right_after_250_loses_nothing(engaged_server: ServerFactory) ->
     server.start()
     copies = wait_captured(server, message_id, count=2)
     assert copies == [message.replace(b"X-MSYS-API: {\"campaign_id\": \"d\"}\r\n", b"")] * 2
-    # Both recipients' events, however far apart their deliveries land on a busy machine.
-    def all_four() -> list[dict[str, object]] | None:
-        found = stored_events(server, message_id)
+    # Both recipients' events, however far apart their deliveries land on a busy machine. A worker may
+    # still try (and fail: captured/ is a file) a delivery in the moment between the supervisor's SIGKILL
+    # and its own, so delay events may precede the deliveries.
+    def all_four() -> list[str] | None:
+        found = [str(e["type"]) for e in stored_events(server, message_id) if e["type"] != "delay"]
         return found if len(found) >= 4 else None
 
-    events: list[dict[str, object]] = wait_until(all_four)
-    assert sorted(str(e["type"]) for e in events) == ["delivery", "delivery", "injection", "injection"]
+    types: list[str] = wait_until(all_four)
+    assert sorted(types) == ["delivery", "delivery", "injection", "injection"]
     wait_until(lambda: not list((data / "spool").glob("*/*.msg")))
 
 
