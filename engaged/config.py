@@ -144,6 +144,9 @@ class ApiConfig(_Section, frozen=True):
 
     listen: str = "127.0.0.1:8081"
     keys: list[str] = msgspec.field(default_factory=list)
+    tls_cert: str = ""  # PEM certificate chain: HTTPS on the API listener when set with tls_key
+    tls_key: str = ""
+    webhook_private_networks: list[str] = msgspec.field(default_factory=list)  # CIDRs webhook targets may reach
 
 
 class SuppressionConfig(_Section, frozen=True):
@@ -345,6 +348,18 @@ def _check(config: Config) -> list[tuple[str, str]]:
                         ("max_connections_per_ip", smtp.max_connections_per_ip)):
         if value <= 0:
             problems.append((f"smtp.{name}", "must be a positive number"))
+    api = config.api
+    if bool(api.tls_cert) != bool(api.tls_key):
+        problems.append(("api.tls_cert", "tls_cert and tls_key must be set together"))
+    for key in ("tls_cert", "tls_key"):
+        value = getattr(api, key)
+        if value and not Path(value).is_file():
+            problems.append((f"api.{key}", f"file not found: {value}"))
+    for index, network in enumerate(api.webhook_private_networks):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as error:
+            problems.append((f"api.webhook_private_networks[{index}]", str(error)))
     if bool(smtp.tls_cert_file) != bool(smtp.tls_key_file):
         problems.append(("smtp.tls_cert_file", "tls_cert_file and tls_key_file must be set together"))
     for key in ("tls_cert_file", "tls_key_file"):

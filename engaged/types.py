@@ -11,17 +11,38 @@ import msgspec
 from engaged.events.model import Event
 
 
+class FieldFilter(msgspec.Struct, frozen=True):
+    """One more condition on a SparkPost event field: any of `values`, exactly or by keywords.
+
+    `keyword` matching is SparkPost's for campaigns, subjects, reasons and the like: case-insensitive,
+    every word of a value must occur in the field, and `*` stands for any run of characters.
+    `field` is a SparkPost field name, or `recipient_domain`/`sending_domain` (the domain of
+    `rcpt_to`/`msg_from`).
+    """
+
+    field: str
+    values: tuple[str, ...]
+    keyword: bool = False
+
+
 class EventQuery(msgspec.Struct, frozen=True, kw_only=True):
-    """A filter over stored events; empty tuples mean "any"."""
+    """A filter over stored events; empty tuples mean "any".
+
+    Results come in store order (`seq`): oldest first after `after_seq`, or with `newest_first`,
+    newest first below `before_seq` (0: from the newest).
+    """
 
     types: tuple[str, ...] = ()
     message_ids: tuple[str, ...] = ()
     campaigns: tuple[str, ...] = ()
     recipients: tuple[str, ...] = ()
     transmissions: tuple[str, ...] = ()
+    fields: tuple[FieldFilter, ...] = ()
     since: float | None = None
     until: float | None = None
     after_seq: int = 0
+    before_seq: int = 0
+    newest_first: bool = False
     limit: int = 1000
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -33,7 +34,8 @@ def store_maker(request: pytest.FixtureRequest, tmp_path: Path) -> StoreMaker:
 
 class Services(Protocol):
     async def __call__(self, store: EventStore, *, keys: Sequence[str] = (),
-                       webhooks: Sequence[WebhookConfig] = (), owner: str = "node-1") -> ApiService: ...
+                       webhooks: Sequence[WebhookConfig] = (), owner: str = "node-1",
+                       clock: Callable[[], float] = time.time) -> ApiService: ...
 
 
 async def services(tmp_path: Path) -> AsyncIterator[Services]:
@@ -41,10 +43,10 @@ async def services(tmp_path: Path) -> AsyncIterator[Services]:
     running: list[ApiService] = []
 
     async def start(store: EventStore, *, keys: Sequence[str] = (), webhooks: Sequence[WebhookConfig] = (),
-                    owner: str = "node-1") -> ApiService:
+                    owner: str = "node-1", clock: Callable[[], float] = time.time) -> ApiService:
         config = Config(data_dir=str(tmp_path / "data"), api=ApiConfig(listen="127.0.0.1:0", keys=list(keys)),
                         webhooks=list(webhooks))
-        service = ApiService(config, store, metrics=Metrics(), owner=owner, keepalive=0.5)
+        service = ApiService(config, store, metrics=Metrics(), owner=owner, keepalive=0.5, clock=clock)
         await service.start()
         running.append(service)
         return service

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from starlette.applications import Starlette
@@ -46,7 +47,7 @@ class NoSniffMiddleware:
 
 def build_app(store: EventStore, metrics: Metrics, *, keys: Sequence[str], stopping: asyncio.Event,
               webhooks_changed: Callable[[], None], keepalive: float = 15.0, poll: float = 0.25,
-              suppressions: SuppressionStore | None = None) -> Starlette:
+              suppressions: SuppressionStore | None = None, clock: Callable[[], float] = time.time) -> Starlette:
     """Every route of the API listener behind AuthMiddleware."""
 
     async def prometheus(request: Request) -> Response:
@@ -55,14 +56,14 @@ def build_app(store: EventStore, metrics: Metrics, *, keys: Sequence[str], stopp
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
-        return error(status, str(detail))
+        return error(status, str(detail), code="1101" if status == 404 else None)
 
     async def store_error(request: Request, exc: Exception) -> Response:
         log.error("api: %s %s: %s", request.method, request.url.path, exc)
         return error(503, "the event store is unavailable")
 
     routes = [
-        *EventsApi(store, metrics, stopping, keepalive=keepalive, poll=poll).routes(),
+        *EventsApi(store, metrics, stopping, keepalive=keepalive, poll=poll, clock=clock).routes(),
         *MetricsApi(store).routes(),
         *WebhooksApi(store, webhooks_changed).routes(),
         Route("/metrics", prometheus, methods=["GET"]),

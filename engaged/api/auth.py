@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
 from collections.abc import Sequence
 
-import msgspec
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from engaged.api.params import error_body
 
 __all__ = ["AuthMiddleware", "authorize", "is_loopback"]
 
@@ -43,6 +46,11 @@ def authorize(keys: Sequence[str], authorization: str | None, client_host: str |
     token = authorization.strip()
     if token[:7].lower() == "bearer ":
         token = token[7:].strip()
+    elif token[:6].lower() == "basic ":  # SparkPost's alternative: the key as user name, an empty password
+        try:
+            token = base64.b64decode(token[6:].strip(), validate=True).decode("utf-8").rpartition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            return 401
     offered = _digest(token)
     matched = False
     for key in keys:
@@ -50,7 +58,8 @@ def authorize(keys: Sequence[str], authorization: str | None, client_host: str |
     return None if matched else 401
 
 
-_MESSAGES = {401: "Unauthorized.", 403: "Forbidden: no [api] keys are configured, so only loopback clients are served."}
+_DESCRIPTIONS = {401: "the Authorization header must carry one of the [api] keys",
+                 403: "no [api] keys are configured, so only loopback clients are served"}
 
 
 class AuthMiddleware:
@@ -70,7 +79,7 @@ class AuthMiddleware:
         if status is None:
             await self._app(scope, receive, send)
             return
-        body = msgspec.json.encode({"errors": [{"message": _MESSAGES[status]}]})
+        body = error_body(status, _DESCRIPTIONS[status])
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if status == 401:
             headers.append((b"www-authenticate", b'Bearer realm="engaged"'))

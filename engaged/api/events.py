@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from urllib.parse import urlencode
 
 import msgspec
@@ -11,14 +12,17 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from engaged.api.params import BadRequest, decode_cursor, encode_cursor, error, event_query, integer
-from engaged.events.model import encode_event
+from engaged.api.params import BadRequest, decode_cursor, encode_cursor, error, integer
+from engaged.api.search import search_query
+from engaged.events.wire import api_json
 from engaged.prometheus import Metrics
 from engaged.sinks.stream import follow
 from engaged.types import EventStore
 
 PER_PAGE = 1000
 MAX_PER_PAGE = 10000
+INITIAL_CURSOR = "initial"
+"""SparkPost's documented first-page cursor (also the default)."""
 TOTAL_COUNT_CAP = 100_000
 """total_count is exact up to this many matches; larger results report this number (counting is bounded)."""
 
@@ -27,8 +31,9 @@ class EventsApi:
     """The message-events search and the live stream over one event store."""
 
     def __init__(self, store: EventStore, metrics: Metrics, stopping: asyncio.Event, *,
-                 keepalive: float = 15.0, poll: float = 0.25) -> None:
+                 keepalive: float = 15.0, poll: float = 0.25, clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        self._clock = clock
         self._metrics = metrics
         self._stopping = stopping
         self._keepalive = keepalive
@@ -39,31 +44,32 @@ class EventsApi:
                 Route("/api/v1/events/stream", self.stream, methods=["GET"])]
 
     async def message(self, request: Request) -> Response:
-        """`{"results": [event…], "total_count": n, "links": {"next": …}}`, oldest first, paged by cursor."""
+        """`{"results": [event…], "total_count": n, "links": [{"href", "rel"}…]}`, newest first, paged by cursor."""
         params = request.query_params
         try:
-            query = event_query(params)
+            query = search_query(params, now=self._clock())
             per_page = integer(params, "per_page", PER_PAGE, 1, MAX_PER_PAGE)
-            after = decode_cursor(params["cursor"]) if params.get("cursor") else 0
+            cursor = params.get("cursor", "").strip()
+            before = 0 if cursor in ("", INITIAL_CURSOR) else decode_cursor(cursor)
         except BadRequest as bad:
             return error(400, bad.message, bad.param)
-        page_query = msgspec.structs.replace(query, after_seq=after, limit=per_page)
+        page_query = msgspec.structs.replace(query, before_seq=before, newest_first=True, limit=per_page + 1)
         page, total = await asyncio.gather(self._store.query(page_query),
                                            self._store.count(query, TOTAL_COUNT_CAP))
-        links = b"{}"
-        if len(page) == per_page:
-            rest = [(key, value) for key, value in params.multi_items() if key != "cursor"]
-            link = f"{request.url.path}?{urlencode([*rest, ('cursor', encode_cursor(page[-1].seq))])}"
-            links = b'{"next":' + msgspec.json.encode(link) + b"}"
-        body = (b'{"results":[' + b",".join(encode_event(item.event) for item in page)
-                + b'],"total_count":' + str(total).encode() + b',"links":' + links + b"}")
+        rest = [(key, value) for key, value in params.multi_items() if key != "cursor"]
+        links = [{"href": _link(request.url.path, rest, INITIAL_CURSOR), "rel": "first"}]
+        if len(page) > per_page:
+            page = page[:per_page]
+            links.append({"href": _link(request.url.path, rest, encode_cursor(page[-1].seq)), "rel": "next"})
+        body = (b'{"results":[' + b",".join(api_json(item.event) for item in page)
+                + b'],"total_count":' + str(total).encode() + b',"links":' + msgspec.json.encode(links) + b"}")
         return Response(body, media_type="application/json")
 
     async def stream(self, request: Request) -> Response:
         """Server-Sent Events from after Last-Event-ID (header or `last_event_id`), else from now on."""
         params = request.query_params
         try:
-            query = event_query(params)
+            query = search_query(params, now=None)
             resume = request.headers.get("last-event-id") or params.get("last_event_id", "")
             after = _seq(resume) if resume else await self._store.head()
         except BadRequest as bad:
@@ -79,6 +85,10 @@ class EventsApi:
                 yield chunk
         finally:
             self._metrics.stream_clients.dec()
+
+
+def _link(path: str, params: Sequence[tuple[str, str]], cursor: str) -> str:
+    return f"{path}?{urlencode([*params, ('cursor', cursor)])}"
 
 
 def _seq(value: str) -> int:

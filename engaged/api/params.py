@@ -11,12 +11,12 @@ from typing import Any
 import msgspec
 from starlette.responses import Response
 
-from engaged.events.model import EVENT_TYPES
+from engaged.events.model import SPARKPOST_EVENT_TYPES
 from engaged.timestamps import parse_moment
 from engaged.types import EventQuery
 
-__all__ = ["BadRequest", "decode_cursor", "encode_cursor", "error", "event_query", "integer", "json", "listed",
-           "moment"]
+__all__ = ["ERROR_MESSAGES", "BadRequest", "decode_cursor", "encode_cursor", "error", "error_body", "event_query",
+           "integer", "json", "listed", "moment"]
 
 _encoder = msgspec.json.Encoder()
 _PLUS_LOST = re.compile(r"(T[0-9:.]+) ([0-9]{2}(:?[0-9]{2})?)$")  # "+02:00" unescaped as " 02:00" in a query
@@ -36,10 +36,43 @@ def json(content: Any, status: int = 200) -> Response:
     return Response(_encoder.encode(content), status_code=status, media_type="application/json")
 
 
-def error(status: int, message: str, param: str | None = None) -> Response:
-    """`{"errors": [{"message": …, "param": …}]}`, SparkPost's error shape."""
-    item = {"message": message} if param is None else {"message": message, "param": param}
-    return json({"errors": [item]}, status)
+ERROR_MESSAGES: dict[str, str] = {
+    "1100": "permission denied",
+    "1101": "invalid URI",
+    "1102": "invalid HTTP method",
+    "1200": "invalid params",
+    "1300": "invalid data format/type/length",
+    "1400": "Required field is missing",
+    "1500": "Failed to update database",
+    "1501": "Failed to read from database",
+    "1600": "resource not found",
+    "1602": "Resource in use",
+    "1700": "Unsupported Content-Type header",
+}
+"""SparkPost's extended error codes and their `message` texts (its "Extended Error Codes" table)."""
+
+_CODES = {400: "1200", 401: "1100", 403: "1100", 404: "1600", 405: "1102", 409: "1602", 415: "1700", 422: "1300",
+          500: "1500", 503: "1501"}
+
+
+def error_body(status: int, description: str, param: str | None = None, *, code: str | None = None) -> bytes:
+    """`{"errors": [{"message", "code", "description"}]}` (plus our `param`), SparkPost's error shape.
+
+    `code` defaults to SparkPost's code for the status; `message` is SparkPost's text for the code
+    ("Unauthorized." for 401, as SparkPost answers) and `description` says what exactly was wrong.
+    """
+    code = code or _CODES.get(status, "1200")
+    message = "Unauthorized." if status == 401 else ERROR_MESSAGES.get(code, "invalid params")
+    item = {"message": message, "code": code, "description": description}
+    if param is not None:
+        item["param"] = param
+    return _encoder.encode({"errors": [item]})
+
+
+def error(status: int, description: str, param: str | None = None, *, code: str | None = None) -> Response:
+    """An error answer with SparkPost's shape (see error_body)."""
+    return Response(error_body(status, description, param, code=code), status_code=status,
+                    media_type="application/json")
 
 
 def listed(params: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -71,9 +104,10 @@ def integer(params: Mapping[str, str], name: str, default: int, low: int, high: 
 def event_query(params: Mapping[str, str]) -> EventQuery:
     """The SparkPost event filters: events, campaigns, recipients, message_ids, transmissions, from, to."""
     types = listed(params, "events")
-    unknown = [name for name in types if name not in EVENT_TYPES]
+    unknown = [name for name in types if name not in SPARKPOST_EVENT_TYPES]
     if unknown:
-        raise BadRequest("events", f"unknown event types: {', '.join(unknown)} (known: {', '.join(EVENT_TYPES)})")
+        raise BadRequest("events", f"unknown event types: {', '.join(unknown)} (SparkPost's: "
+                                   f"{', '.join(SPARKPOST_EVENT_TYPES)})")
     since, until = moment(params, "from"), moment(params, "to")
     if since is not None and until is not None and since >= until:
         raise BadRequest("from", "from must be before to")

@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+import ssl
+import time
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
 from engaged.api.asgi import build_app
 from engaged.config import Config, parse_hostport
+from engaged.errors import ConfigError
 from engaged.prometheus import Metrics
 from engaged.sinks.dispatch import WebhookDispatcher
 from engaged.suppression.model import SuppressionStore
@@ -52,8 +55,8 @@ class ApiService:
     """Serves the events, metrics and webhooks APIs, the live stream and /metrics; runs webhook delivery."""
 
     def __init__(self, config: Config, store: EventStore, *, metrics: Metrics, owner: str | None = None,
-                 keepalive: float = 15.0, poll: float = 0.25,
-                 suppressions: SuppressionStore | None = None) -> None:
+                 keepalive: float = 15.0, poll: float = 0.25, suppressions: SuppressionStore | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._config = config
         self._store = store
         self._stopping = asyncio.Event()
@@ -61,7 +64,7 @@ class ApiService:
         self._webhooks = WebhookDispatcher(store, metrics, node)
         self._app = build_app(store, metrics, keys=config.api.keys, stopping=self._stopping,
                               webhooks_changed=self._webhooks.refresh, keepalive=keepalive, poll=poll,
-                              suppressions=suppressions)
+                              suppressions=suppressions, clock=clock)
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._address = ""
@@ -76,7 +79,13 @@ class ApiService:
 
         Logs `api listening on <host>:<port>` once requests are answered.
         """
-        sock = bind(self._config.api.listen)
+        api = self._config.api
+        if api.tls_cert:
+            try:  # the same files uvicorn loads; a bad pair stops startup with the key's name
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(api.tls_cert, api.tls_key)
+            except (OSError, ssl.SSLError) as error:
+                raise ConfigError([f"api.tls_cert: cannot load {api.tls_cert} with {api.tls_key}: {error}"]) from error
+        sock = bind(api.listen)
         try:
             await self._webhooks.merge_config(self._config.webhooks)
         except BaseException:
@@ -86,7 +95,8 @@ class ApiService:
         host, port = sock.getsockname()[:2]
         self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         config = uvicorn.Config(self._app, lifespan="off", log_config=None, access_log=False,
-                                timeout_graceful_shutdown=_GRACE, timeout_keep_alive=30, server_header=False)
+                                timeout_graceful_shutdown=_GRACE, timeout_keep_alive=30, server_header=False,
+                                ssl_certfile=api.tls_cert or None, ssl_keyfile=api.tls_key or None)
         self._server = _Server(config)
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
         deadline = asyncio.get_running_loop().time() + _START_TIMEOUT
@@ -96,7 +106,7 @@ class ApiService:
                 await self._webhooks.stop()
                 raise RuntimeError(f"api listener on {self._config.api.listen} did not start")
             await asyncio.sleep(0.01)
-        log.info("api listening on %s", self._address)
+        log.info("api listening on %s%s", self._address, " (https)" if api.tls_cert else "")
 
     async def stop(self) -> None:
         """End live streams, stop the listener, then the webhook workers (their leases are released)."""

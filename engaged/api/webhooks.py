@@ -101,7 +101,8 @@ class WebhooksApi:
         if isinstance(given, Response):
             return given
         if given.name is _UNSET or given.target is _UNSET:
-            return error(400, "name and target are required", "name" if given.name is _UNSET else "target")
+            missing = "name" if given.name is _UNSET else "target"
+            return error(422, f"Missing required field '{missing}'", missing, code="1400")
         base = WebhookRecord(id=str(uuid.uuid4()), name="", target="", created=time.time())
         record = _merged(base, given)
         refusal = await _refusal(record)
@@ -164,9 +165,9 @@ async def _decode(request: Request, kind: type[_T], *, empty_ok: bool = False) -
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as problem:
-        return error(400, f"invalid request body: {problem}")
+        return error(422, f"invalid request body: {problem}")
     except msgspec.DecodeError:
-        return error(400, "the request body must be a JSON object")
+        return error(422, "the request body must be a JSON object")
 
 
 def _merged(record: WebhookRecord, given: WebhookInput) -> WebhookRecord:
@@ -181,6 +182,6 @@ async def _refusal(record: WebhookRecord) -> Response | None:
     problems = problems_of(record)
     if problems:
         field, reason = problems[0]
-        return error(400, f"{field} {reason}", field)
+        return error(422, f"{field} {reason}", field)
     problem = await check_target(record.target, record.allow_private_targets)
     return error(400, problem, "target") if problem is not None else None

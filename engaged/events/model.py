@@ -243,6 +243,30 @@ EVENT_TYPES: tuple[str, ...] = (
     "amp_click",
 )
 
+SPARKPOST_EVENT_TYPES: tuple[str, ...] = (
+    *EVENT_TYPES,
+    "spam_complaint",
+    "out_of_band",
+    "generation_failure",
+    "generation_rejection",
+    "amp_open",
+    "amp_initial_open",
+    "amp_click",
+    "list_unsubscribe",
+    "relay_injection",
+    "relay_rejection",
+    "relay_delivery",
+    "relay_tempfail",
+    "relay_permfail",
+    "sms_status",
+    "ab_test_completed",
+    "ab_test_cancelled",
+    "ingest_success",
+    "ingest_error",
+)
+"""Every event type SparkPost documents: filters and webhooks accept each (ours are EVENT_TYPES; the rest match
+nothing until engaged produces them)."""
+
 _ENVELOPES: dict[str, Envelope] = {
     "injection": "message_event",
     "delivery": "message_event",

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from engaged.events.model import Event, encode_event, event_type
-from engaged.types import Aggregate, DeadLetter, EventQuery, WebhookRecord, WebhookRow, WebhookState
+from engaged.types import (
+    Aggregate,
+    DeadLetter,
+    EventQuery,
+    FieldFilter,
+    WebhookRecord,
+    WebhookRow,
+    WebhookState,
+)
 
 Row = tuple[str, str, float, str, str, str, str, str | None, bytes]
 """The columns of one `events` row, in insert order (the last is the JSON body)."""
@@ -41,16 +50,73 @@ def row_of(event: Event) -> Row:
     )
 
 
-def where_clause(query: EventQuery, placeholder: str = "?") -> tuple[str, list[object]]:
+class Dialect(msgspec.Struct, frozen=True):
+    """How a store's SQL reads a field of the JSON body and the domain of an address column."""
+
+    json_field: str
+    domain: str
+
+    def field(self, name: str) -> str:
+        """SQL for one SparkPost field of an event: its column when it has one, else from the JSON body."""
+        if name in _COLUMNS:
+            return name
+        if name == "recipient_domain":
+            return self.domain.format("rcpt_to")
+        if name == "sending_domain":
+            return self.domain.format(self.json_field.format("msg_from"))
+        if not _FIELD_NAME.fullmatch(name):
+            raise ValueError(f"not an event field: {name!r}")
+        return self.json_field.format(name)
+
+
+SQLITE = Dialect(json_field="json_extract(CAST(body AS TEXT), '$.{}')",
+                 domain="substr({0}, instr({0}, '@') + 1)")
+POSTGRES = Dialect(json_field="(convert_from(body, 'UTF8')::jsonb ->> '{}')", domain="split_part({0}, '@', 2)")
+_COLUMNS = ("event_id", "type", "message_id", "transmission_id", "campaign_id", "rcpt_to")
+_FIELD_NAME = re.compile(r"[a-z_]{1,40}")
+
+
+def keyword_pattern(value: str) -> list[str]:
+    """LIKE patterns (`\\` escapes) that must all match for SparkPost's keyword search of `value`."""
+    words = value.lower().split()
+    escaped = [word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%")
+               for word in words]
+    return [f"%{word}%" for word in escaped]
+
+
+def _field_clause(dialect: Dialect, item: FieldFilter, placeholder: str) -> tuple[str, list[object]]:
+    expression = dialect.field(item.field)
+    if not item.keyword:
+        return f"{expression} IN ({', '.join(placeholder for _ in item.values)})", list(item.values)
+    alternatives: list[str] = []
+    params: list[object] = []
+    for value in item.values:
+        patterns = keyword_pattern(value)
+        if not patterns:
+            continue
+        alternatives.append("(" + " AND ".join(f"LOWER({expression}) LIKE {placeholder} ESCAPE '\\'"
+                                               for _ in patterns) + ")")
+        params.extend(patterns)
+    return ("(" + " OR ".join(alternatives) + ")" if alternatives else "1 = 0"), params
+
+
+def where_clause(query: EventQuery, placeholder: str = "?", dialect: Dialect = SQLITE) -> tuple[str, list[object]]:
     """SQL WHERE text and parameters for a query (shared by the SQLite and PostgreSQL stores)."""
     clauses = ["seq > " + placeholder]
     params: list[object] = [query.after_seq]
+    if query.before_seq > 0:
+        clauses.append("seq < " + placeholder)
+        params.append(query.before_seq)
     for column, values in (("type", query.types), ("message_id", query.message_ids),
                            ("campaign_id", query.campaigns), ("rcpt_to", query.recipients),
                            ("transmission_id", query.transmissions)):
         if values:
             clauses.append(f"{column} IN ({', '.join(placeholder for _ in values)})")
             params.extend(values)
+    for item in query.fields:
+        clause, field_params = _field_clause(dialect, item, placeholder)
+        clauses.append(clause)
+        params.extend(field_params)
     if query.since is not None:
         clauses.append("ts >= " + placeholder)
         params.append(query.since)
@@ -186,7 +252,9 @@ def _state_params(webhook_id: str, owner: str, state: WebhookState) -> list[obje
 
 
 class StoreQueries:
-    """The EventStore methods written once; each store supplies `_fetch` and `_transact`."""
+    """The EventStore methods written once; each store supplies `_fetch` and `_transact` (and its `_dialect`)."""
+
+    _dialect: Dialect = SQLITE
 
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
         """Rows of one read statement (`?` placeholders)."""
@@ -201,13 +269,13 @@ class StoreQueries:
         return int(rows[0][0])
 
     async def count(self, query: EventQuery, cap: int) -> int:
-        where, params = where_clause(query)
+        where, params = where_clause(query, dialect=self._dialect)
         sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE {where} LIMIT ?) AS matching"
         rows = await self._fetch(sql, [*params, cap])
         return int(rows[0][0])
 
     async def aggregate(self, query: EventQuery, *, by_campaign: bool) -> list[Aggregate]:
-        where, params = where_clause(query)
+        where, params = where_clause(query, dialect=self._dialect)
         names = list(METRICS)
         columns = ", ".join(METRICS[name] for name in names)
         group = "campaign_id" if by_campaign else "''"

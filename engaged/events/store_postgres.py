@@ -16,6 +16,7 @@ from engaged.errors import StoreError
 from engaged.events.model import Event, decode_event
 from engaged.events.query import (
     EVENT_COLUMNS,
+    POSTGRES,
     TRACK_TYPES,
     WEBHOOK_SCHEMA_POSTGRES,
     Row,
@@ -97,7 +98,7 @@ _RETRY_PAUSE = 0.05
 
 def numbered_where(query: EventQuery) -> tuple[str, list[object]]:
     """The shared where_clause with PostgreSQL's numbered placeholders ($1, $2, …)."""
-    text, params = where_clause(query, _MARK)
+    text, params = where_clause(query, _MARK, POSTGRES)
     return numbered(text, _MARK), params
 
 
@@ -171,6 +172,8 @@ class PostgresEventStore(StoreQueries):
     filled), and `after_seq` paging is exact. The cost is one append transaction at a time per
     database, amortised by group commit. The identity sequence must keep CACHE 1 (the default).
     """
+
+    _dialect = POSTGRES
 
     def __init__(self, dsn: str, *, on_commit: CommitObserver | None = None) -> None:
         self._dsn = dsn
@@ -291,7 +294,8 @@ class PostgresEventStore(StoreQueries):
             raise StoreError("event store is not open")
         where, params = numbered_where(query)
         limit = query.limit if query.limit >= 0 else None  # as SQLite: a negative limit means none
-        sql = f"SELECT seq, body FROM events WHERE {where} ORDER BY seq LIMIT ${len(params) + 1}"
+        order = "seq DESC" if query.newest_first else "seq"
+        sql = f"SELECT seq, body FROM events WHERE {where} ORDER BY {order} LIMIT ${len(params) + 1}"
         try:
             records = await self._pool.fetch(sql, *params, limit)
             return [StoredEvent(record[0], decode_event(record[1])) for record in records]

@@ -172,7 +172,7 @@ class SqliteEventStore(StoreQueries):
 
     def _query(self, query: EventQuery) -> list[StoredEvent]:
         where, params = where_clause(query)
-        sql = f"SELECT seq, body FROM events WHERE {where} ORDER BY seq LIMIT ?"
+        sql = f"SELECT seq, body FROM events WHERE {where} ORDER BY seq{' DESC' if query.newest_first else ''} LIMIT ?"
         rows = self._read_conn().execute(sql, [*params, query.limit]).fetchall()
         return [StoredEvent(seq, decode_event(body)) for seq, body in rows]
 

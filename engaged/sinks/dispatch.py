@@ -13,7 +13,7 @@ import msgspec
 
 from engaged.config import WebhookConfig
 from engaged.errors import ConfigError
-from engaged.events.model import EVENT_TYPES
+from engaged.events.model import SPARKPOST_EVENT_TYPES
 from engaged.prometheus import Metrics
 from engaged.sinks.guard import check_target
 from engaged.sinks.signing import new_secret
@@ -49,7 +49,7 @@ def problems_of(record: WebhookRecord) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if not record.name.strip():
         problems.append(("name", "must not be empty"))
-    unknown = [name for name in record.events if name not in EVENT_TYPES]
+    unknown = [name for name in record.events if name not in SPARKPOST_EVENT_TYPES]
     if unknown:
         problems.append(("events", f"unknown event types: {', '.join(unknown)}"))
     if record.auth_type not in _AUTH_TYPES:

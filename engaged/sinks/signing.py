@@ -10,7 +10,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from engaged import __version__
-from engaged.events.model import Event, encode_event, envelope_of, event_type
+from engaged.events.model import Event, envelope_of, event_type
+from engaged.events.wire import webhook_json
 from engaged.types import WebhookRecord
 
 USER_AGENT = f"engaged-webhooks/{__version__}"
@@ -21,8 +22,8 @@ _SECRET_PREFIX = "whsec_"
 
 
 def batch_body(events: Sequence[Event]) -> bytes:
-    """`[{"msys": {"<envelope>": {event}}}, …]`, each event in its stored SparkPost JSON."""
-    items = [b'{"msys":{"' + envelope_of(event_type(event)).encode() + b'":' + encode_event(event) + b"}}"
+    """`[{"msys": {"<envelope>": {event}}}, …]`, each event as SparkPost sends it (integer Unix-second timestamp)."""
+    items = [b'{"msys":{"' + envelope_of(event_type(event)).encode() + b'":' + webhook_json(event) + b"}}"
              for event in events]
     return b"[" + b",".join(items) + b"]"
 

@@ -10,16 +10,18 @@ from typing import Any
 
 import msgspec
 
-from engaged.events.model import encode_event, event_type
+from engaged.events.model import event_type
+from engaged.events.wire import api_json
 from engaged.types import EventQuery, EventStore, StoredEvent
 
 _PAGE = 500
 
 
 def frame(stored: StoredEvent) -> bytes:
-    """One SSE message: `id` is the seq (for Last-Event-ID), `event` the type, `data` the event's JSON."""
+    """One SSE message: `id` is the seq (for Last-Event-ID), `event` the type, `data` the event as the Events API
+    answers it (ISO-8601 timestamp)."""
     return (b"id: %d\nevent: %s\ndata: " % (stored.seq, event_type(stored.event).encode())
-            + encode_event(stored.event) + b"\n\n")
+            + api_json(stored.event) + b"\n\n")
 
 
 async def follow(store: EventStore, query: EventQuery, after: int, stopping: asyncio.Event, *,

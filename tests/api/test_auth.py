@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 import pytest
 
@@ -38,10 +40,17 @@ async def test_the_listener_asks_for_a_key_when_keys_are_configured(store: Event
         for path in ("/api/v1/events/message", "/api/v1/webhooks", "/api/v1/metrics/deliverability", "/metrics"):
             refused = await client.get(path)
             assert refused.status_code == 401 and refused.headers["content-type"] == "application/json"
-            assert refused.json() == {"errors": [{"message": "Unauthorized."}]}
+            assert refused.json() == {"errors": [{
+                "message": "Unauthorized.", "code": "1100",
+                "description": "the Authorization header must carry one of the [api] keys"}]}
             assert (await client.get(path, headers={"Authorization": "wrong"})).status_code == 401
             assert (await client.get(path, headers={"Authorization": "k-two-longer"})).status_code == 200
             assert (await client.get(path, headers={"Authorization": "Bearer k-one"})).status_code == 200
+            basic = "Basic " + base64.b64encode(b"k-one:").decode()  # SparkPost's Basic form: key as user name
+            assert (await client.get(path, headers={"Authorization": basic})).status_code == 200
+            wrong = "Basic " + base64.b64encode(b"k-none:").decode()
+            assert (await client.get(path, headers={"Authorization": wrong})).status_code == 401
+            assert (await client.get(path, headers={"Authorization": "Basic %%%"})).status_code == 401
 
 
 async def test_without_keys_a_loopback_client_is_answered(store: EventStore, start_service: Services) -> None:

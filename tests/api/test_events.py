@@ -13,12 +13,21 @@ import pytest
 
 from engaged.api.service import ApiService
 from engaged.events.model import Event, event_type
+from engaged.events.wire import api_json, iso_timestamp
 from engaged.types import EventQuery, EventStore
 from tests.eventstores import Services
 from tests.sample_events import T0, make_event
 
 KINDS = ["injection", "delivery", "open", "click", "bounce", "initial_open"]
 TOTAL = 3000
+NOW = T0 + 3600.0
+"""The services' clock: every grid event lies within the default 24-hour window."""
+
+
+def api_form(event: Event) -> dict[str, Any]:
+    """An event as the Events API answers it."""
+    decoded: dict[str, Any] = msgspec.json.decode(api_json(event))
+    return decoded
 
 
 def grid(count: int = TOTAL) -> list[Event]:
@@ -31,7 +40,7 @@ async def filled(store: EventStore, start_service: Services) -> AsyncIterator[tu
     events = grid()
     for start in range(0, TOTAL, 500):
         await store.append(events[start:start + 500])
-    yield await start_service(store), events
+    yield await start_service(store, clock=lambda: NOW), events
 
 
 async def get(service: ApiService, path: str, **params: Any) -> httpx.Response:
@@ -39,8 +48,12 @@ async def get(service: ApiService, path: str, **params: Any) -> httpx.Response:
         return await client.get(path, params=params)
 
 
+def next_link(body: dict[str, Any]) -> str | None:
+    return next((link["href"] for link in body["links"] if link["rel"] == "next"), None)
+
+
 async def all_pages(service: ApiService, **params: Any) -> tuple[list[str], list[int]]:
-    """Event ids of every page, following links.next; and each page's total_count."""
+    """Event ids of every page, following the `next` link; and each page's total_count."""
     ids: list[str] = []
     totals: list[int] = []
     async with httpx.AsyncClient(base_url=f"http://{service.address}") as client:
@@ -50,16 +63,17 @@ async def all_pages(service: ApiService, **params: Any) -> tuple[list[str], list
             body = response.json()
             ids.extend(event["event_id"] for event in body["results"])
             totals.append(body["total_count"])
-            if "next" not in body["links"]:
+            link = next_link(body)
+            if link is None:
                 return ids, totals
-            response = await client.get(body["links"]["next"])
+            response = await client.get(link)
 
 
-async def test_paging_over_thousands_of_events_returns_each_once_oldest_first(
+async def test_paging_over_thousands_of_events_returns_each_once_newest_first(
         filled: tuple[ApiService, list[Event]]) -> None:
     service, events = filled
-    ids, totals = await all_pages(service, per_page=700)
-    assert ids == [event.event_id for event in events]
+    ids, totals = await all_pages(service, per_page=700, cursor="initial")
+    assert ids == [event.event_id for event in reversed(events)]
     assert totals == [TOTAL] * 5
 
 
@@ -68,8 +82,12 @@ async def test_results_are_the_stored_sparkpost_events_as_json(filled: tuple[Api
     response = await get(service, "/api/v1/events/message", per_page=6)
     assert response.headers["content-type"] == "application/json"
     assert response.headers["x-content-type-options"] == "nosniff"
-    assert response.json()["results"] == [msgspec.to_builtins(event) for event in events[:6]]
-    assert response.json()["results"][0]["timestamp"] == events[0].timestamp  # the stored epoch string
+    newest = events[-6:][::-1]
+    assert response.json()["results"] == [api_form(event) for event in newest]
+    stored = msgspec.to_builtins(newest[0])
+    assert {**response.json()["results"][0], "timestamp": stored["timestamp"]} == stored  # only timestamp differs
+    assert response.json()["results"][0]["timestamp"] == iso_timestamp(newest[0].timestamp)
+    assert response.json()["results"][0]["timestamp"].endswith(".000+00:00")
 
 
 @pytest.mark.parametrize(("params", "predicate"), [
@@ -89,7 +107,7 @@ async def test_results_are_the_stored_sparkpost_events_as_json(filled: tuple[Api
 async def test_each_filter_selects_exactly_the_matching_events(
         filled: tuple[ApiService, list[Event]], params: dict[str, str], predicate: Any) -> None:
     service, events = filled
-    expected = [event.event_id for event in events if predicate(event)]
+    expected = [event.event_id for event in reversed(events) if predicate(event)]
     ids, totals = await all_pages(service, per_page=250, **params)
     assert expected and ids == expected
     assert set(totals) == {len(expected)}
@@ -99,7 +117,7 @@ async def test_a_time_with_an_offset_is_read_in_that_offset(filled: tuple[ApiSer
     service, events = filled
     start = datetime.fromtimestamp(T0 + 2995, UTC).astimezone().isoformat()  # "+hh:mm" arrives as " hh:mm"
     ids, _ = await all_pages(service, **{"from": start})
-    assert ids == [event.event_id for event in events[2995:]]
+    assert ids == [event.event_id for event in reversed(events[2995:])]
 
 
 async def test_per_page_defaults_to_1000_and_the_next_link_keeps_the_filters(
@@ -108,7 +126,9 @@ async def test_per_page_defaults_to_1000_and_the_next_link_keeps_the_filters(
     body = (await get(service, "/api/v1/events/message")).json()
     assert len(body["results"]) == 1000
     body = (await get(service, "/api/v1/events/message", campaigns="c-2", per_page=10)).json()
-    assert body["links"]["next"].startswith("/api/v1/events/message?campaigns=c-2&per_page=10&cursor=")
+    assert body["links"][0] == {"href": "/api/v1/events/message?campaigns=c-2&per_page=10&cursor=initial",
+                                "rel": "first"}
+    assert str(next_link(body)).startswith("/api/v1/events/message?campaigns=c-2&per_page=10&cursor=")
     assert (await get(service, "/api/v1/events/message", per_page=10000)).status_code == 200
 
 
@@ -116,6 +136,7 @@ async def test_per_page_defaults_to_1000_and_the_next_link_keeps_the_filters(
     ({"per_page": "10001"}, "per_page"), ({"per_page": "0"}, "per_page"), ({"per_page": "x"}, "per_page"),
     ({"events": "click,teleport"}, "events"), ({"from": "yesterday"}, "from"), ({"to": "2024-13-01"}, "to"),
     ({"from": "200", "to": "100"}, "from"), ({"cursor": "not-a-cursor"}, "cursor"), ({"cursor": "czE"[:-1]}, "cursor"),
+    ({"colour": "red"}, "colour"), ({"page": "2"}, "page"), ({"timezone": "Mars/Olympus"}, "timezone"),
 ])
 async def test_bad_parameters_answer_400_in_sparkposts_error_shape(
         filled: tuple[ApiService, list[Event]], params: dict[str, str], param: str) -> None:
@@ -124,7 +145,8 @@ async def test_bad_parameters_answer_400_in_sparkposts_error_shape(
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/json"
     (problem,) = response.json()["errors"]
-    assert problem["param"] == param and problem["message"]
+    assert problem["param"] == param and problem["message"] == "invalid params" and problem["code"] == "1200"
+    assert problem["description"]
 
 
 async def read_frames(lines: AsyncIterator[str], count: int) -> list[dict[str, str]]:
@@ -160,7 +182,7 @@ async def test_the_stream_delivers_a_newly_stored_event_within_one_second(
         (frame,) = await asyncio.wait_for(read_frames(lines, 1), 1.0)
         assert asyncio.get_running_loop().time() - started < 1.0
     (stored,) = await store.query(EventQuery(types=("click",)))
-    assert frame == {"id": str(stored.seq), "event": "click", "data": msgspec.json.encode(click).decode()}
+    assert frame == {"id": str(stored.seq), "event": "click", "data": api_json(click).decode()}
 
 
 async def test_the_stream_resumes_after_last_event_id_and_applies_filters(
@@ -207,3 +229,72 @@ async def test_stopping_the_service_ends_open_streams_promptly(store: EventStore
         assert loop.time() - started < 2
         remaining = [line async for line in lines]
     assert all(not line or line.startswith(":") for line in remaining)
+
+
+async def test_without_from_the_search_covers_the_last_24_hours(store: EventStore, start_service: Services) -> None:
+    old, recent = make_event("open", 1, ts=NOW - 86400 - 5), make_event("open", 2, ts=NOW - 86400 + 5)
+    await store.append([old, recent])
+    service = await start_service(store, clock=lambda: NOW)
+    body = (await get(service, "/api/v1/events/message")).json()
+    assert [event["event_id"] for event in body["results"]] == [recent.event_id]
+    everything = (await get(service, "/api/v1/events/message", **{"from": str(NOW - 90000)})).json()
+    assert [event["event_id"] for event in everything["results"]] == [recent.event_id, old.event_id]
+
+
+async def test_campaigns_match_by_keyword_and_wildcard_case_insensitively(
+        store: EventStore, start_service: Services) -> None:
+    names = ["BlackFriday-Specials", "blackfriday-members", "Spring Sale 2024", "summer"]
+    events = [make_event("delivery", n, campaign=name, ts=NOW - 60 + n) for n, name in enumerate(names)]
+    await store.append(events)
+    service = await start_service(store, clock=lambda: NOW)
+
+    async def campaigns(**params: str) -> list[str]:
+        body = (await get(service, "/api/v1/events/message", **params)).json()
+        return sorted(event["campaign_id"] for event in body["results"])
+
+    assert await campaigns(campaigns="blackfriday") == ["BlackFriday-Specials", "blackfriday-members"]
+    assert await campaigns(campaigns="blackfriday*members") == ["blackfriday-members"]
+    assert await campaigns(campaigns="sale spring") == ["Spring Sale 2024"]
+    assert await campaigns(campaigns="summer,specials") == ["BlackFriday-Specials", "summer"]
+    assert await campaigns(campaign_ids="SUMMER") == ["summer"]
+    assert await campaigns(campaigns="100%") == []
+
+
+@pytest.mark.parametrize(("params", "matching"), [
+    ({"event_ids": f"{7_000_000_000_000_000 + 3};{7_000_000_000_000_000 + 4}", "delimiter": ";"}, {3, 4}),
+    ({"messages": "m-a"}, {0, 1, 2}), ({"message_ids": "m-b"}, {3, 4, 5}),
+    ({"transmissions": "t-x"}, {0, 2, 4}), ({"transmission_ids": "t-y"}, {1, 3, 5}),
+    ({"subjects": "spring sale"}, {0, 1, 3, 4}), ({"subject": "20 %"}, {0, 1, 3, 4}),
+    ({"bounce_classes": "10"}, {3}), ({"reasons": "unknown user"}, {3}), ({"reason": "5.1.1"}, {3}),
+    ({"from_addresses": "shop@example.net"}, {0, 1, 3, 4}), ({"sending_domains": "example.net"}, {0, 1, 3, 4}),
+    ({"recipient_domains": "other.org"}, {1, 4}), ({"recipients": "bob@other.org"}, {1, 4}),
+    ({"recipients": "*@other.org"}, {1, 4}), ({"ip_pools": "default"}, {0, 1, 3, 4}),
+    ({"subaccounts": "7"}, {0, 1, 2, 3, 4, 5}), ({"subaccounts": "8"}, set()),
+    ({"sending_ips": "192.0.2.1"}, set()), ({"templates": "welcome"}, set()), ({"mailbox_providers": "gmail"}, set()),
+    ({"mailbox_provider_regions": "europe"}, set()), ({"ab_tests": "t"}, set()), ({"ab_test_versions": "1"}, set()),
+    ({"events": "spam_complaint,out_of_band,list_unsubscribe,amp_click,generation_failure"}, set()),
+])
+async def test_every_sparkpost_filter_selects_exactly_its_matches(
+        store: EventStore, start_service: Services, params: dict[str, str], matching: set[int]) -> None:
+    kinds = ["injection", "delivery", "click", "bounce", "delivery", "open"]
+    events = [make_event(kind, n, message_id="m-a" if n < 3 else "m-b", transmission="t-x" if n % 2 == 0 else "t-y",
+                         rcpt="bob@other.org" if n in (1, 4) else "ann@example.com", ts=NOW - 100 + n)
+              for n, kind in enumerate(kinds)]
+    await store.append(events)
+    service = await start_service(store, clock=lambda: NOW)
+    response = await get(service, "/api/v1/events/message", **params)
+    assert response.status_code == 200, response.text
+    expected = [events[n].event_id for n in sorted(matching, reverse=True)]
+    assert [event["event_id"] for event in response.json()["results"]] == expected
+    assert response.json()["total_count"] == len(expected)
+
+
+async def test_from_and_to_are_read_in_the_given_timezone(store: EventStore, start_service: Services) -> None:
+    event = make_event("open", 1, ts=datetime(2024, 5, 1, 12, 30, tzinfo=UTC).timestamp())
+    await store.append([event])
+    service = await start_service(store, clock=lambda: float(event.timestamp) + 60)
+    window = {"from": "2024-05-01T14:00", "to": "2024-05-01T15:00"}  # 12:00–13:00 UTC in Berlin's summer time
+    berlin = (await get(service, "/api/v1/events/message", timezone="Europe/Berlin", **window)).json()
+    assert [item["event_id"] for item in berlin["results"]] == [event.event_id]
+    utc = (await get(service, "/api/v1/events/message", **window)).json()
+    assert utc["results"] == []

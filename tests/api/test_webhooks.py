@@ -65,22 +65,25 @@ async def test_a_webhook_is_created_listed_read_updated_and_deleted(store: Event
     ({"name": "x", "target": TARGET, "retry_max_age": -1}, "retry_max_age"),
     ({"name": " ", "target": TARGET}, "name"),
 ])
-async def test_invalid_definitions_answer_400_naming_the_field(
+async def test_invalid_definitions_answer_422_with_sparkposts_code_naming_the_field(
         store: EventStore, start_service: Services, body: dict[str, Any], param: str) -> None:
     service = await start_service(store)
     response = await call(service, "POST", json={"allow_private_targets": True, **body})
-    assert response.status_code == 400
-    assert response.json()["errors"][0]["param"] == param
+    assert response.status_code == 422
+    (problem,) = response.json()["errors"]
+    assert problem["param"] == param
+    assert problem["code"] in ("1300", "1400") and problem["message"] and param in problem["description"]
     assert await store.webhooks() == []
 
 
-async def test_unknown_fields_and_bodies_that_are_not_json_objects_answer_400(
+async def test_unknown_fields_and_bodies_that_are_not_json_objects_answer_422(
         store: EventStore, start_service: Services) -> None:
     service = await start_service(store)
     for content in (b'{"name": "x", "target": "http://a.example/", "colour": "red"}', b"[1]", b"{", b""):
         response = await call(service, "POST", content=content, headers={"content-type": "application/json"})
-        assert response.status_code == 400, content
+        assert response.status_code == 422, content
         assert response.headers["content-type"] == "application/json"
+        assert response.json()["errors"][0]["code"] == "1300"
 
 
 async def test_configured_webhooks_are_listed_read_only_and_keep_id_and_secret_across_restarts(
@@ -111,4 +114,4 @@ async def test_replaying_dead_letters_of_an_unknown_webhook_answers_404(
     assert (await call(service, "POST", "/nope/dead-letters/replay")).status_code == 404
     hook = (await call(service, "POST", json={"name": "x", "target": TARGET, "allow_private_targets": True})).json()
     replay = await call(service, "POST", f"/{hook['results']['id']}/dead-letters/replay", json={"ids": "all"})
-    assert replay.status_code == 400
+    assert replay.status_code == 422

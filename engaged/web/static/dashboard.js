@@ -63,7 +63,7 @@
   function feedRow(seq, ev) {
     const row = el("tr", null, "type-" + ev.type + " fresh");
     row.dataset.seq = String(seq);
-    row.append(el("td", when(parseFloat(ev.timestamp)), "when"));
+    row.append(el("td", when(Date.parse(ev.timestamp) / 1000), "when"));
     const kind = el("td");
     kind.append(el("span", ev.type, "badge " + ev.type));
     const machine = machineOf(ev);
