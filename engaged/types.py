@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
 from engaged.events.model import Event
+
+if TYPE_CHECKING:
+    from engaged.events.dialect import Dialect
 
 
 class FieldFilter(msgspec.Struct, frozen=True):
@@ -183,8 +186,12 @@ class EventStore(Protocol):
         """How many events match (ignoring `limit`), counting at most `cap`."""
         ...
 
-    async def aggregate(self, query: EventQuery, *, by_campaign: bool) -> list[Aggregate]:
-        """Deliverability counts (engaged.events.query.METRICS) of the matching events."""
+    async def aggregate(self, query: EventQuery, *, by_campaign: bool = False,
+                        group: Callable[[Dialect], str] | None = None, names: Sequence[str] | None = None,
+                        order_by: str | None = None, limit: int | None = None) -> list[Aggregate]:
+        """Deliverability counts (engaged.events.metrics) of the matching events: `names` (default all), in
+        one row, or one row per campaign or per value of `group` (SQL for the store's Dialect), ordered by
+        the key or by `order_by` descending, at most `limit` rows."""
         ...
 
     async def put_webhook(self, record: WebhookRecord, secret: str) -> None:

@@ -10,7 +10,7 @@ from engaged.api.params import BadRequest
 from engaged.events.model import SPARKPOST_EVENT_TYPES
 from engaged.types import EventQuery, FieldFilter
 
-__all__ = ["DEFAULT_WINDOW", "LIST_FILTERS", "SEARCH_PARAMETERS", "search_query"]
+__all__ = ["DEFAULT_WINDOW", "LIST_FILTERS", "SEARCH_PARAMETERS", "parse_moment_in", "search_query", "zone_of"]
 
 DEFAULT_WINDOW = 24 * 3600.0
 """Without `from`, the search covers the last 24 hours (SparkPost's default)."""
@@ -56,7 +56,8 @@ SEARCH_PARAMETERS = frozenset({"events", "recipients", "from", "to", "timezone",
 """Every parameter the search answers to; any other is refused with 400 rather than silently ignored."""
 
 
-def _zone(params: Mapping[str, str]) -> tzinfo:
+def zone_of(params: Mapping[str, str]) -> tzinfo:
+    """The `timezone` parameter (an IANA name; default UTC)."""
     name = params.get("timezone", "").strip()
     if not name or name.upper() == "UTC":
         return UTC
@@ -67,7 +68,8 @@ def _zone(params: Mapping[str, str]) -> tzinfo:
                          ) from None
 
 
-def _moment(params: Mapping[str, str], name: str, zone: tzinfo) -> float | None:
+def parse_moment_in(params: Mapping[str, str], name: str, zone: tzinfo) -> float | None:
+    """A time parameter: epoch seconds or ISO-8601; a time without offset is read in `zone`."""
     text = params.get(name, "").strip()
     if not text:
         return None
@@ -103,8 +105,8 @@ def search_query(params: Mapping[str, str], *, now: float | None) -> EventQuery:
     if unsupported:
         raise BadRequest("events", f"unknown event types: {', '.join(unsupported)} (SparkPost's: "
                                    f"{', '.join(SPARKPOST_EVENT_TYPES)})")
-    zone = _zone(params)
-    since, until = _moment(params, "from", zone), _moment(params, "to", zone)
+    zone = zone_of(params)
+    since, until = parse_moment_in(params, "from", zone), parse_moment_in(params, "to", zone)
     if since is None and now is not None:
         since = now - DEFAULT_WINDOW
     if since is not None and until is not None and since >= until:

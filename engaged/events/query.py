@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
+from engaged.events.dialect import SQLITE, Dialect
+from engaged.events.metrics import metric_sql
 from engaged.events.model import Event, encode_event, event_type
 from engaged.types import (
     Aggregate,
@@ -48,32 +49,6 @@ def row_of(event: Event) -> Row:
         machine_of(event),
         encode_event(event),
     )
-
-
-class Dialect(msgspec.Struct, frozen=True):
-    """How a store's SQL reads a field of the JSON body and the domain of an address column."""
-
-    json_field: str
-    domain: str
-
-    def field(self, name: str) -> str:
-        """SQL for one SparkPost field of an event: its column when it has one, else from the JSON body."""
-        if name in _COLUMNS:
-            return name
-        if name == "recipient_domain":
-            return self.domain.format("rcpt_to")
-        if name == "sending_domain":
-            return self.domain.format(self.json_field.format("msg_from"))
-        if not _FIELD_NAME.fullmatch(name):
-            raise ValueError(f"not an event field: {name!r}")
-        return self.json_field.format(name)
-
-
-SQLITE = Dialect(json_field="json_extract(CAST(body AS TEXT), '$.{}')",
-                 domain="substr({0}, instr({0}, '@') + 1)")
-POSTGRES = Dialect(json_field="(convert_from(body, 'UTF8')::jsonb ->> '{}')", domain="split_part({0}, '@', 2)")
-_COLUMNS = ("event_id", "type", "message_id", "transmission_id", "campaign_id", "rcpt_to")
-_FIELD_NAME = re.compile(r"[a-z_]{1,40}")
 
 
 def keyword_pattern(value: str) -> list[str]:
@@ -126,59 +101,8 @@ def where_clause(query: EventQuery, placeholder: str = "?", dialect: Dialect = S
     return " AND ".join(clauses), params
 
 
-_HUMAN = " AND machine IS NULL"
-_RECIPIENT = "message_id || ' ' || rcpt_to"
-
-
-def _condition(types: tuple[str, ...], human: bool) -> str:
-    listed = ", ".join(f"'{name}'" for name in types)
-    return f"type IN ({listed})" + (_HUMAN if human else "")
-
-
-def _total(types: tuple[str, ...], human: bool = False) -> str:
-    return f"SUM(CASE WHEN {_condition(types, human)} THEN 1 ELSE 0 END)"
-
-
-def _unique(types: tuple[str, ...], human: bool = False) -> str:
-    return f"COUNT(DISTINCT CASE WHEN {_condition(types, human)} THEN {_RECIPIENT} END)"
-
-
-_RENDERED = ("open",)
-_INITIAL = ("initial_open",)
-_CLICKED = ("click",)
-_CONFIRMED = ("open", "initial_open", "click", "link_unsubscribe")
-
-
-def _engagement(human: bool) -> dict[str, str]:
-    prefix = "human_" if human else ""
-    return {
-        f"count_{prefix}rendered": _total(_RENDERED, human),
-        f"count_unique_{prefix}rendered": _unique(_RENDERED, human),
-        f"count_{prefix}initial_rendered": _total(_INITIAL, human),
-        f"count_unique_{prefix}initial_rendered": _unique(_INITIAL, human),
-        f"count_{prefix}clicked": _total(_CLICKED, human),
-        f"count_unique_{prefix}clicked": _unique(_CLICKED, human),
-        f"count_unique_{prefix}confirmed_opened": _unique(_CONFIRMED, human),
-    }
-
-
-METRICS: dict[str, str] = {
-    "count_injected": _total(("injection",)),
-    "count_delivered": _total(("delivery",)),
-    "count_bounce": _total(("bounce",)),
-    "count_delayed": _total(("delay",)),
-    "count_policy_rejection": _total(("policy_rejection",)),
-    "count_outofband_bounce": _total(("out_of_band",)),
-    "count_spam_complaint": _total(("spam_complaint",)),
-    "count_unsubscribe": _total(("link_unsubscribe", "list_unsubscribe")),
-    **_engagement(human=False),
-    **_engagement(human=True),
-}
-"""Every deliverability metric name and the SQL aggregate that computes it over `events` rows.
-
-Unique counts are distinct (message_id, rcpt_to) pairs; `human` variants leave out engagements the
-tracker flagged as machine-made (the `machine` column holds machine_engagement.kind).
-"""
+METRICS: dict[str, str] = metric_sql(SQLITE)
+"""Every metric name and its aggregate over `events` rows (engaged.events.metrics; SQLite's spelling)."""
 
 WEBHOOK_SCHEMA_SQLITE = """
 CREATE TABLE IF NOT EXISTS webhooks (
@@ -274,16 +198,24 @@ class StoreQueries:
         rows = await self._fetch(sql, [*params, cap])
         return int(rows[0][0])
 
-    async def aggregate(self, query: EventQuery, *, by_campaign: bool) -> list[Aggregate]:
+    async def aggregate(self, query: EventQuery, *, by_campaign: bool = False,
+                        group: Callable[[Dialect], str] | None = None, names: Sequence[str] | None = None,
+                        order_by: str | None = None, limit: int | None = None) -> list[Aggregate]:
         where, params = where_clause(query, dialect=self._dialect)
-        names = list(METRICS)
-        columns = ", ".join(METRICS[name] for name in names)
-        group = "campaign_id" if by_campaign else "''"
-        sql = f"SELECT {group}, {columns} FROM events WHERE {where}"
-        if by_campaign:
-            sql += " GROUP BY campaign_id ORDER BY campaign_id"
+        sql_of = metric_sql(self._dialect)
+        chosen = list(names) if names is not None else list(sql_of)
+        columns = ", ".join(sql_of[name] for name in chosen)
+        key = "campaign_id" if by_campaign else f"COALESCE({group(self._dialect)}, '')" if group is not None else None
+        sql = f"SELECT {key or chr(39) * 2}, {columns} FROM events WHERE {where}"
+        if key is not None:
+            order = f"{1 + chosen.index(order_by) + 1} DESC, 1" if order_by in chosen else "1"
+            sql += f" GROUP BY {key} ORDER BY {order}"
+            if limit is not None:
+                sql += " LIMIT ?"
+                params.append(limit)
         rows = await self._fetch(sql, params)
-        return [Aggregate(str(row[0]), {name: int(value or 0) for name, value in zip(names, row[1:], strict=True)})
+        return [Aggregate("" if row[0] is None else str(row[0]),
+                          {name: int(value or 0) for name, value in zip(chosen, row[1:], strict=True)})
                 for row in rows]
 
     async def put_webhook(self, record: WebhookRecord, secret: str) -> None:

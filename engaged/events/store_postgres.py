@@ -13,10 +13,10 @@ import asyncpg
 import msgspec
 
 from engaged.errors import StoreError
+from engaged.events.dialect import POSTGRES
 from engaged.events.model import Event, decode_event
 from engaged.events.query import (
     EVENT_COLUMNS,
-    POSTGRES,
     TRACK_TYPES,
     WEBHOOK_SCHEMA_POSTGRES,
     Row,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import msgspec
+import pytest
 
 from engaged.api.service import ApiService
 from engaged.events.model import Event, MachineEngagement
@@ -52,16 +54,21 @@ def story() -> list[Event]:
 
 
 SPRING = {
-    "count_injected": 3, "count_delivered": 3, "count_bounce": 0, "count_delayed": 0, "count_policy_rejection": 0,
+    **dict.fromkeys(METRICS, 0),
+    "count_targeted": 3, "count_injected": 3, "count_sent": 3, "count_accepted": 3, "count_delivered": 3,
+    "count_delivered_subsequent": 3, "total_msg_volume": 3 * 2048, "total_delivery_time_subsequent": 3 * 120,
     "count_rendered": 3, "count_unique_rendered": 2, "count_initial_rendered": 2, "count_unique_initial_rendered": 2,
-    "count_clicked": 2, "count_unique_clicked": 2, "count_unique_confirmed_opened": 3,
+    "count_clicked": 2, "count_raw_clicked": 2, "count_unique_clicked": 2, "count_unique_confirmed_opened": 3,
+    "count_nonprefetched_rendered": 2, "count_nonprefetched_unique_rendered": 1,
+    "count_nonprefetched_initial_rendered": 1, "count_nonprefetched_unique_initial_rendered": 1,
+    "count_nonprefetched_unique_confirmed_opened": 2,
     "count_human_rendered": 2, "count_unique_human_rendered": 1, "count_human_initial_rendered": 1,
     "count_unique_human_initial_rendered": 1, "count_human_clicked": 1, "count_unique_human_clicked": 1,
     "count_unique_human_confirmed_opened": 2, "count_unsubscribe": 2, "count_spam_complaint": 1,
-    "count_outofband_bounce": 0,
 }
-FALL = {**dict.fromkeys(METRICS, 0), "count_injected": 1, "count_bounce": 1, "count_delayed": 2,
-        "count_policy_rejection": 1, "count_outofband_bounce": 1}
+FALL = {**dict.fromkeys(METRICS, 0), "count_targeted": 2, "count_injected": 1, "count_sent": 1, "count_bounce": 2,
+        "count_inband_bounce": 1, "count_outofband_bounce": 1, "count_hard_bounce": 2, "count_accepted": -1,
+        "count_delayed": 2, "count_rejected": 1, "count_policy_rejection": 1}
 
 
 async def metrics(service: ApiService, path: str = "", **params: Any) -> httpx.Response:
@@ -74,7 +81,7 @@ async def test_every_metric_counts_events_and_distinct_recipients(store: EventSt
     service = await start_service(store)
     response = await metrics(service)
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == {"results": [{name: SPRING[name] + FALL[name] for name in METRICS}]}
+    assert response.json()["results"] == [{name: SPRING[name] + FALL[name] for name in METRICS}]
 
 
 async def test_the_campaign_breakdown_has_one_entry_per_campaign(store: EventStore, start_service: Services) -> None:
@@ -90,11 +97,11 @@ async def test_from_to_and_metrics_narrow_the_answer(store: EventStore, start_se
     await store.append(story())
     service = await start_service(store)
     chosen = "count_injected,count_unique_human_confirmed_opened"
-    assert (await metrics(service, metrics=chosen, **{"from": str(T0 + 6)})).json() == {"results": [
-        {"count_injected": 1, "count_unique_human_confirmed_opened": 2}]}
-    assert (await metrics(service, metrics="count_injected", to=str(T0 + 2))).json() == {"results": [
-        {"count_injected": 2}]}
-    assert (await metrics(service, campaigns="nope")).json() == {"results": [dict.fromkeys(METRICS, 0)]}
+    assert (await metrics(service, metrics=chosen, **{"from": str(T0 + 6)})).json()["results"] == [
+        {"count_injected": 1, "count_unique_human_confirmed_opened": 2}]
+    assert (await metrics(service, metrics="count_injected", to=str(T0 + 2))).json()["results"] == [
+        {"count_injected": 2}]
+    assert (await metrics(service, campaigns="nope")).json()["results"] == [dict.fromkeys(METRICS, 0)]
     assert (await metrics(service, "/campaign", campaigns="nope")).json() == {"results": []}
 
 
@@ -104,3 +111,105 @@ async def test_unknown_metrics_and_bad_times_answer_400(store: EventStore, start
                           ({"from": "20", "to": "10"}, "from")):
         response = await metrics(service, **params)
         assert response.status_code == 400 and response.json()["errors"][0]["param"] == param
+
+
+async def get_json(service: ApiService, path: str, **params: Any) -> Any:
+    async with httpx.AsyncClient(base_url=f"http://{service.address}") as client:
+        response = await client.get(f"/api/v1/metrics{path}", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_group_bys_report_one_row_per_value_under_sparkposts_key(
+        store: EventStore, start_service: Services) -> None:
+    await store.append(story())
+    service = await start_service(store)
+    by_domain = await get_json(service, "/deliverability/domain", metrics="count_injected,count_delivered")
+    assert by_domain["results"] == [{"domain": "x.org", "count_injected": 4, "count_delivered": 3}]
+    watched = await get_json(service, "/deliverability/watched-domain", metrics="count_injected")
+    assert watched["results"] == [{"watched_domain": "x.org", "count_injected": 4}]
+    pools = await get_json(service, "/deliverability/ip-pool", metrics="count_injected")
+    assert pools["results"] == [{"ip_pool": "", "count_injected": 0}, {"ip_pool": "default", "count_injected": 4}]
+    ordered = await get_json(service, "/deliverability/campaign", metrics="count_injected,count_bounce",
+                             order_by="count_bounce", limit="1")
+    assert ordered["results"] == [{"campaign_id": "fall", "count_injected": 1, "count_bounce": 1}]
+    accounts = await get_json(service, "/deliverability/subaccount", metrics="count_targeted")
+    assert accounts["results"] == [{"subaccount_id": "7", "count_targeted": 5}]
+    for name in ("sending-ip", "template", "mailbox-provider", "mailbox-provider-region", "sending-domain"):
+        assert "results" in await get_json(service, f"/deliverability/{name}", metrics="count_injected")
+
+
+async def test_the_time_series_has_every_step_in_the_timezone(store: EventStore, start_service: Services) -> None:
+    start = datetime(2024, 5, 1, 12, 0, tzinfo=UTC).timestamp()
+    await store.append([make_event("injection", n, ts=start + 3600 * hour) for n, hour in enumerate((0, 0, 2))])
+    service = await start_service(store)
+    window = {"from": "2024-05-01T14:00", "to": "2024-05-01T17:00", "timezone": "Europe/Berlin"}
+    series = await get_json(service, "/deliverability/time-series", metrics="count_injected", precision="hour",
+                            **window)
+    assert series["results"] == [
+        {"count_injected": 2, "ts": "2024-05-01T14:00:00+02:00"},
+        {"count_injected": 0, "ts": "2024-05-01T15:00:00+02:00"},
+        {"count_injected": 1, "ts": "2024-05-01T16:00:00+02:00"}]
+    daily = await get_json(service, "/deliverability/time-series", metrics="count_injected", precision="day",
+                           **{"from": "2024-04-30T00:00", "to": "2024-05-02T00:00"})
+    assert daily["results"] == [{"count_injected": 0, "ts": "2024-04-30T00:00:00+00:00"},
+                                {"count_injected": 3, "ts": "2024-05-01T00:00:00+00:00"}]
+    monthly = await get_json(service, "/deliverability/time-series", metrics="count_injected", precision="month",
+                             **{"from": "2024-04-10T00:00", "to": "2024-05-20T00:00"})
+    assert [row["count_injected"] for row in monthly["results"]] == [0, 3]
+
+
+async def test_reason_endpoints_group_bounces_rejections_delays_and_links(
+        store: EventStore, start_service: Services) -> None:
+    await store.append(story())
+    service = await start_service(store)
+    (bounce,) = (await get_json(service, "/deliverability/bounce-reason"))["results"]
+    assert bounce == {"reason": "550 5.1.1 <ann@example.com>: unknown user", "bounce_class_name": "Invalid Recipient",
+                      "bounce_class_description": "The recipient is invalid.", "bounce_category_id": 1,
+                      "bounce_category_name": "Hard", "classification_id": 10, "count_bounce": 1,
+                      "count_inband_bounce": 1, "count_outofband_bounce": 0}
+    (by_domain,) = (await get_json(service, "/deliverability/bounce-reason/domain"))["results"]
+    assert by_domain["domain"] == "x.org"
+    (classified,) = (await get_json(service, "/deliverability/bounce-classification"))["results"]
+    assert classified["classification_id"] == 10 and "reason" not in classified
+    (rejected,) = (await get_json(service, "/deliverability/rejection-reason"))["results"]
+    assert rejected["count_rejected"] == 1 and rejected["rejection_type"] == "Policy Rejection"
+    (delayed,) = (await get_json(service, "/deliverability/delay-reason"))["results"]
+    assert delayed["count_delayed"] == 2 and delayed["count_delayed_first"] == 0
+    (link,) = (await get_json(service, "/deliverability/link-name"))["results"]
+    assert link == {"link_name": "sale", "count_clicked": 2, "count_raw_clicked": 2}
+    attempts = await get_json(service, "/deliverability/attempt")
+    assert attempts["results"] == [{"attempt": "2", "count_delivered": 3}]
+
+
+async def test_lists_name_what_the_metrics_hold(store: EventStore, start_service: Services) -> None:
+    await store.append(story())
+    service = await start_service(store)
+    assert (await get_json(service, "/campaigns"))["results"] == {"campaigns": ["fall", "spring"]}
+    assert (await get_json(service, "/campaigns", match="SPR"))["results"] == {"campaigns": ["spring"]}
+    assert (await get_json(service, "/campaigns", limit="1"))["results"] == {"campaigns": ["fall"]}
+    assert (await get_json(service, "/domains"))["results"] == {"domains": ["x.org"]}
+    assert (await get_json(service, "/ip-pools"))["results"] == {"ip-pools": ["default"]}
+    assert (await get_json(service, "/sending-domains"))["results"] == {"sending-domains": ["example.net"]}
+    links = (await get_json(service, "/"))["links"]
+    assert {"href": "/api/v1/metrics/campaigns", "rel": "campaigns", "method": "GET"} in links
+
+
+@pytest.mark.parametrize(("path", "params", "param"), [
+    ("/deliverability", {"metrics": "count_inbox_panel"}, "metrics"),
+    ("/deliverability", {"query_filters": "{}"}, "query_filters"),
+    ("/deliverability", {"subject_campaigns": "x"}, "subject_campaigns"),
+    ("/deliverability", {"colour": "red"}, "colour"),
+    ("/deliverability", {"precision": "2min"}, "precision"),
+    ("/deliverability/time-series", {"precision": "hour"}, "from"),
+    ("/deliverability/bounce-reason", {"metrics": "count_delivered"}, "metrics"),
+    ("/deliverability/campaign", {"metrics": "count_injected", "order_by": "count_bounce"}, "order_by"),
+])
+async def test_what_engaged_cannot_answer_is_refused_with_a_reason(
+        store: EventStore, start_service: Services, path: str, params: dict[str, str], param: str) -> None:
+    service = await start_service(store)
+    async with httpx.AsyncClient(base_url=f"http://{service.address}") as client:
+        response = await client.get(f"/api/v1/metrics{path}", params=params)
+    assert response.status_code == 400
+    (problem,) = response.json()["errors"]
+    assert problem["param"] == param and problem["code"] == "1200" and problem["description"]

@@ -1,0 +1,41 @@
+"""How each event store's SQL reads event fields: a column, a field of the stored JSON body, a domain part."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+__all__ = ["COLUMNS", "POSTGRES", "SQLITE", "Dialect"]
+
+COLUMNS = ("event_id", "type", "message_id", "transmission_id", "campaign_id", "rcpt_to")
+"""Fields stored in their own (indexed) column."""
+_FIELD_NAME = re.compile(r"[a-z_]{1,40}")
+
+
+class Dialect(msgspec.Struct, frozen=True):
+    """How a store's SQL reads a field of the JSON body and the domain of an address column."""
+
+    json_field: str
+    domain: str
+    bucket: str = "CAST((ts + {offset}) / {width} AS INTEGER)"
+    month: str = "strftime('%Y-%m', ts, 'unixepoch')"
+
+    def field(self, name: str) -> str:
+        """SQL for one SparkPost field of an event: its column when it has one, else from the JSON body."""
+        if name in COLUMNS:
+            return name
+        if name == "recipient_domain":
+            return self.domain.format("rcpt_to")
+        if name == "sending_domain":
+            return self.domain.format(self.json_field.format("msg_from"))
+        if not _FIELD_NAME.fullmatch(name):
+            raise ValueError(f"not an event field: {name!r}")
+        return self.json_field.format(name)
+
+
+SQLITE = Dialect(json_field="json_extract(CAST(body AS TEXT), '$.{}')",
+                 domain="substr({0}, instr({0}, '@') + 1)")
+POSTGRES = Dialect(json_field="(convert_from(body, 'UTF8')::jsonb ->> '{}')", domain="split_part({0}, '@', 2)",
+                   bucket="FLOOR((ts + {offset}) / {width})::bigint",
+                   month="to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM')")

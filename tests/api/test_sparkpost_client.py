@@ -1,0 +1,90 @@
+"""SparkPost's own Python client (PyPI `sparkpost`) against engaged's API over HTTPS, unchanged but for its URL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import trustme
+from sparkpost import SparkPost
+from sparkpost.base import RequestsTransport
+from sparkpost.exceptions import SparkPostAPIException
+
+from engaged.api.service import ApiService
+from engaged.config import ApiConfig, Config
+from engaged.prometheus import Metrics
+from engaged.types import EventStore
+from tests.events.test_store_contract import make_event
+
+KEY = "14ac5499cfdd2bb2859e4476d2e5b1d2bad079bf"
+
+
+@pytest.fixture
+async def https_service(store: EventStore, tmp_path: Path) -> Any:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_path, key_path, ca_path = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(str(cert_path), append=True)
+    cert.private_key_pem.write_to_path(str(key_path))
+    ca.cert_pem.write_to_path(str(ca_path))
+    config = Config(data_dir=str(tmp_path / "data"), api=ApiConfig(
+        listen="127.0.0.1:0", keys=[KEY], tls_cert=str(cert_path), tls_key=str(key_path)))
+    service = ApiService(config, store, metrics=Metrics(), owner="node-1", keepalive=0.5)
+    await service.start()
+    try:
+        yield service, str(ca_path)
+    finally:
+        await service.stop()
+
+
+def in_thread(call: Callable[[], Any]) -> Any:
+    """The client is blocking: run it off the loop that serves the API."""
+    return asyncio.to_thread(call)
+
+
+async def test_the_metrics_lists_answer_sparkposts_client_over_https(
+        store: EventStore, https_service: tuple[ApiService, str]) -> None:
+    service, ca = https_service
+    await store.append([make_event("delivery", 1, campaign="spring", rcpt="ann@x.org"),
+                        make_event("delivery", 2, campaign="fall", rcpt="bob@y.org")])
+    client = SparkPost(KEY, base_uri=service.address)
+    assert client.base_uri == f"https://{service.address}/api/v1"
+    assert await in_thread(lambda: client.metrics.campaigns.list(verify=ca)) == ["fall", "spring"]
+    assert await in_thread(lambda: client.metrics.domains.list(verify=ca)) == ["x.org", "y.org"]
+    assert await in_thread(lambda: client.metrics.campaigns.list(params={"match": "spr"}, verify=ca)) == ["spring"]
+
+
+async def test_events_and_webhooks_travel_through_the_clients_transport(
+        store: EventStore, https_service: tuple[ApiService, str]) -> None:
+    service, ca = https_service
+    event = make_event("click", 1)
+    await store.append([event])
+    client = SparkPost(KEY, base_uri=service.address)
+    transport = RequestsTransport()
+    headers = {"Authorization": KEY, "Content-Type": "application/json"}
+    params = {"events": "click", "from": str(float(event.timestamp) - 60), "cursor": "initial"}
+    results = await in_thread(lambda: transport.request("GET", f"{client.base_uri}/events/message", headers,
+                                                        params=params, verify=ca))
+    assert [item["event_id"] for item in results] == [event.event_id]
+    assert results[0]["timestamp"].endswith("+00:00")
+    body = {"name": "crm", "target": "https://93.184.216.34/hook", "events": ["click"], "active": False}
+    created = await in_thread(lambda: transport.request("POST", f"{client.base_uri}/webhooks", headers,
+                                                        json=body, verify=ca))
+    listed = await in_thread(lambda: transport.request("GET", f"{client.base_uri}/webhooks", headers, verify=ca))
+    assert [hook["id"] for hook in listed] == [created["id"]]
+    with pytest.raises(SparkPostAPIException) as refused:
+        await in_thread(lambda: transport.request("GET", f"{client.base_uri}/webhooks/nope", headers, verify=ca))
+    assert refused.value.status == 404
+    assert "Code: 1600" in refused.value.errors[0]
+
+
+async def test_plain_http_is_not_answered_when_tls_is_configured(https_service: tuple[ApiService, str]) -> None:
+    service, _ = https_service
+    with pytest.raises(requests.exceptions.ConnectionError):
+        await in_thread(lambda: requests.get(f"http://{service.address}/api/v1/webhooks", timeout=5))
