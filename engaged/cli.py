@@ -91,8 +91,10 @@ def check_config(config_path: str | None) -> None:
     config = _load(config_path)
     from engaged.policy.engine import PolicyEngine
     from engaged.sinks.dispatch import config_problems
+    from engaged.sinks.guard import parse_networks
 
-    problems: list[str] = list(asyncio.run(config_problems(config.webhooks)))
+    networks = parse_networks(config.api.webhook_private_networks)
+    problems: list[str] = list(asyncio.run(config_problems(config.webhooks, networks)))
     try:
         PolicyEngine.load(config.policy.scripts).close()
     except ConfigError as error:

@@ -177,9 +177,13 @@ class WebhookConfig(_Section, frozen=True):
     name: str
     target: str
     events: list[str] = msgspec.field(default_factory=list)
-    auth_type: Literal["none", "basic", "bearer"] = "none"
+    auth_type: Literal["none", "basic", "bearer", "oauth2"] = "none"
     auth_token: str = ""
     auth_credentials: dict[str, str] = msgspec.field(default_factory=dict)
+    auth_request_details: dict[str, Any] = msgspec.field(default_factory=dict)
+    custom_headers: dict[str, str] = msgspec.field(default_factory=dict)
+    exception_subaccounts: list[str] = msgspec.field(default_factory=list)
+    active: bool = True
     allow_private_targets: bool = False
     batch_size: int = 1000
     batch_age: float = 1.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -101,6 +101,10 @@ class WebhookRecord(msgspec.Struct, frozen=True, kw_only=True):
     auth_type: str = "none"
     auth_token: str = ""
     auth_credentials: dict[str, str] = msgspec.field(default_factory=dict)
+    auth_request_details: dict[str, Any] = msgspec.field(default_factory=dict)
+    custom_headers: dict[str, str] = msgspec.field(default_factory=dict)
+    exception_subaccounts: tuple[str, ...] = ()
+    active: bool = True
     allow_private_targets: bool = False
     batch_size: int = 1000
     batch_age: float = 1.0
@@ -124,6 +128,20 @@ class WebhookState(msgspec.Struct, frozen=True, kw_only=True):
     first_attempt: float = 0.0
     next_attempt: float = 0.0
     last_error: str = ""
+
+
+class BatchStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of a webhook batch's latest attempt (SparkPost's batch-status entry)."""
+
+    batch_id: str
+    ts: float
+    attempts: int
+    response_code: str
+    ok: bool
+    latency: int = 0
+    """Milliseconds the target took to answer (0 when it did not answer)."""
+    failed_at: float = 0.0
+    """When an attempt at this batch last failed (0: never)."""
 
 
 class WebhookRow(msgspec.Struct, frozen=True):
@@ -230,6 +248,14 @@ class EventStore(Protocol):
 
     async def finish_dead_letter(self, letter: DeadLetter) -> None:
         """Record a replay's outcome (state, attempts, failed_at, last_error)."""
+        ...
+
+    async def record_batch(self, webhook_id: str, status: BatchStatus) -> None:
+        """Keep the latest attempt's outcome of a batch (its attempts counted), the newest 1000 per webhook."""
+        ...
+
+    async def batch_statuses(self, webhook_id: str, limit: int) -> list[BatchStatus]:
+        """The latest outcome of each recent batch of a webhook, newest first."""
         ...
 
 

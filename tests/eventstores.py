@@ -28,7 +28,7 @@ def store_maker(request: pytest.FixtureRequest, tmp_path: Path) -> StoreMaker:
         path = tmp_path / "events.sqlite3"
         return lambda: SqliteEventStore(path)
     dsn: str = request.getfixturevalue("postgres_dsn")
-    asyncio.run(postgres_admin("DROP TABLE IF EXISTS webhook_dead_letters, webhooks, events", dsn=dsn))
+    asyncio.run(postgres_admin("DROP TABLE IF EXISTS webhook_batches, webhook_dead_letters, webhooks, events", dsn=dsn))
     return lambda: PostgresEventStore(dsn)
 
 

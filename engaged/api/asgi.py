@@ -23,6 +23,7 @@ from engaged.api.suppression import SuppressionApi
 from engaged.api.webhooks import WebhooksApi
 from engaged.errors import StoreError
 from engaged.prometheus import CONTENT_TYPE, Metrics
+from engaged.sinks.guard import Networks
 from engaged.suppression.model import SuppressionStore
 from engaged.types import EventStore
 from engaged.web.middleware import DashboardMiddleware
@@ -46,6 +47,7 @@ class NoSniffMiddleware:
 
 
 def build_app(store: EventStore, metrics: Metrics, *, keys: Sequence[str], stopping: asyncio.Event,
+              networks: Networks = (),
               webhooks_changed: Callable[[], None], keepalive: float = 15.0, poll: float = 0.25,
               suppressions: SuppressionStore | None = None, clock: Callable[[], float] = time.time) -> Starlette:
     """Every route of the API listener behind AuthMiddleware."""
@@ -65,7 +67,7 @@ def build_app(store: EventStore, metrics: Metrics, *, keys: Sequence[str], stopp
     routes = [
         *EventsApi(store, metrics, stopping, keepalive=keepalive, poll=poll, clock=clock).routes(),
         *MetricsApi(store).routes(),
-        *WebhooksApi(store, webhooks_changed).routes(),
+        *WebhooksApi(store, webhooks_changed, networks).routes(),
         Route("/metrics", prometheus, methods=["GET"]),
         *(SuppressionApi(suppressions).routes() if suppressions is not None else []),
     ]

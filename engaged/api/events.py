@@ -14,6 +14,8 @@ from starlette.routing import Route
 
 from engaged.api.params import BadRequest, decode_cursor, encode_cursor, error, integer
 from engaged.api.search import search_query
+from engaged.events.model import EVENT_TYPES
+from engaged.events.samples import documentation, sample
 from engaged.events.wire import api_json
 from engaged.prometheus import Metrics
 from engaged.sinks.stream import follow
@@ -41,7 +43,25 @@ class EventsApi:
 
     def routes(self) -> list[Route]:
         return [Route("/api/v1/events/message", self.message, methods=["GET"]),
+                Route("/api/v1/events/message/documentation", self.documentation, methods=["GET"]),
+                Route("/api/v1/events/samples", self.samples, methods=["GET"]),
                 Route("/api/v1/events/stream", self.stream, methods=["GET"])]
+
+    async def documentation(self, request: Request) -> Response:
+        """`{"results": [{field: {"description", "sampleValue"}, …}, …]}`, one entry per event type."""
+        return Response(msgspec.json.encode({"results": [documentation(name) for name in EVENT_TYPES]}),
+                        media_type="application/json")
+
+    async def samples(self, request: Request) -> Response:
+        """`{"results": [event…]}`: a sample of each type in `events` (default: every type engaged produces)."""
+        requested = [name.strip() for name in request.query_params.get("events", "").split(",") if name.strip()]
+        unknown = [name for name in requested if name not in EVENT_TYPES]
+        if unknown:
+            return error(400, f"engaged has no sample of {', '.join(unknown)}: it produces {', '.join(EVENT_TYPES)}",
+                         "events")
+        events = [sample(name) for name in requested or EVENT_TYPES]
+        return Response(b'{"results":[' + b",".join(api_json(event) for event in events) + b"]}",
+                        media_type="application/json")
 
     async def message(self, request: Request) -> Response:
         """`{"results": [event…], "total_count": n, "links": [{"href", "rel"}…]}`, newest first, paged by cursor."""

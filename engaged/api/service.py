@@ -17,6 +17,7 @@ from engaged.config import Config, parse_hostport
 from engaged.errors import ConfigError
 from engaged.prometheus import Metrics
 from engaged.sinks.dispatch import WebhookDispatcher
+from engaged.sinks.guard import parse_networks
 from engaged.suppression.model import SuppressionStore
 from engaged.types import EventStore
 
@@ -61,8 +62,9 @@ class ApiService:
         self._store = store
         self._stopping = asyncio.Event()
         node = owner or f"{socket.gethostname()}:{config.data_path}"
-        self._webhooks = WebhookDispatcher(store, metrics, node)
-        self._app = build_app(store, metrics, keys=config.api.keys, stopping=self._stopping,
+        networks = parse_networks(config.api.webhook_private_networks)
+        self._webhooks = WebhookDispatcher(store, metrics, node, networks)
+        self._app = build_app(store, metrics, keys=config.api.keys, stopping=self._stopping, networks=networks,
                               webhooks_changed=self._webhooks.refresh, keepalive=keepalive, poll=poll,
                               suppressions=suppressions, clock=clock)
         self._server: _Server | None = None

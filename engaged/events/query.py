@@ -12,6 +12,7 @@ from engaged.events.metrics import metric_sql
 from engaged.events.model import Event, encode_event, event_type
 from engaged.types import (
     Aggregate,
+    BatchStatus,
     DeadLetter,
     EventQuery,
     FieldFilter,
@@ -134,6 +135,18 @@ CREATE TABLE IF NOT EXISTS webhook_dead_letters (
     state TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS webhook_dead_letters_hook ON webhook_dead_letters (webhook_id, state);
+CREATE TABLE IF NOT EXISTS webhook_batches (
+    webhook_id TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    response_code TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    latency INTEGER NOT NULL,
+    failed_at REAL NOT NULL,
+    PRIMARY KEY (webhook_id, batch_id)
+);
+CREATE INDEX IF NOT EXISTS webhook_batches_recent ON webhook_batches (webhook_id, ts);
 """
 
 WEBHOOK_SCHEMA_POSTGRES = (
@@ -150,6 +163,7 @@ _LETTER_COLUMNS = ("webhook_id, batch_id, after_seq, last_seq, types, event_coun
 _SAVE_STATE = ("UPDATE webhooks SET acked_seq = ?, pending_last = ?, attempts = ?, first_attempt = ?,"
                " next_attempt = ?, last_error = ? WHERE id = ? AND owner = ?")
 
+_KEPT_BATCHES = 1000
 _record_decoder = msgspec.json.Decoder(WebhookRecord)
 _types_decoder = msgspec.json.Decoder(tuple[str, ...])
 
@@ -237,6 +251,7 @@ class StoreQueries:
     async def delete_webhook(self, webhook_id: str) -> bool:
         counts = await self._transact([
             ("DELETE FROM webhook_dead_letters WHERE webhook_id = ?", [webhook_id], False),
+            ("DELETE FROM webhook_batches WHERE webhook_id = ?", [webhook_id], False),
             ("DELETE FROM webhooks WHERE id = ?", [webhook_id], False),
         ])
         return bool(counts and counts[-1])
@@ -285,6 +300,28 @@ class StoreQueries:
             params.extend(ids)
         counts = await self._transact([(sql, params, False)])
         return counts[0] if counts else 0
+
+    async def record_batch(self, webhook_id: str, status: BatchStatus) -> None:
+        await self._transact([
+            ("INSERT INTO webhook_batches (webhook_id, batch_id, ts, attempts, response_code, ok, latency, failed_at)"
+             " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (webhook_id, batch_id) DO UPDATE SET ts = excluded.ts,"
+             " attempts = webhook_batches.attempts + excluded.attempts, response_code = excluded.response_code,"
+             " ok = excluded.ok, latency = excluded.latency,"
+             " failed_at = CASE WHEN excluded.ok = 0 THEN excluded.ts ELSE webhook_batches.failed_at END",
+             [webhook_id, status.batch_id, status.ts, status.attempts, status.response_code, int(status.ok),
+              status.latency, 0.0 if status.ok else status.ts], False),
+            ("DELETE FROM webhook_batches WHERE webhook_id = ? AND ts < (SELECT ts FROM webhook_batches"
+             " WHERE webhook_id = ? ORDER BY ts DESC LIMIT 1 OFFSET ?)",
+             [webhook_id, webhook_id, _KEPT_BATCHES - 1], False),
+        ])
+
+    async def batch_statuses(self, webhook_id: str, limit: int) -> list[BatchStatus]:
+        rows = await self._fetch("SELECT batch_id, ts, attempts, response_code, ok, latency, failed_at"
+                                 " FROM webhook_batches WHERE webhook_id = ? ORDER BY ts DESC LIMIT ?",
+                                 [webhook_id, limit])
+        return [BatchStatus(batch_id=str(batch), ts=float(ts), attempts=int(attempts), response_code=str(code),
+                            ok=bool(ok), latency=int(latency), failed_at=float(failed))
+                for batch, ts, attempts, code, ok, latency, failed in rows]
 
     async def finish_dead_letter(self, letter: DeadLetter) -> None:
         await self._transact([(

@@ -15,8 +15,9 @@ from engaged.config import WebhookConfig
 from engaged.errors import ConfigError
 from engaged.events.model import SPARKPOST_EVENT_TYPES
 from engaged.prometheus import Metrics
-from engaged.sinks.guard import check_target
-from engaged.sinks.signing import new_secret
+from engaged.sinks.guard import Networks, check_target
+from engaged.sinks.oauth import TokenCache
+from engaged.sinks.signing import RESTRICTED_HEADERS, new_secret
 from engaged.sinks.webhooks import LEASE, RENEW, WebhookWorker
 from engaged.types import EventStore, WebhookRecord
 
@@ -25,7 +26,9 @@ log = logging.getLogger("engaged")
 SYNC_INTERVAL = 5.0
 """How often the table is re-read, so webhooks created or deleted by other processes are picked up."""
 _NAMESPACE = uuid.UUID("0b6f4c1e-3d0c-4f59-9a43-5f1d0c2c6e11")
-_AUTH_TYPES = ("none", "basic", "bearer")
+_AUTH_TYPES = ("none", "basic", "bearer", "oauth2")
+_MAX_CUSTOM_HEADERS = 10
+_MAX_CUSTOM_HEADER_BYTES = 3000
 _MAX_BATCH_SIZE = 10000
 MAX_TIMEOUT = LEASE - RENEW - 5.0
 """An attempt must end while the lease taken before it still holds (else another process may send too)."""
@@ -40,7 +43,8 @@ def record_from_config(hook: WebhookConfig, created: float) -> WebhookRecord:
     """A [[webhooks]] entry as a record: keys named like WebhookRecord fields are taken, others keep defaults."""
     known = WebhookRecord.__struct_fields__
     fields = {key: value for key, value in msgspec.structs.asdict(hook).items() if key in known}
-    fields.update(id=config_webhook_id(hook.name), source="config", created=created)
+    fields.update(id=config_webhook_id(hook.name), source="config", created=created,
+                  exception_subaccounts=tuple(str(value) for value in hook.exception_subaccounts))
     return msgspec.convert(fields, WebhookRecord)
 
 
@@ -59,6 +63,12 @@ def problems_of(record: WebhookRecord) -> list[tuple[str, str]]:
         problems.append(("auth_credentials", "basic auth needs username and password"))
     if record.auth_type == "bearer" and not credentials.get("access_token"):
         problems.append(("auth_credentials", "bearer auth needs access_token"))
+    details = record.auth_request_details
+    if record.auth_type == "oauth2" and not (isinstance(details.get("url"), str) and details["url"].startswith(
+            ("http://", "https://")) and isinstance(details.get("body"), dict)):
+        problems.append(("auth_request_details", "oauth2 needs url (the token endpoint) and body (client_id, "
+                                                 "client_secret, grant_type)"))
+    problems.extend(_header_problems(record.custom_headers))
     if not 1 <= record.batch_size <= _MAX_BATCH_SIZE:
         problems.append(("batch_size", f"must be 1 to {_MAX_BATCH_SIZE}"))
     for key in ("batch_age", "timeout", "retry_base", "retry_max_age"):
@@ -69,7 +79,21 @@ def problems_of(record: WebhookRecord) -> list[tuple[str, str]]:
     return problems
 
 
-async def config_problems(hooks: Sequence[WebhookConfig]) -> list[str]:
+def _header_problems(headers: dict[str, str]) -> list[tuple[str, str]]:
+    restricted = sorted(name for name in headers if name.lower() in RESTRICTED_HEADERS)
+    if restricted:
+        return [("custom_headers", f"restricted header(s) {', '.join(restricted)}: engaged sets them itself")]
+    if len(headers) > _MAX_CUSTOM_HEADERS:
+        return [("custom_headers", f"at most {_MAX_CUSTOM_HEADERS} custom headers")]
+    if sum(len(name) + len(value) for name, value in headers.items()) > _MAX_CUSTOM_HEADER_BYTES:
+        return [("custom_headers", f"custom headers may hold at most {_MAX_CUSTOM_HEADER_BYTES} bytes in all")]
+    for name, value in headers.items():
+        if not name or any(ch in name for ch in " :\r\n") or any(ch in value for ch in "\r\n\0"):
+            return [("custom_headers", f"invalid header {name!r}")]
+    return []
+
+
+async def config_problems(hooks: Sequence[WebhookConfig], networks: Networks = ()) -> list[str]:
     """`webhooks[i].key: reason` for every invalid [[webhooks]] entry, the target's addresses included.
 
     A host that does not resolve at startup is accepted (every connection checks it again), so a DNS
@@ -83,7 +107,8 @@ async def config_problems(hooks: Sequence[WebhookConfig]) -> list[str]:
             problems.append(f"webhooks[{index}].name: another webhook has the name {hook.name!r}")
         names.add(hook.name)
         problems.extend(f"webhooks[{index}].{field}: {reason}" for field, reason in problems_of(record))
-        refused = await check_target(record.target, record.allow_private_targets, unresolved_ok=True)
+        refused = await check_target(record.target, record.allow_private_targets, unresolved_ok=True,
+                                     networks=networks)
         if refused is not None:
             problems.append(f"webhooks[{index}].target: {refused}")
     return problems
@@ -92,8 +117,10 @@ async def config_problems(hooks: Sequence[WebhookConfig]) -> list[str]:
 class WebhookDispatcher:
     """Starts and stops workers as webhooks appear in and vanish from the store."""
 
-    def __init__(self, store: EventStore, metrics: Metrics, owner: str) -> None:
+    def __init__(self, store: EventStore, metrics: Metrics, owner: str, networks: Networks = ()) -> None:
         self._store = store
+        self._networks = networks
+        self._tokens = TokenCache()
         self._metrics = metrics
         self._owner = owner
         self._workers: dict[str, tuple[WebhookWorker, asyncio.Task[None]]] = {}
@@ -106,7 +133,7 @@ class WebhookDispatcher:
 
         Raises ConfigError, before changing anything, when an entry is invalid (see config_problems).
         """
-        problems = await config_problems(hooks)
+        problems = await config_problems(hooks, self._networks)
         if problems:
             raise ConfigError(problems)
         existing = {row.record.id: row for row in await self._store.webhooks()}
@@ -144,7 +171,8 @@ class WebhookDispatcher:
     async def _sync(self) -> None:
         ids = {row.record.id for row in await self._store.webhooks()}
         for webhook_id in ids - self._workers.keys():
-            worker = WebhookWorker(webhook_id, self._store, self._metrics, self._owner)
+            worker = WebhookWorker(webhook_id, self._store, self._metrics, self._owner, networks=self._networks,
+                                   tokens=self._tokens)
             self._workers[webhook_id] = (worker, asyncio.get_running_loop().create_task(worker.run()))
         for webhook_id in self._workers.keys() - ids:
             worker, task = self._workers.pop(webhook_id)

@@ -14,7 +14,7 @@ import httpx
 
 from engaged._compat import set_connection_pool
 
-__all__ = ["TargetRefused", "check_target", "guarded_transport", "is_forbidden_address"]
+__all__ = ["Networks", "TargetRefused", "check_target", "guarded_transport", "is_forbidden_address", "parse_networks"]
 
 _RESOLVE_TIMEOUT = 5.0
 
@@ -44,14 +44,32 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
-def _forbidden(addresses: Iterable[IPAddress]) -> list[str]:
-    return [str(address) for address in addresses if is_forbidden_address(address)]
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+"""Private networks an operator allows webhook targets in ([api] webhook_private_networks)."""
 
 
-async def check_target(url: str, allow_private: bool, *, unresolved_ok: bool = False) -> str | None:
+def parse_networks(values: Iterable[str]) -> Networks:
+    """The configured networks (validated by config.load, so every value parses)."""
+    return tuple(ipaddress.ip_network(value, strict=False) for value in values)
+
+
+def _allowed(address: IPAddress, networks: Networks) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address.version == network.version and address in network for network in networks)
+
+
+def _forbidden(addresses: Iterable[IPAddress], networks: Networks = ()) -> list[str]:
+    return [str(address) for address in addresses
+            if is_forbidden_address(address) and not _allowed(address, networks)]
+
+
+async def check_target(url: str, allow_private: bool, *, unresolved_ok: bool = False,
+                       networks: Networks = ()) -> str | None:
     """Why a webhook may not use `url` (None when it may): scheme, host, and every address it resolves to.
 
-    With `unresolved_ok` a host that does not resolve now passes (it is checked again at every connection).
+    Addresses inside `networks` (the operator's allowed private networks) pass. With `unresolved_ok` a
+    host that does not resolve now passes (it is checked again at every connection).
     """
     try:
         parts = urlsplit(url)
@@ -66,18 +84,20 @@ async def check_target(url: str, allow_private: bool, *, unresolved_ok: bool = F
         addresses = await resolve(parts.hostname, port)
     except (OSError, TimeoutError, UnicodeError) as error:
         return None if unresolved_ok else f"target host {parts.hostname} does not resolve: {error}"
-    refused = _forbidden(addresses)
+    refused = _forbidden(addresses, networks)
     if refused:
         return (f"target {parts.hostname} resolves to a private, loopback or link-local address "
-                f"({', '.join(refused)}); set allow_private_targets to allow it")
+                f"({', '.join(refused)}); an operator may allow its network in [api] webhook_private_networks "
+                "(or set the webhook's allow_private_targets)")
     return None
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves once, refuses forbidden addresses, then connects to the checked address (no DNS rebinding)."""
 
-    def __init__(self) -> None:
+    def __init__(self, networks: Networks = ()) -> None:
         self._inner = httpcore.AnyIOBackend()
+        self._networks = networks
 
     async def connect_tcp(
         self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
@@ -87,7 +107,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             addresses = await resolve(host, port)
         except (OSError, TimeoutError, UnicodeError) as error:
             raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from error
-        refused = _forbidden(addresses)
+        refused = _forbidden(addresses, self._networks)
         if refused:
             raise TargetRefused(f"{host} resolves to a forbidden address ({', '.join(refused)})")
         return await self._inner.connect_tcp(str(addresses[0]), port, timeout, local_address, socket_options)
@@ -101,12 +121,13 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def guarded_transport(allow_private: bool) -> httpx.AsyncHTTPTransport:
-    """An httpx transport that ignores proxy variables and, unless `allow_private`, applies the guard per connection."""
+def guarded_transport(allow_private: bool, networks: Networks = ()) -> httpx.AsyncHTTPTransport:
+    """An httpx transport that ignores proxy variables and, unless `allow_private`, applies the guard per connection
+    (addresses in `networks` allowed)."""
     transport = httpx.AsyncHTTPTransport(trust_env=False, retries=0)
     if not allow_private:
         set_connection_pool(transport, httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False), network_backend=_GuardedBackend(),
+            ssl_context=httpx.create_ssl_context(trust_env=False), network_backend=_GuardedBackend(networks),
             max_connections=10, max_keepalive_connections=5, keepalive_expiry=5.0,
         ))
     return transport

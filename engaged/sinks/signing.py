@@ -78,9 +78,24 @@ def _authorization(record: WebhookRecord) -> str | None:
     return None
 
 
-def request_headers(record: WebhookRecord, secret: str, batch: str, body: bytes, timestamp: int) -> dict[str, str]:
-    """Every header of one delivery attempt (the signature is made fresh per attempt)."""
-    headers = {
+RESTRICTED_HEADERS = frozenset({
+    "content-type", "content-length", "host", "user-agent", "authorization", "connection", "transfer-encoding",
+    "x-messagesystems-batch-id", "x-messagesystems-webhook-token", "x-engaged-signature", "webhook-id",
+    "webhook-timestamp", "webhook-signature",
+})
+"""Headers `custom_headers` may not set: ours, and those that would break or forge the request."""
+
+
+def request_headers(record: WebhookRecord, secret: str, batch: str, body: bytes, timestamp: int, *,
+                    access_token: str | None = None) -> dict[str, str]:
+    """Every header of one delivery attempt (the signature is made fresh per attempt).
+
+    `access_token` is the OAuth 2.0 token of an `oauth2` webhook; the webhook's `custom_headers` come
+    first, so none of ours can be replaced by them.
+    """
+    headers = {name: value for name, value in record.custom_headers.items()
+               if name.lower() not in RESTRICTED_HEADERS}
+    headers.update({
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         BATCH_HEADER: batch,
@@ -88,10 +103,10 @@ def request_headers(record: WebhookRecord, secret: str, batch: str, body: bytes,
         "webhook-id": batch,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign_standard(secret, batch, timestamp, body),
-    }
+    })
     if record.auth_token:
         headers[TOKEN_HEADER] = record.auth_token
-    authorization = _authorization(record)
+    authorization = "Bearer " + access_token if access_token is not None else _authorization(record)
     if authorization is not None:
         headers["Authorization"] = authorization
     return headers

@@ -23,9 +23,19 @@ import msgspec
 
 from engaged.events.model import Event
 from engaged.prometheus import Metrics
-from engaged.sinks.guard import TargetRefused, guarded_transport
+from engaged.sinks.guard import Networks, TargetRefused, guarded_transport
+from engaged.sinks.oauth import TokenCache, TokenError
 from engaged.sinks.signing import batch_body, batch_id, request_headers
-from engaged.types import DeadLetter, EventQuery, EventStore, StoredEvent, WebhookRecord, WebhookRow, WebhookState
+from engaged.types import (
+    BatchStatus,
+    DeadLetter,
+    EventQuery,
+    EventStore,
+    StoredEvent,
+    WebhookRecord,
+    WebhookRow,
+    WebhookState,
+)
 
 log = logging.getLogger("engaged")
 
@@ -61,8 +71,11 @@ class WebhookWorker:
     """Delivers one webhook's events while this process holds its lease."""
 
     def __init__(self, webhook_id: str, store: EventStore, metrics: Metrics, owner: str, *,
-                 clock: Callable[[], float] = time.time, jitter: Callable[[], float] = random.random) -> None:
+                 clock: Callable[[], float] = time.time, jitter: Callable[[], float] = random.random,
+                 networks: Networks = (), tokens: TokenCache | None = None) -> None:
         self.webhook_id = webhook_id
+        self._networks = networks
+        self._tokens = tokens or TokenCache()
         self._store = store
         self._metrics = metrics
         self._owner = owner
@@ -119,6 +132,9 @@ class WebhookWorker:
 
     async def _step(self, row: WebhookRow) -> None:
         state = row.state
+        if not row.record.active:  # SparkPost: an inactive webhook receives no batches; its events are skipped
+            await self._skip_inactive(row)
+            return
         if state.pending_last > state.cursor:
             job = _Job(batch_id=batch_id(row.record.id, state.cursor, state.pending_last), after_seq=state.cursor,
                        last_seq=state.pending_last, types=row.record.events, limit=row.record.batch_size,
@@ -136,6 +152,15 @@ class WebhookWorker:
             await self._work(row, self._replay)
             return
         await self._collect(row)
+
+    async def _skip_inactive(self, row: WebhookRow) -> None:
+        version = self._store.appends.version
+        head = await self._store.head()
+        if (head > row.state.cursor or row.state.pending_last) and time.monotonic() - self._saved_idle_at >= 1.0:
+            self._saved_idle_at = time.monotonic()
+            self._cached = None
+            await self._store.save_webhook_state(row.record.id, self._owner, WebhookState(cursor=head))
+        await self._pause(min(IDLE_POLL, RENEW), version)
 
     async def _collect(self, row: WebhookRow) -> None:
         """Wait for matching events after the cursor and close a batch of them (or move an idle cursor)."""
@@ -206,28 +231,55 @@ class WebhookWorker:
     async def _attempt(self, record: WebhookRecord, secret: str, batch: str,
                        events: list[Event]) -> tuple[str | None, str]:
         """POST the batch once: (None, "") on a 2xx answer within the timeout, else (reason, detail)."""
+        if record.exception_subaccounts:
+            excluded = set(record.exception_subaccounts)
+            events = [event for event in events if event.subaccount_id not in excluded]
         if not events:
             return None, ""
         body = batch_body(events)
-        headers = request_headers(record, secret, batch, body, int(self._clock()))
         client = self._client(record.allow_private_targets)
+        access_token = None
+        if record.auth_type == "oauth2":
+            try:
+                access_token = await self._tokens.token(record.id, record.auth_request_details, client,
+                                                        record.timeout)
+            except TokenError as error:
+                await self._record(record, batch, "", ok=False, latency=0)
+                return "oauth2", str(error)
+        headers = request_headers(record, secret, batch, body, int(self._clock()), access_token=access_token)
+        started = time.monotonic()
         try:
             response = await asyncio.wait_for(
                 client.post(record.target, content=body, headers=headers, timeout=record.timeout), record.timeout)
         except (TimeoutError, httpx.TimeoutException):
+            await self._record(record, batch, "", ok=False, latency=0)
             return "timeout", f"no answer within {record.timeout:g} s"
         except httpx.HTTPError as error:
+            await self._record(record, batch, "", ok=False, latency=0)
             refused = isinstance(error.__cause__, TargetRefused)
             return ("refused" if refused else "connect"), f"{type(error).__name__}: {error}"
-        if 200 <= response.status_code < 300:
+        latency = int((time.monotonic() - started) * 1000)
+        ok = 200 <= response.status_code < 300
+        await self._record(record, batch, str(response.status_code), ok=ok, latency=latency)
+        if ok:
             return None, ""
+        if access_token is not None and response.status_code in (400, 401):  # SparkPost: the token expired
+            self._tokens.invalidate(record.id)
         return f"http_{response.status_code}", f"HTTP {response.status_code}"
+
+    async def _record(self, record: WebhookRecord, batch: str, code: str, *, ok: bool, latency: int) -> None:
+        """Keep the attempt's outcome for batch-status and last_successful/last_failure (never fails delivery)."""
+        try:
+            await self._store.record_batch(record.id, BatchStatus(batch_id=batch, ts=self._clock(), attempts=1,
+                                                                  response_code=code, ok=ok, latency=latency))
+        except Exception:  # a store hiccup must not turn a delivered batch into a retry; it is logged
+            log.exception("webhook %s: cannot record the outcome of batch %s", record.name, batch)
 
     def _client(self, allow_private: bool) -> httpx.AsyncClient:
         client = self._clients.get(allow_private)
         if client is None:
-            client = httpx.AsyncClient(transport=guarded_transport(allow_private), follow_redirects=False,
-                                       trust_env=False)
+            client = httpx.AsyncClient(transport=guarded_transport(allow_private, self._networks),
+                                       follow_redirects=False, trust_env=False)
             self._clients[allow_private] = client
         return client
 
@@ -270,3 +322,45 @@ class WebhookWorker:
                             last_seq=job.last_seq, types=job.types, events=count, attempts=job.attempts,
                             first_attempt=job.first_attempt, failed_at=now, last_error=detail)
         await self._store.add_dead_letter(letter, self._owner, WebhookState(cursor=job.last_seq))
+
+
+class ValidationAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """What the target answered a validation batch (`status` 0: it did not answer; `error` says why)."""
+
+    status: int
+    headers: dict[str, str]
+    body: str
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+VALIDATION_BATCH = b'[{"msys":{}}]'
+"""SparkPost's validation batch: one empty msys object."""
+
+
+async def send_test_batch(record: WebhookRecord, secret: str, *, networks: Networks = (),
+                          tokens: TokenCache | None = None) -> ValidationAnswer:
+    """POST the validation batch to the webhook's target with its headers, auth and signature, once."""
+    async with httpx.AsyncClient(transport=guarded_transport(record.allow_private_targets, networks),
+                                 follow_redirects=False, trust_env=False) as client:
+        access_token = None
+        if record.auth_type == "oauth2":
+            try:
+                access_token = await (tokens or TokenCache()).token(record.id, record.auth_request_details, client,
+                                                                    record.timeout)
+            except TokenError as error:
+                return ValidationAnswer(status=0, headers={}, body=error.body, error=str(error))
+        batch = f"validate-{int(time.time() * 1000)}"
+        headers = request_headers(record, secret, batch, VALIDATION_BATCH, int(time.time()),
+                                  access_token=access_token)
+        try:
+            response = await asyncio.wait_for(client.post(record.target, content=VALIDATION_BATCH, headers=headers,
+                                                          timeout=record.timeout), record.timeout)
+        except (TimeoutError, httpx.TimeoutException):
+            return ValidationAnswer(status=0, headers={}, body="", error=f"no answer within {record.timeout:g} s")
+        except httpx.HTTPError as error:
+            return ValidationAnswer(status=0, headers={}, body="", error=f"{type(error).__name__}: {error}")
+    return ValidationAnswer(status=response.status_code, headers=dict(response.headers), body=response.text[:10000])

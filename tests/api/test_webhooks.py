@@ -35,12 +35,14 @@ async def test_a_webhook_is_created_listed_read_updated_and_deleted(store: Event
     assert "signing_secret" not in listed and "auth_token" not in listed
     assert listed["delivery"] == {"cursor": 0, "batch_in_flight": None, "attempts": 0, "next_attempt": None,
                                   "last_error": None}
+    assert listed["active"] is True and listed["last_successful"] is None and listed["last_failure"] is None
 
     read = (await call(service, "GET", f"/{hook_id}")).json()["results"]
     assert read["signing_secret"] == secret and read["auth_token"] == "t"
 
     updated = await call(service, "PUT", f"/{hook_id}", json={"events": ["open", "click"], "batch_size": 10})
-    assert updated.json() == {"results": {"id": hook_id, "name": "crm"}}
+    assert updated.json()["results"]["id"] == hook_id and updated.json()["results"]["name"] == "crm"
+    assert updated.json()["results"]["links"][0]["href"] == f"/api/v1/webhooks/{hook_id}/validate"
     read = (await call(service, "GET", f"/{hook_id}")).json()["results"]
     assert read["events"] == ["open", "click"] and read["batch_size"] == 10 and read["target"] == TARGET
     assert read["signing_secret"] == secret

@@ -148,7 +148,7 @@ async def test_a_postgres_store_from_before_the_machine_column_gains_it_filled_f
     flagged = msgspec.structs.replace(make_event("open", 1), machine_engagement=MachineEngagement(kind="proxy",
                                                                                                    reason="ua"))
     await postgres_admin(
-        "DROP TABLE IF EXISTS webhook_dead_letters, webhooks, events",
+        "DROP TABLE IF EXISTS webhook_batches, webhook_dead_letters, webhooks, events",
         "CREATE TABLE events (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, event_id TEXT NOT NULL UNIQUE,"
         " type TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL, message_id TEXT NOT NULL, transmission_id TEXT NOT NULL,"
         " campaign_id TEXT NOT NULL, rcpt_to TEXT NOT NULL, body BYTEA NOT NULL)",

@@ -29,8 +29,10 @@ def always(status: int) -> Behaviour:
 class Receiver:
     """HTTP/1.1 on 127.0.0.1; `behaviour` may be swapped while it runs."""
 
-    def __init__(self, behaviour: Behaviour | None = None) -> None:
+    def __init__(self, behaviour: Behaviour | None = None, reply: bytes = b"ok") -> None:
         self.behaviour = behaviour or always(200)
+        self.reply = reply
+        """The body of every answer (a JSON token for an OAuth 2.0 token endpoint, say)."""
         self.requests: list[Request] = []
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -81,7 +83,8 @@ class Receiver:
             if action == "hang":
                 await self._release.wait()
             elif action != "close":
-                writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".encode())
+                writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: {len(self.reply)}\r\nConnection: close\r\n\r\n"
+                             .encode() + self.reply)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

@@ -7,7 +7,7 @@ import ipaddress
 import httpx
 import pytest
 
-from engaged.sinks.guard import TargetRefused, check_target, guarded_transport, is_forbidden_address
+from engaged.sinks.guard import TargetRefused, check_target, guarded_transport, is_forbidden_address, parse_networks
 
 
 @pytest.mark.parametrize("address", [
@@ -31,8 +31,16 @@ def test_public_unicast_addresses_are_allowed(address: str) -> None:
 ])
 async def test_check_target_refuses_urls_that_reach_private_addresses(target: str) -> None:
     problem = await check_target(target, allow_private=False)
-    assert problem is not None and "allow_private_targets" in problem
+    assert problem is not None and "allow_private_targets" in problem and "webhook_private_networks" in problem
     assert await check_target(target, allow_private=True) is None
+
+
+async def test_an_operator_may_allow_private_networks_and_only_those() -> None:
+    networks = parse_networks(["10.0.0.0/8", "::1/128"])
+    assert await check_target("https://10.0.0.8/", allow_private=False, networks=networks) is None
+    assert await check_target("http://[::1]/x", allow_private=False, networks=networks) is None
+    assert await check_target("http://127.0.0.1/x", allow_private=False, networks=networks) is not None
+    assert await check_target("http://169.254.169.254/x", allow_private=False, networks=networks) is not None
 
 
 @pytest.mark.parametrize("target", ["ftp://example.com/", "example.com/hook", "http:///nohost", "http://[::1/x"])
