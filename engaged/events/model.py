@@ -243,7 +243,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "amp_click",
 )
 
-SPARKPOST_EVENT_TYPES: tuple[str, ...] = (
+SPARKPOST_EVENT_TYPES: tuple[str, ...] = tuple(dict.fromkeys((
     *EVENT_TYPES,
     "spam_complaint",
     "out_of_band",
@@ -263,7 +263,7 @@ SPARKPOST_EVENT_TYPES: tuple[str, ...] = (
     "ab_test_cancelled",
     "ingest_success",
     "ingest_error",
-)
+)))
 """Every event type SparkPost documents: filters and webhooks accept each (ours are EVENT_TYPES; the rest match
 nothing until engaged produces them)."""
 

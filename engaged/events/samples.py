@@ -21,9 +21,12 @@ from engaged.events.model import (
     InitialOpenEvent,
     InjectionEvent,
     LinkUnsubscribeEvent,
+    ListUnsubscribeEvent,
     MachineEngagement,
     OpenEvent,
+    OutOfBandEvent,
     PolicyRejectionEvent,
+    SpamComplaintEvent,
     envelope_of,
 )
 
@@ -78,7 +81,11 @@ DESCRIPTIONS: dict[str, str] = {
     "machine_engagement": "Why the tracker thinks software, not a person, made the request; an engaged addition",
     "target_link_url": "URL of the clicked link",
     "target_link_name": "Name of the clicked link (data-msys-linkname, else the URL)",
-    "mailfrom": "Envelope sender of the message the unsubscribe link was in",
+    "mailfrom": "link_unsubscribe: envelope sender of the message; list_unsubscribe: the recipient's address",
+    "fbtype": "Feedback type of the complaint report (abuse, ...)",
+    "report_by": "Who sent the complaint report",
+    "report_to": "Where the complaint report was sent",
+    "user_str": "User string of the complaint report",
 }
 """What each field engaged sends means (SparkPost's field dictionary, in our words)."""
 
@@ -92,6 +99,9 @@ TYPE_DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "open": ("Open", "The recipient's client fetched the tracking pixel at the bottom of the message."),
     "click": ("Click", "The recipient followed a tracked link."),
     "link_unsubscribe": ("Link Unsubscribe", "The recipient followed a link marked as an unsubscribe link."),
+    "list_unsubscribe": ("List Unsubscribe", "The recipient used the List-Unsubscribe header (one-click or mail)."),
+    "out_of_band": ("Out of Band", "The receiving system accepted the message, then sent a bounce back."),
+    "spam_complaint": ("Spam Complaint", "A feedback loop report says the recipient marked the message as spam."),
 }
 
 ENVELOPE_DESCRIPTIONS: dict[str, tuple[str, str]] = {
@@ -124,6 +134,11 @@ _TRACK: dict[str, Any] = {
     "machine_engagement": MachineEngagement(kind=None, reason=""),
     "injection_time": "2016-04-18T14:25:07.000+00:00",
 }
+_INBOUND: dict[str, Any] = {
+    "friendly_from": "sender@example.com", "msg_from": "sender@example.com", "subject": "Summer deals are here!",
+    "ip_pool": "Example-Ip-Pool", "sending_ip": "127.0.0.1", "routing_domain": "example.com",
+    "recipient_domain": "example.com", "injection_time": "2016-04-18T14:25:07.000+00:00",
+}
 _LINK: dict[str, Any] = {"target_link_url": "http://example.com", "target_link_name": "Example Link Name"}
 
 _SAMPLES: dict[str, Event] = {
@@ -138,6 +153,12 @@ _SAMPLES: dict[str, Event] = {
     "open": OpenEvent(**_COMMON, **_TRACK),
     "click": ClickEvent(**_COMMON, **_TRACK, **_LINK),
     "link_unsubscribe": LinkUnsubscribeEvent(**_COMMON, **_TRACK, **_LINK, mailfrom="sender@example.com"),
+    "list_unsubscribe": ListUnsubscribeEvent(**_COMMON, **_TRACK, mailfrom="recipient@example.com",
+                                             friendly_from="sender@example.com", msg_from="sender@example.com",
+                                             subject="Summer deals are here!"),
+    "out_of_band": OutOfBandEvent(**_COMMON, **_INBOUND, **_FAILURE),
+    "spam_complaint": SpamComplaintEvent(**_COMMON, **_INBOUND, fbtype="abuse", report_by="fbl.example.org",
+                                         report_to="fbl@bounces.example.com", user_str="recipient"),
 }
 if tuple(_SAMPLES) != EVENT_TYPES:
     raise RuntimeError("every event type needs its sample in engaged.events.samples")
