@@ -55,23 +55,27 @@ _CODES = {400: "1200", 401: "1100", 403: "1100", 404: "1600", 405: "1102", 409: 
           500: "1500", 503: "1501"}
 
 
-def error_body(status: int, description: str, param: str | None = None, *, code: str | None = None) -> bytes:
+def error_body(status: int, description: str, param: str | None = None, *, code: str | None = None,
+               message: str | None = None) -> bytes:
     """`{"errors": [{"message", "code", "description"}]}` (plus our `param`), SparkPost's error shape.
 
     `code` defaults to SparkPost's code for the status; `message` is SparkPost's text for the code
-    ("Unauthorized." for 401, as SparkPost answers) and `description` says what exactly was wrong.
+    ("Unauthorized." for 401, as SparkPost answers) unless an endpoint documents its own (`message`), and
+    `description` says what exactly was wrong.
     """
     code = code or _CODES.get(status, "1200")
-    message = "Unauthorized." if status == 401 else ERROR_MESSAGES.get(code, "invalid params")
+    if message is None:
+        message = "Unauthorized." if status == 401 else ERROR_MESSAGES.get(code, "invalid params")
     item = {"message": message, "code": code, "description": description}
     if param is not None:
         item["param"] = param
     return _encoder.encode({"errors": [item]})
 
 
-def error(status: int, description: str, param: str | None = None, *, code: str | None = None) -> Response:
+def error(status: int, description: str, param: str | None = None, *, code: str | None = None,
+          message: str | None = None) -> Response:
     """An error answer with SparkPost's shape (see error_body)."""
-    return Response(error_body(status, description, param, code=code), status_code=status,
+    return Response(error_body(status, description, param, code=code, message=message), status_code=status,
                     media_type="application/json")
 
 

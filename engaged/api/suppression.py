@@ -46,7 +46,8 @@ class _Body(Exception):
 
 
 def _refuse(message: str, param: str | None = None) -> _Body:
-    return _Body(400, [{"message": message} if param is None else {"message": message, "param": param}])
+    item = {"message": "invalid params", "code": "1200", "description": message}
+    return _Body(400, [item] if param is None else [{**item, "param": param}])
 
 
 def iso(epoch: float) -> str:
@@ -109,13 +110,15 @@ def parse_entries(item: Any, where: str, recipient: str | None, now: float) -> l
 async def _read_json(request: Request) -> Any:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
-        raise _Body(413, [{"message": f"request body is larger than {MAX_BODY} bytes"}])
+        raise _Body(413, [{"message": "invalid data format/type/length", "code": "1300",
+                              "description": f"request body is larger than {MAX_BODY} bytes"}])
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY:
-            raise _Body(413, [{"message": f"request body is larger than {MAX_BODY} bytes"}])
+            raise _Body(413, [{"message": "invalid data format/type/length", "code": "1300",
+                              "description": f"request body is larger than {MAX_BODY} bytes"}])
         chunks.append(chunk)
     data = b"".join(chunks)
     if not data.strip():
@@ -241,7 +244,7 @@ class SuppressionApi:
             return error(400, bad.message, bad.param)
         found = await self._store.search(search)
         if not found:
-            return error(404, "Recipient could not be found")
+            return error(404, "Recipient could not be found", message="Recipient could not be found")
         return json({"results": [view(entry) for entry in found]})
 
     async def delete_one(self, request: Request) -> Response:
@@ -260,7 +263,7 @@ class SuppressionApi:
         elif body is not None and not isinstance(body, dict):
             return error(400, "body must be a JSON object", None)
         if not await self._store.delete(address, types):
-            return error(404, "Recipient could not be found")
+            return error(404, "Recipient could not be found", message="Recipient could not be found")
         return Response(status_code=204)
 
     async def search(self, request: Request) -> Response:

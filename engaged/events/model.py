@@ -26,6 +26,8 @@ class _EventBase(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="ty
     subaccount_id: str | None = None
     template_id: str | None = None
     template_version: str | None = None
+    mailbox_provider: str | None = None
+    mailbox_provider_region: str | None = None
 
 
 class _MessageFields(_EventBase, kw_only=True, omit_defaults=True):
@@ -102,6 +104,19 @@ class PolicyRejectionEvent(_MessageFields, tag="policy_rejection", kw_only=True,
     raw_reason: str = ""
 
 
+class UserAgentParsed(msgspec.Struct, frozen=True, kw_only=True):
+    """SparkPost's `user_agent_parsed` of an open or click (engaged.events.enrich builds it)."""
+
+    agent_family: str
+    device_brand: str
+    device_family: str
+    os_family: str
+    os_version: str
+    is_mobile: bool
+    is_proxy: bool
+    is_prefetched: bool
+
+
 class MachineEngagement(msgspec.Struct, frozen=True, kw_only=True):
     """Why the tracker thinks a request came from software rather than a person."""
 
@@ -120,6 +135,7 @@ class _TrackFields(_EventBase, kw_only=True, omit_defaults=True):
     geo_ip: dict[str, Any] | None = None
     machine_engagement: MachineEngagement | None = None
     injection_time: str = ""
+    user_agent_parsed: UserAgentParsed | None = None
 
 
 class OpenEvent(_TrackFields, tag="open", kw_only=True, omit_defaults=True):

@@ -219,7 +219,8 @@ class StoreQueries:
         sql_of = metric_sql(self._dialect)
         chosen = list(names) if names is not None else list(sql_of)
         columns = ", ".join(sql_of[name] for name in chosen)
-        key = "campaign_id" if by_campaign else f"COALESCE({group(self._dialect)}, '')" if group is not None else None
+        key = ("campaign_id" if by_campaign else f"COALESCE(CAST(({group(self._dialect)}) AS TEXT), '')"
+               if group is not None else None)
         sql = f"SELECT {key or chr(39) * 2}, {columns} FROM events WHERE {where}"
         if key is not None:
             order = f"{1 + chosen.index(order_by) + 1} DESC, 1" if order_by in chosen else "1"

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from engaged.headers import HeaderBlock, decode_words
+from engaged.smtpapi.options import refusal
 
 FIELD_NAME = b"x-msys-api"
 MAX_HEADER_BYTES = 65536
@@ -126,6 +127,9 @@ def _type_error(field: str, kind: str) -> HeaderError:
 
 
 def _validate(data: dict[str, Any]) -> XMsysApi | HeaderError:
+    refused = refusal(data)
+    if refused is not None:
+        return HeaderError(refused)
     campaign = data.get("campaign_id")
     if campaign is not None:
         if not isinstance(campaign, str):

@@ -132,7 +132,7 @@ async def test_group_bys_report_one_row_per_value_under_sparkposts_key(
     assert pools["results"] == [{"ip_pool": "", "count_injected": 0}, {"ip_pool": "default", "count_injected": 4}]
     ordered = await get_json(service, "/deliverability/campaign", metrics="count_injected,count_bounce",
                              order_by="count_bounce", limit="1")
-    assert ordered["results"] == [{"campaign_id": "fall", "count_injected": 1, "count_bounce": 1}]
+    assert ordered["results"] == [{"campaign_id": "fall", "count_injected": 1, "count_bounce": 2}]
     accounts = await get_json(service, "/deliverability/subaccount", metrics="count_targeted")
     assert accounts["results"] == [{"subaccount_id": "7", "count_targeted": 5}]
     for name in ("sending-ip", "template", "mailbox-provider", "mailbox-provider-region", "sending-domain"):
@@ -166,8 +166,8 @@ async def test_reason_endpoints_group_bounces_rejections_delays_and_links(
     (bounce,) = (await get_json(service, "/deliverability/bounce-reason"))["results"]
     assert bounce == {"reason": "550 5.1.1 <ann@example.com>: unknown user", "bounce_class_name": "Invalid Recipient",
                       "bounce_class_description": "The recipient is invalid.", "bounce_category_id": 1,
-                      "bounce_category_name": "Hard", "classification_id": 10, "count_bounce": 1,
-                      "count_inband_bounce": 1, "count_outofband_bounce": 0}
+                      "bounce_category_name": "Hard", "classification_id": 10, "count_bounce": 2,
+                      "count_inband_bounce": 1, "count_outofband_bounce": 1}
     (by_domain,) = (await get_json(service, "/deliverability/bounce-reason/domain"))["results"]
     assert by_domain["domain"] == "x.org"
     (classified,) = (await get_json(service, "/deliverability/bounce-classification"))["results"]

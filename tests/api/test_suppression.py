@@ -65,7 +65,8 @@ async def test_single_put_delete_and_not_found(api: httpx.AsyncClient) -> None:
     assert (await api.delete(f"{BASE}/c@example.com")).status_code == 204
     missing = await api.get(f"{BASE}/c@example.com")
     assert missing.status_code == 404
-    assert missing.json() == {"errors": [{"message": "Recipient could not be found"}]}
+    assert missing.json() == {"errors": [{"message": "Recipient could not be found", "code": "1600",
+                                          "description": "Recipient could not be found"}]}
     assert (await api.delete(f"{BASE}/c@example.com")).status_code == 404
 
 
@@ -104,12 +105,12 @@ async def test_one_bad_entry_refuses_the_whole_bulk_and_names_every_bad_entry(ap
 async def test_100000_entries_are_refused_with_the_limit_and_invalid_json_is_400(api: httpx.AsyncClient) -> None:
     recipients = [{"recipient": f"r{n}@example.com", "type": "transactional"} for n in range(100_000)]
     reply = await api.put(BASE, json={"recipients": recipients})
-    assert reply.status_code == 400 and "at most 10000 recipients" in reply.json()["errors"][0]["message"]
+    assert reply.status_code == 400 and "at most 10000 recipients" in reply.json()["errors"][0]["description"]
     small = [{"recipient": f"r{n}@x.io", "type": "transactional"} for n in range(10_001)]
     reply = await api.put(BASE, json={"recipients": small})
-    assert reply.status_code == 400 and "at most 10000" in reply.json()["errors"][0]["message"]
+    assert reply.status_code == 400 and "at most 10000" in reply.json()["errors"][0]["description"]
     reply = await api.put(BASE, content=b'{"recipients": [', headers={"content-type": "application/json"})
-    assert reply.status_code == 400 and "not valid JSON" in reply.json()["errors"][0]["message"]
+    assert reply.status_code == 400 and "not valid JSON" in reply.json()["errors"][0]["description"]
     assert (await api.get(BASE)).json()["total_count"] == 0
 
 

@@ -1,0 +1,44 @@
+"""Which X-MSYS-API fields and options engaged honours, ignores as SparkPost does, or refuses (550 5.6.0).
+
+Pure: the decoded header object in, a refusal reason or None out. Nothing in the header may be
+accepted and then silently do nothing, except where SparkPost's SMTP API ignores it too
+(`substitution_data`: the template language is not supported over SMTP).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["HONOURED_FIELDS", "HONOURED_OPTIONS", "IGNORED_FIELDS", "REFUSED_FIELDS", "refusal"]
+
+HONOURED_FIELDS = frozenset({"campaign_id", "metadata", "tags", "options"})
+HONOURED_OPTIONS = frozenset({
+    "open_tracking", "click_tracking", "transactional", "sandbox", "ip_pool",
+    "inline_css",  # outbound: <style> rules inlined before tracking
+    "dkim_key",  # outbound: the [[dkim]] key to sign with; an unknown key is refused there
+    "skip_suppression",  # the suppression check at injection is skipped for the message
+})
+IGNORED_FIELDS = frozenset({"substitution_data"})
+"""Accepted and ignored, as SparkPost's SMTP API ignores them."""
+REFUSED_FIELDS: dict[str, str] = {
+    "cc": "X-MSYS-API 'cc' is not supported yet: give each recipient in RCPT TO",
+    "bcc": "X-MSYS-API 'bcc' is not supported yet: give each recipient in RCPT TO",
+    "archive": "X-MSYS-API 'archive' is not supported yet: give each recipient in RCPT TO",
+}
+"""SparkPost fields engaged does not implement yet: refused rather than dropped."""
+
+
+def refusal(data: dict[str, Any], *, refused: dict[str, str] | None = None) -> str | None:
+    """Why the header must be refused with 550 5.6.0 (None: every field and option is honoured or ignored)."""
+    refused_fields = REFUSED_FIELDS if refused is None else refused
+    for name in data:
+        if name in refused_fields:
+            return refused_fields[name]
+        if name not in HONOURED_FIELDS and name not in IGNORED_FIELDS:
+            return f"X-MSYS-API field '{name}' is not supported"
+    options = data.get("options")
+    if isinstance(options, dict):
+        for name in options:
+            if name not in HONOURED_OPTIONS:
+                return f"X-MSYS-API option 'options.{name}' is not supported"
+    return None
