@@ -125,9 +125,9 @@ class MachineEngagement(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _TrackFields(_EventBase, kw_only=True, omit_defaults=True):
-    """Fields of engagement events answered by the tracker."""
+    """Fields of engagement events answered by the tracker (`delv_method`: how the copy was delivered)."""
 
-    delv_method: str = "esmtp"
+    delv_method: str = ""
     sending_ip: str = ""
     ip_address: str = ""
     user_agent: str = ""
@@ -136,6 +136,12 @@ class _TrackFields(_EventBase, kw_only=True, omit_defaults=True):
     machine_engagement: MachineEngagement | None = None
     injection_time: str = ""
     user_agent_parsed: UserAgentParsed | None = None
+    friendly_from: str = ""
+    msg_from: str = ""
+    subject: str = ""
+    ip_pool: str = ""
+    routing_domain: str = ""
+    transactional: str = ""
 
 
 class OpenEvent(_TrackFields, tag="open", kw_only=True, omit_defaults=True):
@@ -169,9 +175,6 @@ class ListUnsubscribeEvent(_TrackFields, tag="list_unsubscribe", kw_only=True, o
     """
 
     mailfrom: str = ""
-    friendly_from: str = ""
-    msg_from: str = ""
-    subject: str = ""
 
 
 class _InboundFields(_EventBase, kw_only=True, omit_defaults=True):
@@ -202,7 +205,7 @@ class OutOfBandEvent(_InboundFields, tag="out_of_band", kw_only=True, omit_defau
 class SpamComplaintEvent(_InboundFields, tag="spam_complaint", kw_only=True, omit_defaults=True):
     """A feedback loop report (ARF, RFC 5965) says the recipient marked the copy as spam."""
 
-    fbtype: str = "abuse"
+    fbtype: str = ""  # ARF Feedback-Type (abuse, fraud, ...); builders set it, so it is never omitted
     report_by: str = ""
     report_to: str = ""
     user_str: str = ""

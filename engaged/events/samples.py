@@ -27,6 +27,7 @@ from engaged.events.model import (
     OutOfBandEvent,
     PolicyRejectionEvent,
     SpamComplaintEvent,
+    UserAgentParsed,
     envelope_of,
 )
 
@@ -81,6 +82,10 @@ DESCRIPTIONS: dict[str, str] = {
     "machine_engagement": "Why the tracker thinks software, not a person, made the request; an engaged addition",
     "target_link_url": "URL of the clicked link",
     "target_link_name": "Name of the clicked link (data-msys-linkname, else the URL)",
+    "user_agent_parsed": "The client's agent, device and system as parsed from user_agent; is_proxy and "
+                         "is_prefetched from the tracker's machine classification",
+    "mailbox_provider": "Mailbox provider of the recipient's domain (Gmail, Hotmail / Outlook, ...; Other)",
+    "mailbox_provider_region": "Region of the mailbox provider",
     "mailfrom": "link_unsubscribe: envelope sender of the message; list_unsubscribe: the recipient's address",
     "fbtype": "Feedback type of the complaint report (abuse, ...)",
     "report_by": "Who sent the complaint report",
@@ -121,7 +126,7 @@ _MESSAGE: dict[str, Any] = {
     "subject": "Summer deals are here!", "ip_pool": "Example-Ip-Pool", "routing_domain": "example.com",
     "recipient_domain": "example.com", "injection_time": "2016-04-18T14:25:07.000+00:00", "transactional": "0",
     "open_tracking": True, "click_tracking": True, "initial_pixel": True, "recv_method": "esmtp",
-    "sending_ip": "127.0.0.1",
+    "sending_ip": "127.0.0.1", "mailbox_provider": "Other", "mailbox_provider_region": "Global",
 }
 _ATTEMPT: dict[str, Any] = {"delv_method": "esmtp", "ip_address": "192.0.2.25", "num_retries": "2"}
 _FAILURE: dict[str, Any] = {"bounce_class": "10", "error_code": "550", "reason": "550 5.1.1 ...@... unknown user",
@@ -133,6 +138,12 @@ _TRACK: dict[str, Any] = {
     "geo_ip": {"country": "US", "region": "MD", "city": "Columbia", "latitude": 39.1749, "longitude": -76.8375},
     "machine_engagement": MachineEngagement(kind=None, reason=""),
     "injection_time": "2016-04-18T14:25:07.000+00:00",
+    "user_agent_parsed": UserAgentParsed(agent_family="Chrome", device_brand="Apple", device_family="Mac",
+                                         os_family="Mac OS X", os_version="10.10", is_mobile=False, is_proxy=False,
+                                         is_prefetched=False),
+    "friendly_from": "sender@example.com", "msg_from": "sender@example.com", "subject": "Summer deals are here!",
+    "ip_pool": "Example-Ip-Pool", "routing_domain": "example.com", "transactional": "0",
+    "mailbox_provider": "Other", "mailbox_provider_region": "Global",
 }
 _INBOUND: dict[str, Any] = {
     "friendly_from": "sender@example.com", "msg_from": "sender@example.com", "subject": "Summer deals are here!",
@@ -153,9 +164,7 @@ _SAMPLES: dict[str, Event] = {
     "open": OpenEvent(**_COMMON, **_TRACK),
     "click": ClickEvent(**_COMMON, **_TRACK, **_LINK),
     "link_unsubscribe": LinkUnsubscribeEvent(**_COMMON, **_TRACK, **_LINK, mailfrom="sender@example.com"),
-    "list_unsubscribe": ListUnsubscribeEvent(**_COMMON, **_TRACK, mailfrom="recipient@example.com",
-                                             friendly_from="sender@example.com", msg_from="sender@example.com",
-                                             subject="Summer deals are here!"),
+    "list_unsubscribe": ListUnsubscribeEvent(**_COMMON, **_TRACK, mailfrom="recipient@example.com"),
     "out_of_band": OutOfBandEvent(**_COMMON, **_INBOUND, **_FAILURE),
     "spam_complaint": SpamComplaintEvent(**_COMMON, **_INBOUND, fbtype="abuse", report_by="fbl.example.org",
                                          report_to="fbl@bounces.example.com", user_str="recipient"),
