@@ -15,7 +15,7 @@ import ua_parser
 
 from engaged.events.model import UserAgentParsed
 
-__all__ = ["UserAgentParsed", "mailbox_provider", "parse_user_agent"]
+__all__ = ["UserAgentParser", "default_resolver", "mailbox_provider", "parse_user_agent"]
 
 _PROVIDERS: dict[str, tuple[str, str]] = {}
 for _names, _provider, _region in (
@@ -84,3 +84,24 @@ def parse_user_agent(user_agent: str, machine_kind: str | None, resolver: Any) -
         is_proxy=machine_kind in _PROXY_KINDS,
         is_prefetched=machine_kind in _PREFETCH_KINDS,
     )
+
+
+class UserAgentParser:
+    """parse_user_agent with the last `size` distinct (User-Agent, machine kind) answers kept."""
+
+    def __init__(self, resolver: Any = None, size: int = 4096) -> None:
+        self._resolver = resolver
+        self._size = size
+        self._cache: dict[tuple[str, str | None], UserAgentParsed | None] = {}
+
+    def parse(self, user_agent: str, machine_kind: str | None) -> UserAgentParsed | None:
+        key = (user_agent, machine_kind)
+        if key in self._cache:
+            return self._cache[key]
+        if self._resolver is None:
+            self._resolver = default_resolver()
+        parsed = parse_user_agent(user_agent, machine_kind, self._resolver)
+        if len(self._cache) >= self._size:
+            self._cache.clear()
+        self._cache[key] = parsed
+        return parsed

@@ -7,6 +7,7 @@ import functools
 from datetime import UTC, datetime
 from typing import Any
 
+from engaged.events.enrich import mailbox_provider
 from engaged.events.model import (
     AmpClickEvent,
     AmpInitialOpenEvent,
@@ -75,7 +76,14 @@ def _identity_fields(identity: RecipientIdentity) -> dict[str, Any]:
         "template_id": identity.template_id or None,
         "sending_ip": identity.sending_ip,
         "injection_time": _injection_iso(identity.injection_time),
+        **_provider(identity.recipient_domain),
     }
+
+
+@functools.lru_cache(maxsize=4096)
+def _provider(domain: str) -> dict[str, str]:
+    provider, region = mailbox_provider(domain)
+    return {"mailbox_provider": provider, "mailbox_provider_region": region}
 
 
 def _message_fields(identity: RecipientIdentity, plan: TrackingPlan, msg_size: int, event_id: str,
@@ -226,14 +234,17 @@ def engagement_fields(event_type: str, identity: RecipientIdentity, *, target_ur
     """The fields of an engagement event that its token alone decides (all but the request's own), without
     those left at their defaults: the tracker encodes them once per token and adds the request's fields."""
     fields = _identity_fields(identity)
-    fields["delv_method"] = identity.delv_method or "esmtp"
+    fields.update(  # SparkPost's engagement events describe the message too; delv_method is its copy's
+        delv_method=identity.delv_method or "esmtp", friendly_from=identity.friendly_from,
+        msg_from=identity.msg_from, subject=identity.subject, ip_pool=identity.ip_pool,
+        routing_domain=identity.routing_domain, transactional="1" if identity.transactional else "0")
     if event_type in ("link_unsubscribe", "list_unsubscribe"):
         fields["mailfrom"] = identity.rcpt_to  # SparkPost: the address that asked to be unsubscribed
     if event_type in ("click", "link_unsubscribe", "amp_click"):
         fields["target_link_url"] = target_url
         fields["target_link_name"] = link_name or target_url
     return {name: value for name, value in fields.items()
-            if not (name in _OMITTED_WHEN_EMPTY and not value) and not (name == "delv_method" and value == "esmtp")}
+            if not (name in _OMITTED_WHEN_EMPTY and not value)}
 
 
 _OMITTED_WHEN_EMPTY = frozenset({"rcpt_type", "template_id", "sending_ip", "injection_time"})

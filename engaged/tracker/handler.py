@@ -24,6 +24,7 @@ from urllib.parse import quote, unquote
 
 import msgspec
 
+from engaged.events.enrich import UserAgentParser
 from engaged.events.ids import EventIdGenerator
 from engaged.events.message import engagement_fields, format_timestamp
 from engaged.tokens import (
@@ -186,6 +187,7 @@ class Tracker:
         self._keyring = keyring
         self._ids = ids
         self._classifier = classifier
+        self._agents = UserAgentParser()
         self._geo = geo
         self._trusted = tuple(ipaddress.ip_network(network, strict=False) for network in trusted_proxies)
         self._trust_cache: dict[str, bool] = {}
@@ -324,6 +326,7 @@ class Tracker:
             "user_agent": user_agent,
             "accept_language": accept_language,
             "machine_engagement": machine,
+            "user_agent_parsed": self._agents.parse(user_agent, machine.kind),
         }
         if self._geo is not None and ip_address:
             geo_ip = self._geo.lookup(ip_address)

@@ -55,6 +55,8 @@ async def test_the_top_pixel_serves_the_gif_and_records_an_initial_open(tracker:
     assert event.accept_language == "fr-FR,fr;q=0.9"
     assert event.ip_address == "127.0.0.1"
     assert event.machine_engagement == HUMAN
+    assert event.user_agent_parsed is not None and event.user_agent_parsed.agent_family != "Other"
+    assert not event.user_agent_parsed.is_prefetched and event.delv_method
 
 
 async def test_the_bottom_pixel_records_an_open_with_every_field_the_token_carries(tracker: RunningTracker) -> None:
