@@ -14,7 +14,7 @@ __all__ = ["HONOURED_FIELDS", "HONOURED_OPTIONS", "IGNORED_FIELDS", "REFUSED_FIE
 HONOURED_FIELDS = frozenset({"campaign_id", "metadata", "tags", "options"})
 HONOURED_OPTIONS = frozenset({
     "open_tracking", "click_tracking", "transactional", "sandbox", "ip_pool",
-    "skip_suppression",  # nothing is suppressed at injection yet; the suppression check must read it
+    "skip_suppression",  # inject.py skips the suppression check for the message
 })
 REFUSED_OPTIONS: dict[str, str] = {
     "inline_css": "X-MSYS-API option 'options.inline_css' is not supported yet",
