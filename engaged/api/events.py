@@ -89,7 +89,7 @@ class EventsApi:
         """Server-Sent Events from after Last-Event-ID (header or `last_event_id`), else from now on."""
         params = request.query_params
         try:
-            query = search_query(params, now=None)
+            query = search_query(params, now=None, extra=frozenset({"last_event_id"}))
             resume = request.headers.get("last-event-id") or params.get("last_event_id", "")
             after = _seq(resume) if resume else await self._store.head()
         except BadRequest as bad:

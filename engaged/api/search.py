@@ -90,12 +90,13 @@ def _split(params: Mapping[str, str], name: str, delimiter: str) -> tuple[str, .
     return tuple(item.strip() for item in params.get(name, "").split(delimiter) if item.strip())
 
 
-def search_query(params: Mapping[str, str], *, now: float | None) -> EventQuery:
+def search_query(params: Mapping[str, str], *, now: float | None, extra: frozenset[str] = frozenset()) -> EventQuery:
     """The EventQuery for SparkPost's search parameters; BadRequest names the first unusable one.
 
     `now` given (the search): `from` defaults to 24 hours before it. None (the live stream): no window.
+    `extra` names further parameters the caller reads itself (the stream's `last_event_id`).
     """
-    unknown = sorted(set(params) - SEARCH_PARAMETERS)
+    unknown = sorted(set(params) - SEARCH_PARAMETERS - extra)
     if unknown:
         raise BadRequest(unknown[0], f"Unsupported parameter '{unknown[0]}' (supported: "
                                      f"{', '.join(sorted(SEARCH_PARAMETERS))})")

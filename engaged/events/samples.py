@@ -13,6 +13,9 @@ import msgspec
 
 from engaged.events.model import (
     EVENT_TYPES,
+    AmpClickEvent,
+    AmpInitialOpenEvent,
+    AmpOpenEvent,
     BounceEvent,
     ClickEvent,
     DelayEvent,
@@ -107,6 +110,9 @@ TYPE_DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "list_unsubscribe": ("List Unsubscribe", "The recipient used the List-Unsubscribe header (one-click or mail)."),
     "out_of_band": ("Out of Band", "The receiving system accepted the message, then sent a bounce back."),
     "spam_complaint": ("Spam Complaint", "A feedback loop report says the recipient marked the message as spam."),
+    "amp_initial_open": ("AMP Initial Open", "The recipient's client loaded the top pixel of the AMP part."),
+    "amp_open": ("AMP Open", "The recipient's client loaded the pixel of the AMP part."),
+    "amp_click": ("AMP Click", "The recipient followed a tracked link of the AMP part."),
 }
 
 ENVELOPE_DESCRIPTIONS: dict[str, tuple[str, str]] = {
@@ -166,11 +172,15 @@ _SAMPLES: dict[str, Event] = {
     "link_unsubscribe": LinkUnsubscribeEvent(**_COMMON, **_TRACK, **_LINK, mailfrom="sender@example.com"),
     "list_unsubscribe": ListUnsubscribeEvent(**_COMMON, **_TRACK, mailfrom="recipient@example.com"),
     "out_of_band": OutOfBandEvent(**_COMMON, **_INBOUND, **_FAILURE),
+    "amp_initial_open": AmpInitialOpenEvent(**_COMMON, **_TRACK),
+    "amp_open": AmpOpenEvent(**_COMMON, **_TRACK),
+    "amp_click": AmpClickEvent(**_COMMON, **_TRACK, **_LINK),
     "spam_complaint": SpamComplaintEvent(**_COMMON, **_INBOUND, fbtype="abuse", report_by="fbl.example.org",
                                          report_to="fbl@bounces.example.com", user_str="recipient"),
 }
-if tuple(_SAMPLES) != EVENT_TYPES:
+if set(_SAMPLES) != set(EVENT_TYPES):
     raise RuntimeError("every event type needs its sample in engaged.events.samples")
+_SAMPLES = {name: _SAMPLES[name] for name in EVENT_TYPES}
 
 
 def sample(type_name: str) -> Event:

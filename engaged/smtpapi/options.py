@@ -15,11 +15,10 @@ HONOURED_FIELDS = frozenset({"campaign_id", "metadata", "tags", "options"})
 HONOURED_OPTIONS = frozenset({
     "open_tracking", "click_tracking", "transactional", "sandbox", "ip_pool",
     "skip_suppression",  # inject.py skips the suppression check for the message
+    "inline_css",  # <style> rules inlined before tracking (rewrite/)
+    "dkim_key",  # the [[dkim]] key to sign with (delivery/dkim.py); an unknown key is refused there
 })
-REFUSED_OPTIONS: dict[str, str] = {
-    "inline_css": "X-MSYS-API option 'options.inline_css' is not supported yet",
-    "dkim_key": "X-MSYS-API option 'options.dkim_key' is not supported yet: engaged does not sign with DKIM yet",
-}
+REFUSED_OPTIONS: dict[str, str] = {}
 """SparkPost options engaged does not implement yet (move each to HONOURED_OPTIONS with its implementation)."""
 IGNORED_FIELDS = frozenset({"substitution_data"})
 """Accepted and ignored, as SparkPost's SMTP API ignores them."""

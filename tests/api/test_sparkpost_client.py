@@ -18,7 +18,7 @@ from engaged.api.service import ApiService
 from engaged.config import ApiConfig, Config
 from engaged.prometheus import Metrics
 from engaged.types import EventStore
-from tests.events.test_store_contract import make_event
+from tests.sample_events import make_event
 
 KEY = "14ac5499cfdd2bb2859e4476d2e5b1d2bad079bf"
 

@@ -18,8 +18,8 @@ from engaged.config import ApiConfig, Config
 from engaged.events.model import EVENT_TYPES, envelope_of
 from engaged.prometheus import Metrics
 from engaged.types import EventStore
-from tests.events.test_store_contract import make_event
 from tests.eventstores import Services, eventually
+from tests.sample_events import make_event
 from tests.sinks.receiver import Receiver, always
 
 FAST = {"allow_private_targets": True, "batch_age": 0.05, "retry_base": 0.05, "timeout": 1.0}

@@ -42,6 +42,9 @@ DOCUMENTED: dict[str, tuple[str, ...]] = {
     "list_unsubscribe": (*_TRACK, "mailfrom"),
     "out_of_band": (*_BASE, "friendly_from", "msg_from", "subject", "routing_domain", "bounce_class", "error_code",
                     "reason", "raw_reason"),
+    "amp_initial_open": _TRACK,
+    "amp_open": _TRACK,
+    "amp_click": (*_TRACK, "target_link_url", "target_link_name"),
     "spam_complaint": (*_BASE, "friendly_from", "msg_from", "subject", "fbtype", "report_by", "report_to",
                        "user_str"),
 }

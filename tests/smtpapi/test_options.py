@@ -27,8 +27,6 @@ def test_substitution_data_is_accepted_and_ignored_as_sparkpost_does_over_smtp()
     ({"archive": ["a@example.com"]}, "X-MSYS-API 'archive' is not supported yet"),
     ({"template_id": "welcome"}, "X-MSYS-API field 'template_id' is not supported"),
     ({"options": {"start_time": "now"}}, "X-MSYS-API option 'options.start_time' is not supported"),
-    ({"options": {"inline_css": True}}, "X-MSYS-API option 'options.inline_css' is not supported yet"),
-    ({"options": {"dkim_key": "k1"}}, "X-MSYS-API option 'options.dkim_key' is not supported yet"),
     ({"options": {"open_tracking": True, "perform_substitutions": True}},
      "X-MSYS-API option 'options.perform_substitutions'"),
 ])
