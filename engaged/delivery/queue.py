@@ -9,16 +9,25 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 from engaged.delivery import bounce
 from engaged.delivery.compose import Copy
 from engaged.delivery.outcome import Bounced, Delivered, OutboundMessage, Transport
 from engaged.events.ids import EventIdGenerator
 from engaged.events.message import bounce_event, delay_event, delivery_event, injection_events
-from engaged.events.model import Event, decode_event, encode_event
+from engaged.events.model import (
+    BounceEvent,
+    DelayEvent,
+    DeliveryEvent,
+    Event,
+    decode_event,
+    encode_event,
+    event_type,
+)
 from engaged.spool.record import RecipientAttempt, RecipientDone, SpoolRecord, StateLine
 from engaged.spool.store import FileSpool, finished_recipients
-from engaged.types import EventSink
+from engaged.types import EventQuery, EventSink, EventStore
 
 log = logging.getLogger("engaged.delivery")
 
@@ -26,6 +35,7 @@ ComposeFn = Callable[[bytes, SpoolRecord, int], Copy]
 RETRY_BASE_SECONDS = 60.0
 INLINE_COMPOSE_BYTES = 256 * 1024
 RETRY_MAX_SECONDS = 3600.0
+_OUTCOME_TYPES = ("delivery", "bounce", "delay")
 
 
 def retry_delay(attempts: int, base: float = RETRY_BASE_SECONDS) -> float:
@@ -37,10 +47,14 @@ def retry_delay(attempts: int, base: float = RETRY_BASE_SECONDS) -> float:
 class DeliveryQueue:
     """Delivers spooled messages with a bounded number of workers.
 
-    For each recipient: compose the copy, deliver it, write the outcome (with its event) to the
-    message's state log, then append the event to the store. A message leaves the spool only when
-    every recipient is done and its events are stored, so a crash anywhere redelivers (at least
-    once) and re-emits with the same event ids (stored once).
+    For each recipient: compose the copy, deliver it, decide the outcome and its event, append the
+    event to the store. A message leaves the spool only when every recipient is done and every one
+    of its events is stored. An acknowledged copy is on record before the next transaction starts:
+    in the store, or, when the store write fails, in the message's state log (the event is kept and
+    stored again before the message may finish). After a crash, a resumed message first adopts the
+    outcomes the store already holds, so a copy the next hop acknowledged is not sent again and no
+    delivery gets a second event id; only the transactions in flight at the crash are repeated
+    (docs/architecture.md, "The crash window"). Every retry has a bound: `max_attempt_age`.
     """
 
     def __init__(
@@ -70,6 +84,10 @@ class DeliveryQueue:
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._fresh: set[str] = set()
+        self._resumed: set[str] = set()  # found in the spool at startup: adopt stored outcomes first
+        self._logged: dict[str, int] = {}  # state lines of a message already in its state log
+        self._unstored: dict[str, list[Event]] = {}  # decided events whose store append failed
+        self._failures: dict[str, int] = {}  # consecutive failed passes of a message
         self._compose_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="compose")
 
     async def start(self) -> int:
@@ -77,7 +95,9 @@ class DeliveryQueue:
         resumed = 0
         for entry in self._spool.scan():
             self._state[entry.record.message_id] = list(entry.state)
+            self._logged[entry.record.message_id] = len(entry.state)
             self._fresh.add(entry.record.message_id)
+            self._resumed.add(entry.record.message_id)
             self._queue.put_nowait(entry.record)
             resumed += 1
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
@@ -99,21 +119,62 @@ class DeliveryQueue:
             record = await self._queue.get()
             try:
                 await self._deliver_message(record)
-            except Exception:
-                log.exception("delivery of %s failed; retrying later", record.message_id)
-                self._schedule(record, self._retry_base)
+            except Exception as error:
+                await self._failed_pass(record, error)
             finally:
                 self._queue.task_done()
 
+    async def _failed_pass(self, record: SpoolRecord, error: Exception) -> None:
+        """A pass raised (store down, unreadable body, a bug): back off; past max_attempt_age, bounce."""
+        failures = self._failures[record.message_id] = self._failures.get(record.message_id, 0) + 1
+        if time.time() - record.received_at >= self._max_age:
+            try:
+                await self._give_up(record, error)
+                return
+            except Exception as again:
+                error = again
+        delay = retry_delay(failures, self._retry_base)
+        log.error("delivery of %s failed (%d in a row, next try in %.0f s): %s",
+                  record.message_id, failures, delay, error, exc_info=error)
+        self._schedule(record, delay)
+
+    async def _give_up(self, record: SpoolRecord, error: Exception) -> None:
+        """Bounce every unfinished recipient (an event each), store every kept event, leave the spool.
+
+        Raises if the store still refuses the events: they are never dropped, the message stays.
+        """
+        state = self._state.setdefault(record.message_id, [])
+        done = finished_recipients(state)
+        now = time.time()
+        reason = f"5.3.0 message could not be processed: {error}"[:300]
+        for index in range(len(record.recipients)):
+            if index in done:
+                continue
+            retries = sum(1 for line in state if isinstance(line, RecipientAttempt) and line.rcpt == index)
+            event = bounce_event(record, index, event_id=self._ids.next_id(now), now=now, ip_address="",
+                                 num_retries=retries, error_code="554", reason=_canonical(reason),
+                                 raw_reason=reason, bounce_class=bounce.classify_bounce("554", reason))
+            state.append(RecipientDone(rcpt=index, event=encode_event(event)))
+            self._unstored.setdefault(record.message_id, []).append(event)
+        try:
+            await self._store_kept(record.message_id)
+        except Exception:
+            await self._write_log(record.message_id, state)
+            raise
+        log.error("gave up on %s after max_attempt_age: %s", record.message_id, error)
+        await self._finish(record.message_id)
+
     async def _deliver_message(self, record: SpoolRecord) -> None:
         state = self._state.setdefault(record.message_id, [])
+        if record.message_id in self._resumed:
+            await self._adopt_stored(record, state)
+            self._resumed.discard(record.message_id)
         done = finished_recipients(state)
         now = time.time()
         pending = [i for i in range(len(record.recipients)) if i not in done and self._due(state, i, now)]
         if record.message_id in self._fresh:
             await self._announce(record, state)
             self._fresh.discard(record.message_id)
-        written = len(state)
         finished = False
         try:
             if pending:
@@ -122,19 +183,71 @@ class DeliveryQueue:
                     await self._deliver_recipient(record, body, index, state)
             done = finished_recipients(state)
             if len(done) == len(record.recipients):
-                await self._spool.finish(record.message_id)
-                self._state.pop(record.message_id, None)
+                await self._store_kept(record.message_id)
+                await self._finish(record.message_id)
                 finished = True
                 return
         finally:
             # Outcomes reach the message's state log only when it stays in the spool: most messages
             # finish in one pass, and a log file created and removed per message costs ext4 more
-            # (inode allocation after many deletes) than everything else on this path. A crash inside
-            # the pass delivers those recipients again: at least once, never zero times.
+            # (inode allocation after many deletes) than everything else on this path. Until then
+            # each outcome is on record in the store (a resumed message adopts it from there).
             if not finished:
-                for line in state[written:]:
-                    await self._spool.append_state(record.message_id, line)
+                await self._write_log(record.message_id, state)
+        self._failures.pop(record.message_id, None)
         self._schedule(record, self._next_due(state, done) - time.time())
+
+    async def _finish(self, message_id: str) -> None:
+        await self._spool.finish(message_id)
+        for table in (self._state, self._logged, self._unstored, self._failures):
+            table.pop(message_id, None)
+
+    async def _write_log(self, message_id: str, state: list[StateLine]) -> None:
+        """Append the state lines not yet in the message's log."""
+        logged = self._logged.get(message_id, 0)
+        for line in state[logged:]:
+            await self._spool.append_state(message_id, line)
+            logged += 1
+            self._logged[message_id] = logged
+
+    async def _store_kept(self, message_id: str) -> None:
+        """Store the events whose first append failed; raises (and keeps them) while the store fails."""
+        kept = self._unstored.get(message_id)
+        if kept:
+            await self._store.append(kept)
+            self._unstored.pop(message_id, None)
+
+    async def _adopt_stored(self, record: SpoolRecord, state: list[StateLine]) -> None:
+        """Take into `state` the outcomes the store holds for a resumed message that its log lacks.
+
+        A message stays in the spool until its last recipient is done, but outcomes reach its log only
+        when it stays after a pass: a crash inside a pass leaves outcomes that were stored (so the next
+        hop acknowledged those copies) but not logged. Adopting them keeps their event ids and keeps
+        those copies from being sent again. Raises StoreError when the store cannot be read (retried).
+        """
+        if not hasattr(self._store, "query"):  # a sink that cannot be read back (tests): nothing to adopt
+            return
+        reader = cast(EventStore, self._store)
+        stored = await reader.query(EventQuery(message_ids=(record.message_id,), types=_OUTCOME_TYPES, limit=-1))
+        known = {decode_event(line.event).event_id for line in state}
+        done = finished_recipients(state)
+        now = time.time()
+        for item in stored:
+            event = item.event
+            if event.event_id in known or not isinstance(event, DeliveryEvent | BounceEvent | DelayEvent):
+                continue
+            index = next((i for i, recipient in enumerate(record.recipients)
+                          if recipient.rcpt_to == event.raw_rcpt_to and i not in done), None)
+            if index is None:
+                continue
+            if isinstance(event, DelayEvent):
+                attempts = sum(1 for line in state if isinstance(line, RecipientAttempt) and line.rcpt == index)
+                state.append(RecipientAttempt(rcpt=index, attempts=attempts + 1, next_attempt=now,
+                                              event=encode_event(event)))
+            else:
+                state.append(RecipientDone(rcpt=index, event=encode_event(event)))
+                done.add(index)
+            log.info("%s: recipient %d has a stored %s event; adopted", record.message_id, index, event_type(event))
 
     async def _composed(self, body: bytes, record: SpoolRecord, index: int) -> Copy:
         """Build a copy; large bodies are rewritten on a worker thread so the event loop stays responsive."""
@@ -146,10 +259,17 @@ class DeliveryQueue:
 
     async def _announce(self, record: SpoolRecord, state: list[StateLine]) -> None:
         """Store the injection events, then any outcome events a previous run decided on (a message resumed
-        from the spool, or one whose injector could not store them); idempotent by event id."""
+        from the spool, or one whose injector could not store them); idempotent by event id. While the
+        store fails they are kept with the message's other unstored events."""
         events: list[Event] = list(injection_events(record))
         events.extend(decode_event(line.event) for line in state if isinstance(line, RecipientDone))
-        await self._store.append(events)
+        try:
+            await self._store.append(events)
+        except Exception as error:
+            # Delivery does not wait for the store: the events are kept and stored before the message may
+            # finish (a crash before that resumes the message, which announces them again).
+            self._unstored.setdefault(record.message_id, [])[:0] = events
+            log.warning("%s: storing its injection events failed, kept for a later pass: %s", record.message_id, error)
 
     def _due(self, state: list[StateLine], index: int, now: float) -> bool:
         attempts = [line for line in state if isinstance(line, RecipientAttempt) and line.rcpt == index]
@@ -205,7 +325,16 @@ class DeliveryQueue:
                                     next_attempt=now + retry_delay(retries + 1, self._retry_base),
                                     event=encode_event(event))
         state.append(line)
-        await self._store.append([event])
+        try:
+            await self._store.append([event])
+        except Exception as error:
+            # The outcome is decided (the copy may be delivered): it must be neither sent again nor lost.
+            # Keep the event for the end of the message and put the line in the log before the next
+            # transaction, so a crash from here on re-sends nothing.
+            self._unstored.setdefault(record.message_id, []).append(event)
+            log.warning("%s: storing the %s event of recipient %d failed, kept for a later pass: %s",
+                        record.message_id, event_type(event), index, error)
+            await self._write_log(record.message_id, state)
 
     def _schedule(self, record: SpoolRecord, delay: float) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,103 @@
+"""The event store goes away while mail is delivered: no delivery loses its event, no copy is sent twice.
+
+The server's PostgreSQL database refuses connections (ALLOW_CONNECTIONS false, backends terminated) while
+messages are injected and captured, then comes back. Before, a recipient was recorded done before its
+event was stored, so a failed append finished the message without its delivery event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections import Counter
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from engaged.testing.server import wait_until
+from tests.conftest import IN_CI, POSTGRES_ADMIN_DSN, ServerFactory, postgres_admin
+from tests.helpers import RawSmtp, captured_files, queued_id
+
+MESSAGES = 60
+RCPTS = 2
+
+
+@pytest.fixture
+def outage_database() -> Iterator[tuple[str, str]]:
+    """A database of its own (its connections are cut), as (name, dsn)."""
+    name = f"engaged_outage_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(postgres_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL unreachable: {error}")
+        pytest.skip(f"PostgreSQL unreachable: {error}")
+    yield name, urlunsplit(urlsplit(POSTGRES_ADMIN_DSN)._replace(path="/" + name))
+    asyncio.run(postgres_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true',
+                               f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def cut(name: str) -> None:
+    asyncio.run(postgres_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
+                               f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+
+
+def restore(name: str) -> None:
+    asyncio.run(postgres_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+
+
+def stored(dsn: str) -> list[tuple[str, str, str]]:
+    async def read() -> list[tuple[str, str, str]]:
+        connection = await asyncpg.connect(dsn)
+        try:
+            rows = await connection.fetch("SELECT type, message_id, rcpt_to FROM events")
+            return [(row[0], row[1], row[2]) for row in rows]
+        finally:
+            await connection.close()
+    return asyncio.run(read())
+
+
+def test_a_store_outage_during_delivery_loses_no_event_and_sends_no_copy_twice(
+        engaged_server: ServerFactory, outage_database: tuple[str, str]) -> None:
+    name, dsn = outage_database
+    server = engaged_server(f'[events]\nstore = "{dsn}"\n[delivery]\nretry_base = 0.2\n')
+    answered: list[str] = []
+    client = RawSmtp(server.smtp)
+    try:
+        for n in range(MESSAGES):
+            if n == MESSAGES // 3:
+                cut(name)
+            client.transaction([f"r{k}-{n}@example.com" for k in range(RCPTS)])
+            client.command("DATA")
+            client.send(b"Subject: outage-%d\r\n\r\nbody\r\n.\r\n" % n)
+            answered.append(queued_id(client.reply()))
+            client.command("RSET")
+        # Delivery goes on without the store: the copies are captured while no event can be stored.
+        with contextlib.suppress(TimeoutError):  # judged below, with the counts
+            wait_until(lambda: len(captured_files(server)) >= MESSAGES * RCPTS, 120)
+        during = len(captured_files(server))
+    finally:
+        client.close()
+        restore(name)
+    data = server.config.parent / "data"
+    wait_until(lambda: not list((data / "spool").glob("*.msg")), 180)
+    events = stored(dsn)
+    server.stop()
+    deliveries = Counter((message_id, rcpt) for kind, message_id, rcpt in events if kind == "delivery")
+    injections = Counter(message_id for kind, message_id, _ in events if kind == "injection")
+    copies = Counter(json.loads(path.with_suffix(".json").read_text())["message_id"]
+                     for path in captured_files(server))
+    missing = [(m, f"r{k}-{n}@example.com") for n, m in enumerate(answered) for k in range(RCPTS)
+               if deliveries[(m, f"r{k}-{n}@example.com")] != 1]
+    counts = (f"{len(answered)} answered, {during} of {MESSAGES * RCPTS} copies captured during the outage, "
+              f"{sum(copies.values())} copies, {sum(deliveries.values())} delivery events "
+              f"(want {MESSAGES * RCPTS}), {len(missing)} copies without exactly one, "
+              f"{sum(injections.values())} injection events")
+    assert missing == [], counts
+    assert during == MESSAGES * RCPTS, counts
+    assert sum(deliveries.values()) == MESSAGES * RCPTS, counts
+    assert all(injections[m] == RCPTS for m in answered), counts
