@@ -113,11 +113,12 @@ function mod:validate_connect(ac, vctx)
   calls = calls + 1
   if calls == 1 then {body} end
   return msys.core.VALIDATE_CONT
-end""")
-    started = time.perf_counter()
+end""", max_seconds=600.0)  # only the budget may stop it, however busy the machine
+    # "Quickly" in this thread's CPU time: the work the budget allows, not what a loaded machine adds.
+    started = time.thread_time()
     with pytest.raises(PolicyFailure, match="instruction budget exhausted"):
         connect(engine)
-    assert time.perf_counter() - started < 1.0
+    assert time.thread_time() - started < 1.0
     assert connect(engine) == Continue()
 
 
@@ -128,10 +129,10 @@ function mod:validate_connect(ac, vctx)
   local n = 0
   while true do if a == b then n = n + 1 end end
 end""", max_instructions=100_000_000, max_seconds=0.05)
-    started = time.perf_counter()
+    started = time.thread_time()
     with pytest.raises(PolicyFailure, match="CPU time limit exhausted"):
         connect(engine)
-    assert time.perf_counter() - started < 2.0
+    assert time.thread_time() - started < 2.0
 
 
 def test_budget_applies_to_the_top_level_of_a_script(tmp_path: Path) -> None:
