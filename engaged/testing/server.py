@@ -92,7 +92,7 @@ class ServerProcess:
         self.log: list[str] = []
         self._ready = threading.Event()
 
-    def start(self, timeout: float = 30.0) -> ServerProcess:
+    def start(self, timeout: float = 90.0) -> ServerProcess:
         ready = self._ready = threading.Event()
         self.addresses = {}
         self.process = subprocess.Popen(
