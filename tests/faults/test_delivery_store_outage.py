@@ -93,7 +93,7 @@ def test_a_store_outage_during_delivery_loses_no_event_and_sends_no_copy_twice(
         finally:
             restore(name)
         data = server.config.parent / "data"
-        wait_until(lambda: not list((data / "spool").glob("*.msg")), 180)
+        wait_until(lambda: not list((data / "spool").glob("**/*.msg")), 180)
         events = stored(dsn)
         server.stop()
     finally:
