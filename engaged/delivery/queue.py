@@ -115,7 +115,12 @@ class DeliveryQueue:
         self._queue.put_nowait(record)
 
     async def _work(self) -> None:
+        task = asyncio.current_task()
         while True:
+            if task is not None and task.cancelling():
+                # stop() cancelled a pass that swallowed it (3.11's wait_for does when the awaited
+                # connect finishes at that moment): stop here instead of waiting on the queue for ever.
+                raise asyncio.CancelledError
             record = await self._queue.get()
             try:
                 await self._deliver_message(record)
