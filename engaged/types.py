@@ -174,22 +174,46 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     state: str = "dead"
 
 
+class CampaignTotals(msgspec.Struct, frozen=True):
+    """A campaign's deliverability counts and the times of its oldest and newest events in the range."""
+
+    campaign_id: str
+    first_activity: float
+    last_activity: float
+    counts: dict[str, int]
+
+
+class SeriesPoint(msgspec.Struct, frozen=True):
+    """Engagements in one time bucket (`ts // width`): opens or clicks, human or machine-made."""
+
+    bucket: int
+    click: bool
+    human: bool
+    recipients: int
+    """Distinct (message_id, rcpt_to) pairs."""
+    events: int
+
+
+class Tally(msgspec.Struct, frozen=True):
+    """Events with one combination of field values (`values`, in the order asked) and machine kind."""
+
+    values: tuple[str | None, ...]
+    machine: str | None
+    events: int
+    recipients: int = 0
+    """Distinct (message_id, rcpt_to) pairs, when asked for (else 0)."""
+
+
 class EventSink(Protocol):
     """Anything events can be appended to; `append` returns when they are durable."""
 
     async def append(self, events: Sequence[Event]) -> None: ...
 
 
-class EventStore(Protocol):
-    """Where events are kept. `append` returns only when the events are durable (committed)."""
-
-    async def open(self) -> None: ...
-
-    async def append(self, events: Sequence[Event]) -> None: ...
+class EventReader(Protocol):
+    """The event log read by position: searches, counts, the head, and a wake-up on local commits."""
 
     async def query(self, query: EventQuery) -> list[StoredEvent]: ...
-
-    async def close(self) -> None: ...
 
     @property
     def appends(self) -> AppendSignal:
@@ -204,6 +228,18 @@ class EventStore(Protocol):
         """How many events match (ignoring `limit`), counting at most `cap`."""
         ...
 
+
+class EventLog(EventSink, EventReader, Protocol):
+    """The event log, written and read (delivery, inbound mail, the journal loader, followers)."""
+
+
+class EventReports(EventReader, Protocol):
+    """Grouped counts over the log, for the Metrics API and the dashboard; the SQL stays in each store.
+
+    Every method filters by an `EventQuery` (its `limit` and paging are ignored) and answers with
+    typed rows; fields are SparkPost field names, a dotted path for nested ones (`geo_ip.country`).
+    """
+
     async def aggregate(self, query: EventQuery, *, by_campaign: bool = False,
                         group: Callable[[Dialect], str] | None = None, names: Sequence[str] | None = None,
                         order_by: str | None = None, limit: int | None = None) -> list[Aggregate]:
@@ -211,6 +247,23 @@ class EventStore(Protocol):
         one row, or one row per campaign or per value of `group` (SQL for the store's Dialect), ordered by
         the key or by `order_by` descending, at most `limit` rows."""
         ...
+
+    async def campaign_totals(self, query: EventQuery, names: Sequence[str]) -> list[CampaignTotals]:
+        """One row per campaign with matching events: the metrics `names` and the oldest and newest ts."""
+        ...
+
+    async def series(self, query: EventQuery, width: int) -> list[SeriesPoint]:
+        """Matching opens and clicks (open, initial_open, click) per bucket of `width` seconds."""
+        ...
+
+    async def tally(self, query: EventQuery, fields: Sequence[str], *, recipients: bool = False,
+                    limit: int | None = None) -> list[Tally]:
+        """Matching events grouped by `fields` and machine kind, the largest groups first (at most `limit`)."""
+        ...
+
+
+class WebhookRegistry(Protocol):
+    """Webhook definitions and what the API shows of their delivery (batch status, dead letters)."""
 
     async def put_webhook(self, record: WebhookRecord, secret: str) -> None:
         """Insert a webhook (cursor at the current head) or replace its definition (state and secret kept)."""
@@ -223,6 +276,22 @@ class EventStore(Protocol):
     async def delete_webhook(self, webhook_id: str) -> bool:
         """Remove a webhook and its dead letters; False when there was none."""
         ...
+
+    async def dead_letters(self, webhook_id: str, state: str | None = None) -> list[DeadLetter]:
+        """The webhook's dead letters (only those in `state` when given), oldest first."""
+        ...
+
+    async def queue_dead_letters(self, webhook_id: str, ids: Sequence[int] | None) -> int:
+        """Mark dead letters (all when `ids` is None) for replay; returns how many."""
+        ...
+
+    async def batch_statuses(self, webhook_id: str, limit: int) -> list[BatchStatus]:
+        """The latest outcome of each recent batch of a webhook, newest first."""
+        ...
+
+
+class WebhookLeases(Protocol):
+    """A webhook's delivery lease and the durable cursor its holder moves."""
 
     async def claim_webhook(self, webhook_id: str, owner: str, now: float, until: float) -> WebhookRow | None:
         """Take or renew the delivery lease; None when another owner holds it or the webhook is gone."""
@@ -238,14 +307,6 @@ class EventStore(Protocol):
         """In one transaction: keep the letter and store the state (moving the cursor past it)."""
         ...
 
-    async def dead_letters(self, webhook_id: str, state: str | None = None) -> list[DeadLetter]:
-        """The webhook's dead letters (only those in `state` when given), oldest first."""
-        ...
-
-    async def queue_dead_letters(self, webhook_id: str, ids: Sequence[int] | None) -> int:
-        """Mark dead letters (all when `ids` is None) for replay; returns how many."""
-        ...
-
     async def finish_dead_letter(self, letter: DeadLetter) -> None:
         """Record a replay's outcome (state, attempts, failed_at, last_error)."""
         ...
@@ -254,9 +315,20 @@ class EventStore(Protocol):
         """Keep the latest attempt's outcome of a batch (its attempts counted), the newest 1000 per webhook."""
         ...
 
-    async def batch_statuses(self, webhook_id: str, limit: int) -> list[BatchStatus]:
-        """The latest outcome of each recent batch of a webhook, newest first."""
-        ...
+
+class WebhookOutbox(EventReader, WebhookRegistry, WebhookLeases, Protocol):
+    """What webhook delivery needs: the log it reads batches from, the definitions and the leases."""
+
+
+class EventStore(EventLog, EventReports, WebhookOutbox, Protocol):
+    """Both stores implement every protocol above; only app.py (and tools) hold the whole store.
+
+    `append` returns only when the events are durable (committed).
+    """
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class LinkMinter(Protocol):

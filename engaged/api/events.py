@@ -19,7 +19,7 @@ from engaged.events.samples import documentation, sample
 from engaged.events.wire import api_json
 from engaged.prometheus import Metrics
 from engaged.sinks.stream import follow
-from engaged.types import EventStore
+from engaged.types import EventReader
 
 PER_PAGE = 1000
 MAX_PER_PAGE = 10000
@@ -32,7 +32,7 @@ TOTAL_COUNT_CAP = 100_000
 class EventsApi:
     """The message-events search and the live stream over one event store."""
 
-    def __init__(self, store: EventStore, metrics: Metrics, stopping: asyncio.Event, *,
+    def __init__(self, store: EventReader, metrics: Metrics, stopping: asyncio.Event, *,
                  keepalive: float = 15.0, poll: float = 0.25, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock

@@ -22,7 +22,7 @@ from engaged.events.metrics import (
     GROUPS,
     METRIC_NAMES,
 )
-from engaged.types import EventQuery, EventStore, FieldFilter
+from engaged.types import EventQuery, EventReports, FieldFilter
 
 _FILTERS: dict[str, str] = {
     "domains": "recipient_domain", "campaigns": "campaign_id", "templates": "template_id",
@@ -88,7 +88,7 @@ def _split(params: Mapping[str, str], name: str) -> tuple[str, ...]:
 class MetricsApi:
     """Every SparkPost metrics endpoint, each one SQL statement over the store (grouped in the database)."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventReports) -> None:
         self._store = store
 
     def routes(self) -> list[Route]:

@@ -20,7 +20,7 @@ from engaged.sinks.dispatch import problems_of
 from engaged.sinks.guard import Networks, check_target
 from engaged.sinks.signing import batch_body, batch_id, new_secret
 from engaged.sinks.webhooks import send_test_batch
-from engaged.types import BatchStatus, DeadLetter, EventStore, WebhookRecord, WebhookRow
+from engaged.types import BatchStatus, DeadLetter, WebhookRecord, WebhookRegistry, WebhookRow
 
 _UNSET: Any = msgspec.UNSET
 _T = TypeVar("_T")
@@ -98,7 +98,7 @@ def _letter_view(letter: DeadLetter) -> dict[str, Any]:
 class WebhooksApi:
     """CRUD over the webhook table; `[[webhooks]]` entries are listed but read-only (edit the config)."""
 
-    def __init__(self, store: EventStore, changed: Callable[[], None], networks: Networks = ()) -> None:
+    def __init__(self, store: WebhookRegistry, changed: Callable[[], None], networks: Networks = ()) -> None:
         self._store = store
         self._changed = changed
         self._networks = networks

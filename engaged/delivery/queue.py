@@ -27,7 +27,7 @@ from engaged.events.model import (
 )
 from engaged.spool.record import RecipientAttempt, RecipientDone, SpoolRecord, StateLine
 from engaged.spool.store import FileSpool, finished_recipients
-from engaged.types import EventQuery, EventSink, EventStore
+from engaged.types import EventQuery, EventReader, EventSink
 
 log = logging.getLogger("engaged.delivery")
 
@@ -232,7 +232,7 @@ class DeliveryQueue:
         """
         if not hasattr(self._store, "query"):  # a sink that cannot be read back (tests): nothing to adopt
             return
-        reader = cast(EventStore, self._store)
+        reader = cast(EventReader, self._store)
         stored = await reader.query(EventQuery(message_ids=(record.message_id,), types=_OUTCOME_TYPES, limit=-1))
         known = {decode_event(line.event).event_id for line in state}
         done = finished_recipients(state)

@@ -165,7 +165,7 @@ def metric_sql(dialect: Dialect) -> dict[str, str]:
 
 
 METRIC_NAMES: tuple[str, ...] = tuple(
-    metric_sql(Dialect(json_field="{}", domain="{}")))
+    metric_sql(Dialect(json_field="{}", domain="{}", json_path="{}", path_separator=".")))
 """Every metric the API answers to, SparkPost's and ours (`count_human_*`)."""
 
 GROUPS: dict[str, tuple[str, Callable[[Dialect], str]]] = {

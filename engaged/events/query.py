@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -11,7 +11,6 @@ from engaged.events.dialect import SQLITE, Dialect
 from engaged.events.metrics import metric_sql
 from engaged.events.model import Event, encode_event, event_type
 from engaged.types import (
-    Aggregate,
     BatchStatus,
     DeadLetter,
     EventQuery,
@@ -190,7 +189,8 @@ def _state_params(webhook_id: str, owner: str, state: WebhookState) -> list[obje
 
 
 class StoreQueries:
-    """The EventStore methods written once; each store supplies `_fetch` and `_transact` (and its `_dialect`)."""
+    """The EventReader counts and the webhook registry and leases, written once; each store supplies `_fetch`
+    and `_transact` (and its `_dialect`). The reports are in engaged.events.reports."""
 
     _dialect: Dialect = SQLITE
 
@@ -211,27 +211,6 @@ class StoreQueries:
         sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE {where} LIMIT ?) AS matching"
         rows = await self._fetch(sql, [*params, cap])
         return int(rows[0][0])
-
-    async def aggregate(self, query: EventQuery, *, by_campaign: bool = False,
-                        group: Callable[[Dialect], str] | None = None, names: Sequence[str] | None = None,
-                        order_by: str | None = None, limit: int | None = None) -> list[Aggregate]:
-        where, params = where_clause(query, dialect=self._dialect)
-        sql_of = metric_sql(self._dialect)
-        chosen = list(names) if names is not None else list(sql_of)
-        columns = ", ".join(sql_of[name] for name in chosen)
-        key = ("campaign_id" if by_campaign else f"COALESCE(CAST(({group(self._dialect)}) AS TEXT), '')"
-               if group is not None else None)
-        sql = f"SELECT {key or chr(39) * 2}, {columns} FROM events WHERE {where}"
-        if key is not None:
-            order = f"{1 + chosen.index(order_by) + 1} DESC, 1" if order_by in chosen else "1"
-            sql += f" GROUP BY {key} ORDER BY {order}"
-            if limit is not None:
-                sql += " LIMIT ?"
-                params.append(limit)
-        rows = await self._fetch(sql, params)
-        return [Aggregate("" if row[0] is None else str(row[0]),
-                          {name: int(value or 0) for name, value in zip(chosen, row[1:], strict=True)})
-                for row in rows]
 
     async def put_webhook(self, record: WebhookRecord, secret: str) -> None:
         await self._transact([(

@@ -25,6 +25,7 @@ from engaged.events.query import (
     row_of,
     where_clause,
 )
+from engaged.events.reports import ReportQueries
 from engaged.events.store_sqlite import CommitObserver
 from engaged.types import AppendSignal, EventQuery, StoredEvent
 
@@ -156,7 +157,7 @@ def _fail(batch: list[_Pending], error: Exception) -> None:
             future.set_exception(failure)
 
 
-class PostgresEventStore(StoreQueries):
+class PostgresEventStore(StoreQueries, ReportQueries):
     """Events in the `events` table of the database at `dsn`; any number of processes may share it.
 
     `append` returns after the transaction holding its events commits. Appends from many tasks are

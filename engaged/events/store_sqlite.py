@@ -23,6 +23,7 @@ from engaged.events.query import (
     row_of,
     where_clause,
 )
+from engaged.events.reports import ReportQueries
 from engaged.types import AppendSignal, EventQuery, StoredEvent
 
 __all__ = ["SqliteEventStore", "row_of", "where_clause"]
@@ -57,7 +58,7 @@ CommitObserver = Callable[[Sequence[Event], float], None]
 """Called on the event loop after each group commit with its events and its duration in seconds."""
 
 
-class SqliteEventStore(StoreQueries):
+class SqliteEventStore(StoreQueries, ReportQueries):
     """Events in `<data_dir>/events.sqlite3`. `append` returns after the batch holding it commits.
 
     Appends from many tasks are gathered into one transaction (group commit) on a single writer

@@ -31,7 +31,7 @@ from engaged.inbound import verp
 from engaged.inbound.report import Bounce, Complaint, NotAReport, failure, original_header, parse
 from engaged.inbound.spool import InboundItem, InboundSpool
 from engaged.tokens import SigningKeys
-from engaged.types import EventQuery, EventStore
+from engaged.types import EventLog, EventQuery
 
 log = logging.getLogger("engaged.inbound")
 
@@ -51,7 +51,7 @@ class Unmatched(Exception):
 class InboundProcessor:
     """Turns spooled inbound mail into events; one message at a time, in arrival order."""
 
-    def __init__(self, spool: InboundSpool, store: EventStore, keys: SigningKeys, domains: tuple[str, ...], *,
+    def __init__(self, spool: InboundSpool, store: EventLog, keys: SigningKeys, domains: tuple[str, ...], *,
                  ids: EventIdGenerator, outcome: Outcome | None = None) -> None:
         self._spool = spool
         self._store = store

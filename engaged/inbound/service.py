@@ -15,7 +15,7 @@ from engaged.smtp.gate import ConnectionGate
 from engaged.smtp.listener import Listener, SmtpConnection
 from engaged.smtp.protocol import Settings
 from engaged.tokens import SigningKeys
-from engaged.types import EventStore
+from engaged.types import EventLog
 
 
 def inbound_domains(config: Config) -> tuple[str, ...]:
@@ -27,7 +27,7 @@ def inbound_domains(config: Config) -> tuple[str, ...]:
 class InboundService:
     """The listener for mail sent back to engaged; `addresses` are (configured, bound) pairs after start."""
 
-    def __init__(self, config: Config, store: EventStore, keys: SigningKeys, *, ids: EventIdGenerator,
+    def __init__(self, config: Config, store: EventLog, keys: SigningKeys, *, ids: EventIdGenerator,
                  outcome: Outcome | None = None) -> None:
         self._config = config
         self.spool = InboundSpool(config.data_path / "inbound")

@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 
 from engaged.prometheus import Metrics
-from engaged.types import EventQuery, EventStore
+from engaged.types import EventQuery, EventReader
 
 log = logging.getLogger("engaged")
 
@@ -81,7 +81,7 @@ def summed(directory: Path, prefix: str) -> dict[str, int]:
 class EventCounter:
     """Counts every event stored from now on into `metrics` (by following the store by seq)."""
 
-    def __init__(self, store: EventStore, metrics: Metrics, *, poll: float = INTERVAL) -> None:
+    def __init__(self, store: EventReader, metrics: Metrics, *, poll: float = INTERVAL) -> None:
         self._store = store
         self._metrics = metrics
         self._poll = poll

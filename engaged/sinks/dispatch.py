@@ -19,7 +19,7 @@ from engaged.sinks.guard import Networks, check_target
 from engaged.sinks.oauth import TokenCache
 from engaged.sinks.signing import RESTRICTED_HEADERS, new_secret
 from engaged.sinks.webhooks import LEASE, RENEW, WebhookWorker
-from engaged.types import EventStore, WebhookRecord
+from engaged.types import WebhookOutbox, WebhookRecord
 
 log = logging.getLogger("engaged")
 
@@ -117,7 +117,7 @@ async def config_problems(hooks: Sequence[WebhookConfig], networks: Networks = (
 class WebhookDispatcher:
     """Starts and stops workers as webhooks appear in and vanish from the store."""
 
-    def __init__(self, store: EventStore, metrics: Metrics, owner: str, networks: Networks = ()) -> None:
+    def __init__(self, store: WebhookOutbox, metrics: Metrics, owner: str, networks: Networks = ()) -> None:
         self._store = store
         self._networks = networks
         self._tokens = TokenCache()

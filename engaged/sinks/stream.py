@@ -12,7 +12,7 @@ import msgspec
 
 from engaged.events.model import event_type
 from engaged.events.wire import api_json
-from engaged.types import EventQuery, EventStore, StoredEvent
+from engaged.types import EventQuery, EventReader, StoredEvent
 
 _PAGE = 500
 
@@ -24,7 +24,7 @@ def frame(stored: StoredEvent) -> bytes:
             + api_json(stored.event) + b"\n\n")
 
 
-async def follow(store: EventStore, query: EventQuery, after: int, stopping: asyncio.Event, *,
+async def follow(store: EventReader, query: EventQuery, after: int, stopping: asyncio.Event, *,
                  keepalive: float = 15.0, poll: float = 0.25) -> AsyncIterator[bytes]:
     """Frames for every matching event with seq > `after`, live, until `stopping` is set.
 
@@ -50,7 +50,7 @@ async def follow(store: EventStore, query: EventQuery, after: int, stopping: asy
         await wait_for_append(store, version, stopping, min(poll, keepalive - idle))
 
 
-async def wait_for_append(store: EventStore, version: int | None, stopping: asyncio.Event, timeout: float) -> None:
+async def wait_for_append(store: EventReader, version: int | None, stopping: asyncio.Event, timeout: float) -> None:
     """Return after `timeout`, at shutdown, or (given the version last seen) at the next local append."""
     waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(stopping.wait())}
     if version is not None:

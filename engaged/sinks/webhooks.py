@@ -30,8 +30,8 @@ from engaged.types import (
     BatchStatus,
     DeadLetter,
     EventQuery,
-    EventStore,
     StoredEvent,
+    WebhookOutbox,
     WebhookRecord,
     WebhookRow,
     WebhookState,
@@ -70,7 +70,7 @@ def backoff(base: float, attempts: int, jitter: float) -> float:
 class WebhookWorker:
     """Delivers one webhook's events while this process holds its lease."""
 
-    def __init__(self, webhook_id: str, store: EventStore, metrics: Metrics, owner: str, *,
+    def __init__(self, webhook_id: str, store: WebhookOutbox, metrics: Metrics, owner: str, *,
                  clock: Callable[[], float] = time.time, jitter: Callable[[], float] = random.random,
                  networks: Networks = (), tokens: TokenCache | None = None) -> None:
         self.webhook_id = webhook_id

@@ -19,7 +19,7 @@ from engaged.suppression.model import (
     SuppressionEntry,
     SuppressionStore,
 )
-from engaged.types import EventQuery, EventStore
+from engaged.types import EventQuery, EventReader
 
 log = logging.getLogger("engaged.suppression")
 
@@ -84,7 +84,7 @@ class SuppressionRules:
     (several nodes on PostgreSQL) do no harm.
     """
 
-    def __init__(self, events: EventStore, suppressions: SuppressionStore, *, poll: float = 0.25) -> None:
+    def __init__(self, events: EventReader, suppressions: SuppressionStore, *, poll: float = 0.25) -> None:
         self._events = events
         self._suppressions = suppressions
         self._poll = poll

@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engaged.errors import StoreError
 from engaged.suppression.model import SuppressionStore
-from engaged.types import EventStore
+from engaged.types import EventReports
 from engaged.web.routes import Dashboard
 
 CONTENT_SECURITY_POLICY = (
@@ -36,7 +36,7 @@ def is_dashboard_path(path: str) -> bool:
 class DashboardMiddleware:
     """Placed outside the API's AuthMiddleware: the dashboard applies the same rule itself, with sessions."""
 
-    def __init__(self, app: ASGIApp, store: EventStore, *, keys: Sequence[str], stopping: asyncio.Event,
+    def __init__(self, app: ASGIApp, store: EventReports, *, keys: Sequence[str], stopping: asyncio.Event,
                  keepalive: float = 15.0, poll: float = 0.25, suppressions: SuppressionStore | None = None) -> None:
         self._api = app
         dashboard = Dashboard(store, keys=tuple(keys), stopping=stopping, keepalive=keepalive, poll=poll,

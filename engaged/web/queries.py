@@ -1,4 +1,4 @@
-"""Read-only SQL behind the dashboard pages, over the event store's own read path (SQLite and PostgreSQL)."""
+"""The dashboard's numbers: campaign rows, series and breakdowns shaped from the store's EventReports."""
 
 from __future__ import annotations
 
@@ -7,17 +7,12 @@ from typing import Any
 
 import msgspec
 
-from engaged.errors import StoreError
-from engaged.events.model import decode_event
-from engaged.events.query import METRICS, StoreQueries, where_clause
-from engaged.events.store_sqlite import SqliteEventStore
-from engaged.types import EventQuery, EventStore, StoredEvent
+from engaged.types import EventQuery, EventReports, StoredEvent
 from engaged.web.agents import AgentParser, machine_label
 from engaged.web.feed import BOUNCE_CLASSES
 from engaged.web.timerange import TimeRange, bucket_width
 
-ENGAGEMENTS = "('open', 'initial_open', 'click', 'link_unsubscribe')"
-RECIPIENT = "message_id || ' ' || rcpt_to"
+ENGAGEMENTS = ("open", "initial_open", "click", "link_unsubscribe")
 LOOKUP_LIMIT = 1000
 _MAX_BUCKETS = 2000
 _MAX_AGENTS = 5000
@@ -97,45 +92,24 @@ def sort_rows(rows: list[CampaignRow], key: str, descending: bool) -> list[Campa
 
 
 class DashboardQueries:
-    """Aggregates for the pages. SQL uses the stores' shared `?` dialect; JSON fields are read per backend."""
+    """Aggregates for the pages, from the store's EventReports (its SQL stays in the store)."""
 
-    def __init__(self, store: EventStore) -> None:
-        self._store = store if isinstance(store, StoreQueries) else None
-        self._sqlite = isinstance(store, SqliteEventStore)
+    def __init__(self, store: EventReports) -> None:
+        self._store = store
         self._agents = AgentParser()
-
-    async def _rows(self, sql: str, params: list[object]) -> list[tuple[Any, ...]]:
-        if self._store is None:
-            raise StoreError("the dashboard needs one of engaged's SQL event stores")
-        return await self._store._fetch(sql, params)
-
-    def _field(self, *path: str) -> str:
-        if self._sqlite:
-            return f"json_extract(CAST(body AS TEXT), '$.{'.'.join(path)}')"
-        return f"(convert_from(body, 'UTF8')::json #>> '{{{','.join(path)}}}')"
-
-    def _bucket(self, width: int) -> str:
-        return f"CAST(ts / {width} AS INTEGER)" if self._sqlite else f"FLOOR(ts / {width})::bigint"
 
     async def campaigns(self, span: TimeRange, campaign: str | None = None) -> list[CampaignRow]:
         """One row per campaign with events in the range (the metrics API's counts, plus last activity)."""
         query = EventQuery(since=span.since, until=span.until, campaigns=(campaign,) if campaign is not None else ())
-        where, params = where_clause(query)
-        columns = ", ".join(METRICS[name] for name in _ROW_METRICS)
-        # Grouping by an expression keeps SQLite from walking events_campaign (a table lookup per row):
-        # over a million events a plain scan is about 1.5x faster. One campaign uses that index as it should.
-        group = "campaign_id || ''" if self._sqlite and campaign is None else "campaign_id"
-        rows = await self._rows(f"SELECT campaign_id, MAX(ts), {columns} FROM events WHERE {where}"
-                                f" GROUP BY {group}", params)
         result = []
-        for campaign_id, last, *counts in rows:
+        for totals in await self._store.campaign_totals(query, _ROW_METRICS):
             (injected, delivered, bounced, delayed, opens, human_opens, clicks, human_clicks, unsubscribes,
-             complaints) = (int(value or 0) for value in counts)
+             complaints) = (totals.counts[name] for name in _ROW_METRICS)
             result.append(CampaignRow(
-                campaign_id=str(campaign_id), injected=injected, delivered=delivered, bounced=bounced,
+                campaign_id=totals.campaign_id, injected=injected, delivered=delivered, bounced=bounced,
                 delayed=delayed, opens_human=human_opens, opens_machine=opens - human_opens,
                 clicks_human=human_clicks, clicks_machine=clicks - human_clicks,
-                ctr=human_clicks / delivered if delivered else None, last_activity=float(last or 0.0),
+                ctr=human_clicks / delivered if delivered else None, last_activity=totals.last_activity,
                 unsubscribes=unsubscribes, complaints=complaints,
                 unsubscribe_rate=unsubscribes / delivered if delivered else None,
                 complaint_rate=complaints / delivered if delivered else None))
@@ -144,19 +118,9 @@ class DashboardQueries:
     async def _bounds(self, campaign: str, span: TimeRange, now: float) -> tuple[float, float]:
         if span.since is not None:
             return span.since, span.until if span.until is not None else now
-        rows = await self._rows("SELECT MIN(ts) FROM events WHERE campaign_id = ?", [campaign])
-        first = float(rows[0][0]) if rows and rows[0][0] is not None else now - 3600
+        totals = await self._store.campaign_totals(EventQuery(campaigns=(campaign,)), ())
+        first = totals[0].first_activity if totals else now - 3600
         return min(first, now - 60), span.until if span.until is not None else now
-
-    def _scope(self, campaign: str, span: TimeRange) -> tuple[str, list[object]]:
-        clauses, params = ["campaign_id = ?"], list[object]([campaign])
-        if span.since is not None:
-            clauses.append("ts >= ?")
-            params.append(span.since)
-        if span.until is not None:
-            clauses.append("ts < ?")
-            params.append(span.until)
-        return " AND ".join(clauses), params
 
     async def series(self, campaign: str, span: TimeRange, now: float) -> Series:
         """Per-minute buckets for an hour or less, per hour up to 14 days, per day beyond (at most 2000)."""
@@ -164,96 +128,91 @@ class DashboardQueries:
         width = bucket_width(since, until)
         last = int(max(until - 0.001, since) // width)
         first = max(int(since // width), last - _MAX_BUCKETS + 1)
-        sql = (f"SELECT {self._bucket(width)}, type = 'click', machine IS NULL, COUNT(DISTINCT {RECIPIENT}),"
-               " COUNT(*) FROM events WHERE campaign_id = ? AND type IN ('open', 'initial_open', 'click')"
-               f" AND ts >= ? AND ts < ? GROUP BY 1, 2, 3")
-        rows = await self._rows(sql, [campaign, float(first * width), float((last + 1) * width)])
+        query = EventQuery(campaigns=(campaign,), since=float(first * width), until=float((last + 1) * width))
         size = last - first + 1
         values = {key: [0] * size for key in ("opens_human", "opens_machine", "clicks_human", "clicks_machine")}
-        for bucket, is_click, is_human, recipients, events in rows:
-            index = int(bucket) - first
+        for point in await self._store.series(query, width):
+            index = point.bucket - first
             if 0 <= index < size:
-                key = ("clicks_" if is_click else "opens_") + ("human" if is_human else "machine")
-                values[key][index] += int(events if is_click else recipients)
+                key = ("clicks_" if point.click else "opens_") + ("human" if point.human else "machine")
+                values[key][index] += point.events if point.click else point.recipients
         return Series(width=width, start=[(first + n) * width for n in range(size)], **values)
 
     async def top_links(self, campaign: str, span: TimeRange, limit: int = 20) -> list[Breakdown]:
         """Links by clicks: label is target_link_name, detail the URL; unique_human counts human clickers."""
-        where, params = self._scope(campaign, span)
-        name, url = self._field("target_link_name"), self._field("target_link_url")
-        rows = await self._rows(f"SELECT {name}, {url}, machine IS NULL, COUNT(*), COUNT(DISTINCT {RECIPIENT})"
-                                f" FROM events WHERE {where} AND type = 'click' GROUP BY 1, 2, 3", params)
+        tallies = await self._store.tally(_scope(campaign, span, "click"), ("target_link_name", "target_link_url"),
+                                          recipients=True)
         links: dict[tuple[str, str], dict[str, int]] = {}
-        for link_name, link_url, is_human, clicks, clickers in rows:
-            counts = links.setdefault((str(link_name or ""), str(link_url or "")), Counter())
-            counts["human" if is_human else "machine"] += int(clicks)
-            if is_human:
-                counts["unique_human"] += int(clickers)
+        for tally in tallies:
+            link_name, link_url = tally.values
+            counts = links.setdefault((link_name or "", link_url or ""), Counter())
+            counts["human" if tally.machine is None else "machine"] += tally.events
+            if tally.machine is None:
+                counts["unique_human"] += tally.recipients
         ordered = sorted(links.items(), key=lambda item: (-(item[1]["human"] + item[1]["machine"]), item[0]))
         return [Breakdown(label=link_name, detail=link_url, **counts) for (link_name, link_url), counts in
                 ordered[:limit]]
 
     async def bounce_classes(self, campaign: str, span: TimeRange) -> list[Breakdown]:
         """Per bounce_class: bounces in `human`, delays in `machine` (the template names the columns)."""
-        where, params = self._scope(campaign, span)
-        rows = await self._rows(f"SELECT {self._field('bounce_class')}, type, COUNT(*) FROM events"
-                                f" WHERE {where} AND type IN ('bounce', 'delay') GROUP BY 1, 2", params)
+        tallies = await self._store.tally(_scope(campaign, span, "bounce", "delay"), ("bounce_class", "type"))
         classes: dict[str, Counter[str]] = {}
-        for code, kind, count in rows:
-            classes.setdefault(str(code or ""), Counter())[str(kind)] += int(count)
+        for tally in tallies:
+            code, kind = tally.values
+            classes.setdefault(code or "", Counter())[kind or ""] += tally.events
         return [Breakdown(label=code, detail=BOUNCE_CLASSES.get(code, "unknown"), human=counts["bounce"],
                           machine=counts["delay"])
                 for code, counts in sorted(classes.items(), key=lambda item: -sum(item[1].values()))]
 
     async def agents(self, campaign: str, span: TimeRange) -> tuple[list[Breakdown], list[Breakdown]]:
         """(mail clients, devices) by engagements; machine engagements are listed under their machine kind."""
-        where, params = self._scope(campaign, span)
-        rows = await self._rows(f"SELECT {self._field('user_agent')}, machine, COUNT(*) FROM events"
-                                f" WHERE {where} AND type IN {ENGAGEMENTS} GROUP BY 1, 2"
-                                f" ORDER BY 3 DESC LIMIT {_MAX_AGENTS}", params)
+        tallies = await self._store.tally(_scope(campaign, span, *ENGAGEMENTS), ("user_agent",), limit=_MAX_AGENTS)
         clients: dict[str, Counter[str]] = {}
         devices: dict[str, Counter[str]] = {}
-        for agent, machine, count in rows:
-            client, device = self._agents.parse(str(agent or ""))
+        for tally in tallies:
+            client, device = self._agents.parse(tally.values[0] or "")
+            machine = tally.machine
             side = "human" if machine is None else "machine"
-            clients.setdefault(client if machine is None else machine_label(machine), Counter())[side] += int(count)
-            devices.setdefault(device, Counter())[side] += int(count)
+            clients.setdefault(client if machine is None else machine_label(machine), Counter())[side] += tally.events
+            devices.setdefault(device, Counter())[side] += tally.events
         return _ranked(clients), _ranked(devices)
 
     async def countries(self, campaign: str, span: TimeRange) -> list[Breakdown]:
         """Engagements by geo_ip.country (empty when no GeoIP database is configured)."""
-        where, params = self._scope(campaign, span)
-        rows = await self._rows(f"SELECT {self._field('geo_ip', 'country')}, machine IS NULL, COUNT(*) FROM events"
-                                f" WHERE {where} AND type IN {ENGAGEMENTS} GROUP BY 1, 2", params)
         countries: dict[str, Counter[str]] = {}
-        for country, is_human, count in rows:
+        for tally in await self._store.tally(_scope(campaign, span, *ENGAGEMENTS), ("geo_ip.country",)):
+            country = tally.values[0]
             if country:
-                countries.setdefault(str(country), Counter())["human" if is_human else "machine"] += int(count)
+                countries.setdefault(country, Counter())["human" if tally.machine is None else "machine"] += (
+                    tally.events)
         return _ranked(countries)
 
     async def recent(self, query: EventQuery, limit: int) -> list[StoredEvent]:
         """The newest matching events, newest first."""
-        where, params = where_clause(query)
-        rows = await self._rows(f"SELECT seq, body FROM events WHERE {where} ORDER BY seq DESC LIMIT ?",
-                                [*params, limit])
-        return [StoredEvent(int(seq), decode_event(bytes(body))) for seq, body in rows]
+        return await self._store.query(msgspec.structs.replace(query, newest_first=True, limit=limit))
 
     async def lookup(self, term: str) -> tuple[list[Timeline], bool]:
         """Timelines of the messages whose message_id is `term` or sent to recipient `term` (newest first),
         and whether the newest LOOKUP_LIMIT events cut some off."""
-        rows = await self._rows("SELECT seq, body FROM events WHERE message_id = ? OR rcpt_to = ?"
-                                " ORDER BY seq DESC LIMIT ?", [term, term.lower(), LOOKUP_LIMIT])
+        by_message, by_recipient = (
+            await self._store.query(EventQuery(message_ids=(term,), newest_first=True, limit=LOOKUP_LIMIT)),
+            await self._store.query(EventQuery(recipients=(term.lower(),), newest_first=True, limit=LOOKUP_LIMIT)))
+        found = {stored.seq: stored for stored in (*by_message, *by_recipient)}
+        newest = sorted(found.values(), key=lambda stored: -stored.seq)[:LOOKUP_LIMIT]
         groups: dict[tuple[str, str], list[StoredEvent]] = {}
-        for seq, body in rows:
-            event = decode_event(bytes(body))
-            groups.setdefault((event.message_id, event.rcpt_to), []).append(StoredEvent(int(seq), event))
+        for stored in newest:
+            groups.setdefault((stored.event.message_id, stored.event.rcpt_to), []).append(stored)
         timelines = []
         for (message_id, rcpt_to), events in groups.items():
             events.sort(key=lambda item: (float(item.event.timestamp), item.seq))
             timelines.append(Timeline(message_id=message_id, rcpt_to=rcpt_to,
                                       campaign_id=events[0].event.campaign_id, events=events))
         timelines.sort(key=lambda line: -float(line.events[0].event.timestamp))
-        return timelines, len(rows) == LOOKUP_LIMIT
+        return timelines, len(newest) == LOOKUP_LIMIT
+
+
+def _scope(campaign: str, span: TimeRange, *types: str) -> EventQuery:
+    return EventQuery(campaigns=(campaign,), types=types, since=span.since, until=span.until)
 
 
 def _ranked(groups: dict[str, Counter[str]], limit: int = 20) -> list[Breakdown]:

@@ -22,7 +22,7 @@ from engaged.events.model import EVENT_TYPES
 from engaged.sinks.stream import follow, wait_for_append
 from engaged.suppression.address import normalise
 from engaged.suppression.model import SOURCES, TYPES, SuppressionSearch, SuppressionStore
-from engaged.types import EventQuery, EventStore
+from engaged.types import EventQuery, EventReports
 from engaged.web.feed import format_time, view_of
 from engaged.web.queries import SORTS, DashboardQueries, sort_rows
 from engaged.web.session import (
@@ -62,7 +62,7 @@ def _percent(value: float | None) -> str:
 class Dashboard:
     """Every dashboard route over one event store, behind the API's access rule (keys → session cookie)."""
 
-    def __init__(self, store: EventStore, *, keys: tuple[str, ...] | list[str], stopping: asyncio.Event,
+    def __init__(self, store: EventReports, *, keys: tuple[str, ...] | list[str], stopping: asyncio.Event,
                  keepalive: float = 15.0, poll: float = 0.25, clock: Callable[[], float] = time.time,
                  suppressions: SuppressionStore | None = None) -> None:
         self._store = store
