@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from engaged.config import Config, effective_smtpapi
+from engaged.config import Config, SmtpapiSettings, effective_smtpapi
 from engaged.errors import SpoolError, StoreError
 from engaged.events.ids import EventIdGenerator
 from engaged.events.message import injection_events, policy_rejection_event
@@ -20,6 +20,7 @@ from engaged.headers import HeaderBlock
 from engaged.policy.context import PolicyMessage
 from engaged.policy.engine import PolicyFailure, PolicySession, Reject
 from engaged.recipient import identify
+from engaged.smtpapi.addresses import added_recipients, bcc_field, cc_field
 from engaged.smtpapi.header import HeaderError, XMsysApi, read_xmsysapi
 from engaged.smtpapi.peers import merge_peers, read_peer_headers
 from engaged.smtpapi.resolve import PlanError, resolve_recipient
@@ -260,6 +261,13 @@ class Injector:
                                              headers=steered.headers[index],
                                              dsn_notify=_nth(txn.dsn_notify, index),
                                              dsn_orcpt=_nth(txn.dsn_orcpt, index)))
+        cc = b""
+        if header is not None and (header.cc or header.bcc or header.archive):
+            listed = self._listed(txn, steered, header, settings, recipients[0], now)
+            if isinstance(listed, PlanError):
+                return listed
+            recipients.extend(listed)
+            cc = cc_field(steered.block.values(b"cc"), header.cc) if header.cc else b""
         return SpoolRecord(
             message_id=message_id,
             transmission_id=transmission_id,
@@ -273,7 +281,39 @@ class Injector:
             smtputf8=txn.smtputf8,
             dsn_ret=txn.dsn_ret,
             dsn_envid=txn.dsn_envid,
+            cc_field=cc,
+            drop_bcc=header is not None and bool(header.bcc),
         )
+
+    def _listed(self, txn: Transaction, steered: _Steered, header: XMsysApi, settings: SmtpapiSettings,
+                original: SpoolRecipient, now: float) -> list[SpoolRecipient] | PlanError:
+        """A recipient for each address of X-MSYS-API's cc, bcc and archive lists that has no copy yet.
+
+        They take the first envelope recipient's policy context and header edits; an archive copy also
+        its tracking plan, and `replica_of` makes its copy that recipient's, byte for byte but for the
+        return path, X-MSFBL and List-Unsubscribe.
+        """
+        base = original.identity
+        lists = (("cc", header.cc), ("bcc", header.bcc), ("archive", header.archive))
+        recipients: list[SpoolRecipient] = []
+        for rcpt_type, entry in added_recipients(txn.rcpt_tos, lists):
+            if not txn.smtputf8 and not entry.email.isascii():
+                return PlanError(f"X-MSYS-API '{rcpt_type}' address {entry.email} needs MAIL FROM with SMTPUTF8")
+            listed = identify(entry.email, message_id=base.message_id, transmission_id=base.transmission_id,
+                              injection_time=now, msg_from=txn.mail_from, customer_id=txn.customer_id,
+                              subject=base.subject, friendly_from=base.friendly_from)
+            resolved = resolve_recipient(settings, self._config.engagement_tracker, header, steered.contexts[0],
+                                         listed)
+            if isinstance(resolved, PlanError):
+                return resolved
+            identity, plan = resolved
+            identity = msgspec.structs.replace(identity, rcpt_type=rcpt_type, delv_method=base.delv_method)
+            archive = rcpt_type == "archive"
+            recipients.append(SpoolRecipient(
+                identity=identity, plan=original.plan if archive else plan, injection_event_id=self._ids.next_id(now),
+                headers=steered.headers[0], replica_of=base if archive else None,
+                bcc_field=bcc_field(entry) if rcpt_type == "bcc" else b""))
+        return recipients
 
 
 def _nth(values: list[str], index: int) -> str:

@@ -115,3 +115,39 @@ async def test_a_spool_that_cannot_store_refuses_temporarily(tmp_path: Path) -> 
     inject, handoff = injector(tmp_path, spool, Sink())
     assert await inject.inject(transaction()) == Rejected(Refusal.SPOOL_UNAVAILABLE)
     assert handoff.calls == []
+
+
+LISTED = (b"From: app@example.org\r\nCc: Old <old@example.com>\r\nSubject: s\r\n"
+          b'X-MSYS-API: {"campaign_id": "c", "options": {"click_tracking": true},'
+          b' "cc": [{"email": "Cc1@Example.com", "name": "CC 1"}, "to@example.com"],'
+          b' "bcc": ["bcc@example.com", "cc1@example.com"], "archive": ["vault@example.com"]}\r\n\r\nbody\r\n')
+
+
+async def test_cc_bcc_and_archive_add_one_recipient_each_after_the_envelope(tmp_path: Path, spool: FileSpool) -> None:
+    sink = Sink()
+    inject, _ = injector(tmp_path, spool, sink)
+    outcome = await inject.inject(transaction(LISTED, rcpt_tos=["To@Example.com"]))
+    assert isinstance(outcome, Accepted)
+    record = outcome.record
+    rows = [(r.identity.rcpt_to, r.identity.rcpt_type) for r in record.recipients]
+    assert rows == [("to@example.com", ""), ("cc1@example.com", "cc"), ("bcc@example.com", "bcc"),
+                    ("vault@example.com", "archive")]
+    to, cc, bcc, archive = record.recipients
+    assert {r.identity.transmission_id for r in record.recipients} == {record.transmission_id}
+    assert all(r.identity.campaign_id == "c" and r.plan.click_tracking for r in record.recipients)
+    assert record.cc_field == b"Cc: Old <old@example.com>,\r\n CC 1 <Cc1@Example.com>,\r\n to@example.com\r\n"
+    assert (to.bcc_field, cc.bcc_field, archive.bcc_field, record.drop_bcc) == (b"", b"", b"", True)
+    assert bcc.bcc_field == b"Bcc: bcc@example.com\r\n"
+    assert archive.replica_of == to.identity and archive.plan == to.plan
+    assert cc.replica_of is None and bcc.replica_of is None
+    assert [event.rcpt_type for event in sink.events] == [None, "cc", "bcc", "archive"]
+    assert len({event.event_id for event in sink.events}) == 4
+
+
+async def test_a_non_ascii_listed_address_needs_smtputf8(tmp_path: Path, spool: FileSpool) -> None:
+    inject, handoff = injector(tmp_path, spool, Sink())
+    message = 'X-MSYS-API: {"cc": ["jörg@example.com"]}\r\n\r\nbody\r\n'.encode()
+    outcome = await inject.inject(transaction(message))
+    assert isinstance(outcome, Rejected) and outcome.refusal is Refusal.SMTPAPI
+    assert outcome.detail == "X-MSYS-API 'cc' address jörg@example.com needs MAIL FROM with SMTPUTF8"
+    assert handoff.calls == []

@@ -53,10 +53,15 @@ class CopyComposer:
         if recipient.headers is not None:
             block = HeaderBlock(recipient.headers + body[block.body_start :])
         data = strip_peer_headers(block.without(FIELD_NAME), self._peer_headers(record.listener))
+        if record.cc_field:
+            data = _replace_field(data, b"cc", record.cc_field)
+        if record.drop_bcc or recipient.bcc_field:
+            data = _replace_field(data, b"bcc", recipient.bcc_field)
         plan = recipient.plan
         warnings: tuple[str, ...] = ()
         if plan.tracks or plan.inline_css:
-            links = RecipientLinks(self._keyring, recipient.identity, plan)
+            # An archive copy carries the links of the copy it replicates (tokens are deterministic).
+            links = RecipientLinks(self._keyring, recipient.replica_of or recipient.identity, plan)
             options = RewriteOptions(open_tracking=plan.open_tracking, click_tracking=plan.click_tracking,
                                      initial_open=plan.initial_open, inline_css=plan.inline_css)
             result = rewrite_message(data, links, options, links.amp())
@@ -67,3 +72,8 @@ class CopyComposer:
             return Copy(data, warnings)
         data, mail_from = self._returns(data, recipient.identity, plan, record.mail_from)
         return Copy(data, warnings, mail_from)
+
+
+def _replace_field(data: bytes, name: bytes, line: bytes) -> bytes:
+    """`data` with its fields `name` removed and `line` (a whole field, or nothing) put on top of the header block."""
+    return line + HeaderBlock(data).without(name)

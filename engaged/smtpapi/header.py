@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from engaged.headers import HeaderBlock, decode_words
+from engaged.smtpapi.addresses import LISTS, MAX_LISTED, ListedAddress, read_list
 from engaged.smtpapi.options import refusal
 
 FIELD_NAME = b"x-msys-api"
@@ -32,6 +33,9 @@ class XMsysApi(msgspec.Struct, frozen=True, kw_only=True):
     ip_pool: str | None = None
     dkim_key: str | None = None
     inline_css: bool | None = None
+    cc: tuple[ListedAddress, ...] = ()  # each gets its own tracked copy and shows in every copy's Cc:
+    bcc: tuple[ListedAddress, ...] = ()  # each gets its own tracked copy, with a Bcc: of its own address
+    archive: tuple[ListedAddress, ...] = ()  # each gets a replica of the first envelope recipient's copy
 
 
 class HeaderError(msgspec.Struct, frozen=True):
@@ -161,12 +165,24 @@ def _validate(data: dict[str, Any]) -> XMsysApi | HeaderError:
     dkim_key = options.get("dkim_key")
     if dkim_key is not None and not isinstance(dkim_key, str):
         return _type_error("options.dkim_key", "string")
+    lists: dict[str, tuple[ListedAddress, ...]] = {}
+    for name in LISTS:
+        if data.get(name) is not None:
+            entries = read_list(name, data[name])
+            if isinstance(entries, str):
+                return HeaderError(entries)
+            lists[name] = entries
+    if sum(map(len, lists.values())) > MAX_LISTED:
+        return HeaderError(f"X-MSYS-API cc, bcc and archive may list at most {MAX_LISTED} recipients in all")
     return XMsysApi(
         campaign_id=campaign,
         metadata=metadata,
         tags=tags,
         ip_pool=ip_pool,
         dkim_key=dkim_key,
+        cc=lists.get("cc", ()),
+        bcc=lists.get("bcc", ()),
+        archive=lists.get("archive", ()),
         **flags,
     )
 

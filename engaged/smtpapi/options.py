@@ -11,7 +11,8 @@ from typing import Any
 
 __all__ = ["HONOURED_FIELDS", "HONOURED_OPTIONS", "IGNORED_FIELDS", "REFUSED_FIELDS", "REFUSED_OPTIONS", "refusal"]
 
-HONOURED_FIELDS = frozenset({"campaign_id", "metadata", "tags", "options"})
+HONOURED_FIELDS = frozenset({"campaign_id", "metadata", "tags", "options",
+                             "cc", "bcc", "archive"})  # copies of their own (addresses.py, inject.py)
 HONOURED_OPTIONS = frozenset({
     "open_tracking", "click_tracking", "transactional", "sandbox", "ip_pool",
     "skip_suppression",  # inject.py skips the suppression check for the message
@@ -22,11 +23,7 @@ REFUSED_OPTIONS: dict[str, str] = {}
 """SparkPost options engaged does not implement yet (move each to HONOURED_OPTIONS with its implementation)."""
 IGNORED_FIELDS = frozenset({"substitution_data"})
 """Accepted and ignored, as SparkPost's SMTP API ignores them."""
-REFUSED_FIELDS: dict[str, str] = {
-    "cc": "X-MSYS-API 'cc' is not supported yet: give each recipient in RCPT TO",
-    "bcc": "X-MSYS-API 'bcc' is not supported yet: give each recipient in RCPT TO",
-    "archive": "X-MSYS-API 'archive' is not supported yet: give each recipient in RCPT TO",
-}
+REFUSED_FIELDS: dict[str, str] = {}
 """SparkPost fields engaged does not implement yet: refused rather than dropped."""
 
 

@@ -20,6 +20,8 @@ class SpoolRecipient(msgspec.Struct, frozen=True, kw_only=True):
     headers: bytes | None = None  # this recipient's own header block, when policy edited it per recipient
     dsn_notify: str = ""  # RFC 3461 NOTIFY as the client gave it ("SUCCESS,FAILURE", "NEVER"); "" = not given
     dsn_orcpt: str = ""  # RFC 3461 ORCPT (addr-type;xtext-address), "" = not given
+    replica_of: RecipientIdentity | None = None  # an archive copy: the recipient whose copy (links and all) it is
+    bcc_field: bytes = b""  # a bcc copy: its own `Bcc:` field line, in place of the message's Bcc fields
 
     @property
     def rcpt_to(self) -> str:
@@ -45,6 +47,8 @@ class SpoolRecord(msgspec.Struct, frozen=True, kw_only=True):
     body_crc32: int = 0
     dsn_ret: str = ""  # RFC 3461 RET ("FULL" or "HDRS"), "" = not given
     dsn_envid: str = ""  # RFC 3461 ENVID (xtext as sent), "" = not given
+    cc_field: bytes = b""  # X-MSYS-API cc: the `Cc:` field line every copy carries in place of the message's
+    drop_bcc: bool = False  # X-MSYS-API bcc: no copy keeps the message's own Bcc fields
 
 
 class RecipientDone(msgspec.Struct, frozen=True, kw_only=True, tag="done"):

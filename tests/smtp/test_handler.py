@@ -186,7 +186,7 @@ def test_disconnect_mid_data_queues_nothing(engaged_server: ServerFactory) -> No
         (b'{"campaign_id": "x",', "JSON parsing error in X-MSYS-API"),
         (b"[1, 2]", "X-MSYS-API must be a json object"),
         (b'{"campaign_id": "caf\xe9"}', "X-MSYS-API header is not valid UTF-8"),
-        (b'{"cc": ["c@example.com"]}', "X-MSYS-API 'cc' is not supported yet"),
+        (b'{"cc": ["not an address"]}', "X-MSYS-API 'cc[0]' is not a valid email address"),
         (b'{"options": {"teleport": true}}', "X-MSYS-API option 'options.teleport' is not supported"),
     ],
 )
