@@ -19,7 +19,7 @@ from engaged.events.samples import envelope_documentation, sample
 from engaged.sinks.dispatch import problems_of
 from engaged.sinks.guard import Networks, check_target
 from engaged.sinks.signing import batch_body, batch_id, new_secret
-from engaged.sinks.webhooks import send_test_batch
+from engaged.sinks.webhooks import ValidationAnswer, send_test_batch
 from engaged.types import BatchStatus, DeadLetter, WebhookRecord, WebhookRegistry, WebhookRow
 
 _UNSET: Any = msgspec.UNSET
@@ -136,13 +136,9 @@ class WebhooksApi:
         if row is None:
             return error(404, "webhook not found")
         answer = await send_test_batch(row.record, row.secret, networks=self._networks)
-        response = {"status": answer.status, "headers": answer.headers, "body": answer.body}
         if answer.ok:
-            return json({"results": {"msg": "Test POST to endpoint succeeded", "response": response}})
-        detail = answer.error or f"the target answered HTTP {answer.status}"
-        body = {"errors": [{"message": "Test POST to endpoint failed", "code": "1200", "description": detail,
-                            "response": response}]}
-        return json(body, 400)
+            return json({"results": {"msg": "Test POST to endpoint succeeded", "response": _answer_view(answer)}})
+        return _test_failed(answer)
 
     async def batch_status(self, request: Request) -> Response:
         """SparkPost's batch status: the latest outcome of each recent batch, newest first."""
@@ -191,6 +187,9 @@ class WebhooksApi:
         if refusal is not None:
             return refusal
         secret = new_secret()
+        answer = await send_test_batch(record, secret, networks=self._networks)  # SparkPost: no 2xx, no webhook
+        if not answer.ok:
+            return _test_failed(answer)
         await self._store.put_webhook(record, secret)
         self._changed()
         return json({"results": {"id": record.id, "name": record.name, "signing_secret": secret,
@@ -209,6 +208,10 @@ class WebhooksApi:
         refusal = await _refusal(record, self._networks)
         if refusal is not None:
             return refusal
+        if record.target != row.record.target:  # SparkPost tests a changed target before applying anything
+            answer = await send_test_batch(record, row.secret, networks=self._networks)
+            if not answer.ok:
+                return _test_failed(answer)
         await self._store.put_webhook(record, row.secret)
         self._changed()
         return json({"results": {"id": record.id, "name": record.name, "links": _links(record.id)[1:2]}})
@@ -239,6 +242,18 @@ class WebhooksApi:
         queued = await self._store.queue_dead_letters(webhook_id, given.ids)
         self._changed()
         return json({"results": {"queued": queued}})
+
+
+def _answer_view(answer: ValidationAnswer) -> dict[str, Any]:
+    return {"status": answer.status, "headers": answer.headers, "body": answer.body}
+
+
+def _test_failed(answer: ValidationAnswer) -> Response:
+    """400 `Test POST to endpoint failed`, with what the target answered (or why it did not)."""
+    detail = answer.error or f"the target answered HTTP {answer.status}"
+    body = {"errors": [{"message": "Test POST to endpoint failed", "code": "1200", "description": detail,
+                        "param": "target", "response": _answer_view(answer)}]}
+    return json(body, 400)
 
 
 async def _decode(request: Request, kind: type[_T], *, empty_ok: bool = False) -> _T | Response:

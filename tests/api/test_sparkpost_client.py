@@ -19,6 +19,7 @@ from engaged.config import ApiConfig, Config
 from engaged.prometheus import Metrics
 from engaged.types import EventStore
 from tests.sample_events import make_event
+from tests.sinks.receiver import Receiver, always
 
 KEY = "14ac5499cfdd2bb2859e4476d2e5b1d2bad079bf"
 
@@ -34,7 +35,8 @@ async def https_service(store: EventStore, tmp_path: Path) -> Any:
     cert.private_key_pem.write_to_path(str(key_path))
     ca.cert_pem.write_to_path(str(ca_path))
     config = Config(data_dir=str(tmp_path / "data"), api=ApiConfig(
-        listen="127.0.0.1:0", keys=[KEY], tls_cert=str(cert_path), tls_key=str(key_path)))
+        listen="127.0.0.1:0", keys=[KEY], tls_cert=str(cert_path), tls_key=str(key_path),
+        webhook_private_networks=["127.0.0.0/8"]))  # SparkPost's clients cannot send allow_private_targets
     service = ApiService(config, store, metrics=Metrics(), owner="node-1", keepalive=0.5)
     await service.start()
     try:
@@ -73,11 +75,20 @@ async def test_events_and_webhooks_travel_through_the_clients_transport(
                                                         params=params, verify=ca))
     assert [item["event_id"] for item in results] == [event.event_id]
     assert results[0]["timestamp"].endswith("+00:00")
-    body = {"name": "crm", "target": "https://93.184.216.34/hook", "events": ["click"], "active": False}
-    created = await in_thread(lambda: transport.request("POST", f"{client.base_uri}/webhooks", headers,
-                                                        json=body, verify=ca))
-    listed = await in_thread(lambda: transport.request("GET", f"{client.base_uri}/webhooks", headers, verify=ca))
-    assert [hook["id"] for hook in listed] == [created["id"]]
+    receiver = await Receiver().start()
+    try:
+        body = {"name": "crm", "target": receiver.url, "events": ["click"], "active": False}
+        created = await in_thread(lambda: transport.request("POST", f"{client.base_uri}/webhooks", headers,
+                                                            json=body, verify=ca))
+        listed = await in_thread(lambda: transport.request("GET", f"{client.base_uri}/webhooks", headers, verify=ca))
+        assert [hook["id"] for hook in listed] == [created["id"]] and len(receiver.validations) == 1
+        receiver.validation = always(500)  # SparkPost refuses a webhook whose target fails the test POST
+        with pytest.raises(SparkPostAPIException) as failed:
+            await in_thread(lambda: transport.request("POST", f"{client.base_uri}/webhooks", headers,
+                                                      json={**body, "name": "other"}, verify=ca))
+        assert failed.value.status == 400 and "Test POST to endpoint failed" in failed.value.errors[0]
+    finally:
+        await receiver.stop()
     with pytest.raises(SparkPostAPIException) as refused:
         await in_thread(lambda: transport.request("GET", f"{client.base_uri}/webhooks/nope", headers, verify=ca))
     assert refused.value.status == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,8 +13,17 @@ from engaged.config import WebhookConfig
 from engaged.sinks.dispatch import config_webhook_id
 from engaged.types import EventStore
 from tests.eventstores import Services, StoreMaker
+from tests.sinks.receiver import Receiver, always
 
 TARGET = "http://127.0.0.1:9/hook"
+"""Nothing listens there: good enough where no test POST is made (refusals, [[webhooks]])."""
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    started = await Receiver().start()
+    yield started
+    await started.stop()
 
 
 async def call(service: ApiService, method: str, path: str = "", **kwargs: Any) -> httpx.Response:
@@ -21,9 +31,10 @@ async def call(service: ApiService, method: str, path: str = "", **kwargs: Any) 
         return await client.request(method, f"/api/v1/webhooks{path}", **kwargs)
 
 
-async def test_a_webhook_is_created_listed_read_updated_and_deleted(store: EventStore, start_service: Services) -> None:
+async def test_a_webhook_is_created_listed_read_updated_and_deleted(
+        store: EventStore, start_service: Services, receiver: Receiver) -> None:
     service = await start_service(store)
-    created = await call(service, "POST", json={"name": "crm", "target": TARGET, "events": ["click"],
+    created = await call(service, "POST", json={"name": "crm", "target": receiver.url, "events": ["click"],
                                                 "auth_token": "t", "allow_private_targets": True, "active": True})
     assert created.status_code == 200
     results = created.json()["results"]
@@ -44,7 +55,7 @@ async def test_a_webhook_is_created_listed_read_updated_and_deleted(store: Event
     assert updated.json()["results"]["id"] == hook_id and updated.json()["results"]["name"] == "crm"
     assert updated.json()["results"]["links"][0]["href"] == f"/api/v1/webhooks/{hook_id}/validate"
     read = (await call(service, "GET", f"/{hook_id}")).json()["results"]
-    assert read["events"] == ["open", "click"] and read["batch_size"] == 10 and read["target"] == TARGET
+    assert read["events"] == ["open", "click"] and read["batch_size"] == 10 and read["target"] == receiver.url
     assert read["signing_secret"] == secret
 
     deleted = await call(service, "DELETE", f"/{hook_id}")
@@ -111,9 +122,60 @@ async def test_configured_webhooks_are_listed_read_only_and_keep_id_and_secret_a
 
 
 async def test_replaying_dead_letters_of_an_unknown_webhook_answers_404(
-        store: EventStore, start_service: Services) -> None:
+        store: EventStore, start_service: Services, receiver: Receiver) -> None:
     service = await start_service(store)
     assert (await call(service, "POST", "/nope/dead-letters/replay")).status_code == 404
-    hook = (await call(service, "POST", json={"name": "x", "target": TARGET, "allow_private_targets": True})).json()
+    hook = (await call(service, "POST", json={"name": "x", "target": receiver.url,
+                                              "allow_private_targets": True})).json()
     replay = await call(service, "POST", f"/{hook['results']['id']}/dead-letters/replay", json={"ids": "all"})
     assert replay.status_code == 422
+
+
+async def test_creation_sends_a_signed_test_post_and_stores_nothing_unless_the_target_answers_2xx(
+        store: EventStore, start_service: Services, receiver: Receiver) -> None:
+    service = await start_service(store)
+    body = {"name": "crm", "target": receiver.url, "allow_private_targets": True, "auth_token": "t", "timeout": 2}
+    receiver.validation = always(500)
+    refused = await call(service, "POST", json=body)
+    assert refused.status_code == 400
+    (problem,) = refused.json()["errors"]
+    assert (problem["message"], problem["code"], problem["param"]) == ("Test POST to endpoint failed", "1200",
+                                                                       "target")
+    assert problem["description"] == "the target answered HTTP 500" and problem["response"]["status"] == 500
+    assert (await call(service, "GET")).json() == {"results": []}
+
+    unreachable = await call(service, "POST", json={**body, "target": TARGET})
+    assert unreachable.status_code == 400 and unreachable.json()["errors"][0]["response"]["status"] == 0
+    assert (await call(service, "GET")).json() == {"results": []}
+
+    receiver.validation = always(204)
+    created = await call(service, "POST", json=body)
+    assert created.status_code == 200
+    test_post = receiver.validations[-1]
+    assert test_post.body == b'[{"msys":{}}]' and test_post.headers["x-messagesystems-webhook-token"] == "t"
+    assert test_post.headers["x-engaged-signature"].startswith("t=")
+    assert [hook["id"] for hook in (await call(service, "GET")).json()["results"]] == [created.json()["results"]["id"]]
+
+
+async def test_a_changed_target_is_tested_before_the_change_is_applied(
+        store: EventStore, start_service: Services, receiver: Receiver) -> None:
+    service = await start_service(store)
+    other = await Receiver().start()
+    try:
+        created = await call(service, "POST", json={"name": "crm", "target": receiver.url,
+                                                    "allow_private_targets": True, "timeout": 2})
+        hook_id = created.json()["results"]["id"]
+        assert len(receiver.validations) == 1
+        kept = await call(service, "PUT", f"/{hook_id}", json={"events": ["open"]})  # same target: no test POST
+        assert kept.status_code == 200 and len(receiver.validations) == 1
+        other.validation = always(503)
+        refused = await call(service, "PUT", f"/{hook_id}", json={"target": other.url, "events": ["click"]})
+        assert refused.status_code == 400 and len(other.validations) == 1
+        read = (await call(service, "GET", f"/{hook_id}")).json()["results"]
+        assert (read["target"], read["events"]) == (receiver.url, ["open"])  # nothing of the PUT applied
+        other.validation = always(200)
+        moved = await call(service, "PUT", f"/{hook_id}", json={"target": other.url})
+        assert moved.status_code == 200
+        assert (await call(service, "GET", f"/{hook_id}")).json()["results"]["target"] == other.url
+    finally:
+        await other.stop()

@@ -80,9 +80,10 @@ async def test_validate_posts_sparkposts_sample_batch_and_reports_the_answer(
     assert answer.status_code == 200
     assert answer.json()["results"]["msg"] == "Test POST to endpoint succeeded"
     assert answer.json()["results"]["response"]["status"] == 200
-    (request,) = receiver.requests
+    created, request = receiver.validations  # the first came with the creation
     assert request.body == b'[{"msys":{}}]' and request.headers["x-api-key"] == "abcd"
-    receiver.behaviour = always(500)
+    assert created.headers["x-engaged-signature"] and receiver.requests == []
+    receiver.validation = always(500)
     failed = await api(service, "POST", f"/{hook['id']}/validate")
     assert failed.status_code == 400
     (problem,) = failed.json()["errors"]
@@ -139,7 +140,7 @@ async def test_oauth2_client_credentials_token_is_cached_and_renewed_after_a_401
     await store.append([make_event("open", 2)])  # answered 401 once: a new token, then delivered
     await eventually(lambda: _true(len(receiver.accepted()) == 2))
     assert all(request.headers["authorization"] == "Bearer tok-1" for request in receiver.requests)
-    assert len(token_server.requests) == 2  # the first token was reused until the 401
+    assert len(token_server.requests) == 3  # creation's test POST, then one reused until the 401, then a new one
     form = parse_qs(token_server.requests[0].body.decode())
     assert form == {"client_id": ["CLIENT123"], "client_secret": ["s3cret"], "grant_type": ["client_credentials"]}
     assert token_server.requests[0].headers["content-type"] == "application/x-www-form-urlencoded"

@@ -26,14 +26,24 @@ def always(status: int) -> Behaviour:
     return lambda n: status
 
 
+VALIDATION_BATCH = b'[{"msys":{}}]'
+
+
 class Receiver:
-    """HTTP/1.1 on 127.0.0.1; `behaviour` may be swapped while it runs."""
+    """HTTP/1.1 on 127.0.0.1; `behaviour` may be swapped while it runs.
+
+    SparkPost's validation batch (sent when a webhook is created, its target changed, or `validate`
+    is asked for) is answered by `validation` and kept in `validations`: `behaviour`'s request
+    numbers and `requests` count only the other requests.
+    """
 
     def __init__(self, behaviour: Behaviour | None = None, reply: bytes = b"ok") -> None:
         self.behaviour = behaviour or always(200)
         self.reply = reply
         """The body of every answer (a JSON token for an OAuth 2.0 token endpoint, say)."""
         self.requests: list[Request] = []
+        self.validation: Behaviour = always(200)
+        self.validations: list[Request] = []
         self.port = 0
         self._server: asyncio.Server | None = None
         self._release = asyncio.Event()
@@ -75,11 +85,16 @@ class Receiver:
             lines = head.decode("latin-1").split("\r\n")[1:]
             headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)}
             body = await reader.readexactly(int(headers.get("content-length", "0")))
-            number = self._count
-            self._count += 1
-            action = self.behaviour(number)
-            status = action if isinstance(action, int) else 0
-            self.requests.append(Request(headers, body, time.time(), status))
+            if body == VALIDATION_BATCH:
+                action = self.validation(len(self.validations))
+                status = action if isinstance(action, int) else 0
+                self.validations.append(Request(headers, body, time.time(), status))
+            else:
+                number = self._count
+                self._count += 1
+                action = self.behaviour(number)
+                status = action if isinstance(action, int) else 0
+                self.requests.append(Request(headers, body, time.time(), status))
             if action == "hang":
                 await self._release.wait()
             elif action != "close":
