@@ -26,6 +26,15 @@ class FieldFilter(msgspec.Struct, frozen=True):
     field: str
     values: tuple[str, ...]
     keyword: bool = False
+    substring: bool = False  # any value occurs in the field, case-insensitive (query_filters' like)
+    negated: bool = False  # holds when the condition does not (notEq, notLike); an event without the field holds
+
+
+class FilterGroup(msgspec.Struct, frozen=True):
+    """One compare group of the Metrics API's `query_filters`: its conditions joined by AND, or by OR."""
+
+    filters: tuple[FieldFilter, ...]
+    any_of: bool = False
 
 
 class EventQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,6 +50,7 @@ class EventQuery(msgspec.Struct, frozen=True, kw_only=True):
     recipients: tuple[str, ...] = ()
     transmissions: tuple[str, ...] = ()
     fields: tuple[FieldFilter, ...] = ()
+    groups: tuple[FilterGroup, ...] = ()  # every group must hold, as well as `fields`
     since: float | None = None
     until: float | None = None
     after_seq: int = 0

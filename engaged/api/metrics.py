@@ -12,7 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from engaged.api.params import BadRequest, error, integer, json
+from engaged.api.filters import FILTER_FIELDS, SCHEMA, InvalidFilters, parse_query_filters
+from engaged.api.params import BadRequest, integer, json
 from engaged.api.search import parse_moment_in, zone_of
 from engaged.events.dialect import Dialect
 from engaged.events.metrics import (
@@ -24,19 +25,13 @@ from engaged.events.metrics import (
 )
 from engaged.types import EventQuery, EventReports, FieldFilter
 
-_FILTERS: dict[str, str] = {
-    "domains": "recipient_domain", "campaigns": "campaign_id", "templates": "template_id",
-    "sending_ips": "sending_ip", "ip_pools": "ip_pool", "sending_domains": "sending_domain",
-    "subaccounts": "subaccount_id", "mailbox_providers": "mailbox_provider",
-    "mailbox_provider_regions": "mailbox_provider_region",
-}
+_FILTERS = FILTER_FIELDS
 """SparkPost's simple metrics filters and the event field each selects (exact values)."""
 _REFUSED = {
-    "query_filters": "advanced query_filters are not supported; use the simple list filters",
     "subject_campaigns": "subject campaigns are a SparkPost Deliverability Add-On feature engaged does not have",
 }
 _COMMON = frozenset({"from", "to", "timezone", "delimiter", "metrics", "precision", "limit", "order_by", *_FILTERS,
-                     *_REFUSED})
+                     *_REFUSED, "query_filters"})
 _PRECISIONS = {"1min": 60, "5min": 300, "15min": 900, "hour": 3600, "12hr": 43200, "day": 86400, "week": 604800}
 _UTC_PRECISIONS = ("day", "week", "month")
 _MAX_BUCKETS = 10000
@@ -95,7 +90,8 @@ class MetricsApi:
         base = "/api/v1/metrics"
         routes = [Route(f"{base}/", self.root, methods=["GET"]), Route(base, self.root, methods=["GET"]),
                   Route(f"{base}/deliverability", self.summary, methods=["GET"]),
-                  Route(f"{base}/deliverability/time-series", self.time_series, methods=["GET"])]
+                  Route(f"{base}/deliverability/time-series", self.time_series, methods=["GET"]),
+                  Route(f"{base}/deliverability/query-filters-schema", self.schema, methods=["GET"])]
         routes += [Route(f"{base}/deliverability/{name}", self._grouped(name), methods=["GET"]) for name in GROUPS]
         routes += [Route(f"{base}/deliverability/{name}", self._reasons(name), methods=["GET"]) for name in _REASONS]
         routes.append(Route(f"{base}/deliverability/attempt", self.attempt, methods=["GET"]))
@@ -108,12 +104,16 @@ class MetricsApi:
         return json({"results": {}, "links": [{"href": f"/api/v1/metrics/{name}", "rel": name, "method": "GET"}
                                               for name in names]})
 
+    async def schema(self, request: Request) -> Response:
+        """The JSON Schema `query_filters` must follow."""
+        return json({"results": SCHEMA})
+
     async def summary(self, request: Request) -> Response:
         """`{"results": [{metric: count, …}]}` over every matching event."""
         try:
             query, names, _ = self._parse(request.query_params, set())
         except BadRequest as bad:
-            return error(400, bad.message, bad.param)
+            return bad.answer()
         (row,) = await self._store.aggregate(query, names=names)
         return json({"results": [row.counts], "links": [
             {"href": "/api/v1/metrics/deliverability", "rel": "deliverability", "method": "GET"}]})
@@ -129,7 +129,7 @@ class MetricsApi:
                 if order_by is not None and order_by not in names:
                     raise BadRequest("order_by", "order_by must name one of the requested metrics")
             except BadRequest as bad:
-                return error(400, bad.message, bad.param)
+                return bad.answer()
             rows = await self._store.aggregate(query, by_campaign=name == "campaign",
                                                group=None if name == "campaign" else group, names=names,
                                                order_by=order_by, limit=limit)
@@ -150,7 +150,7 @@ class MetricsApi:
             until = query.until if query.until is not None else _now()
             steps = _steps(query.since, until, precision, zone)
         except BadRequest as bad:
-            return error(400, bad.message, bad.param)
+            return bad.answer()
         if precision == "month":
             def group(d: Dialect) -> str:
                 return d.month
@@ -178,7 +178,7 @@ class MetricsApi:
                                                    default=default)
                 limit = integer(params, "limit", 1000, 1, 10000)
             except BadRequest as bad:
-                return error(400, bad.message, bad.param)
+                return bad.answer()
             query = msgspec_replace(query, types=types)
             rows = await self._store.aggregate(query, group=_joined(*fields), names=names,
                                                order_by=names[0], limit=limit)
@@ -193,7 +193,7 @@ class MetricsApi:
             query, _, _ = self._parse(request.query_params, set(), allowed=("count_delivered",),
                                       default=("count_delivered",))
         except BadRequest as bad:
-            return error(400, bad.message, bad.param)
+            return bad.answer()
 
         def group(d: Dialect) -> str:
             retries = f"CAST(NULLIF({d.field('num_retries')}, '') AS INTEGER)"
@@ -215,7 +215,7 @@ class MetricsApi:
                 since, until = parse_moment_in(params, "from", zone), parse_moment_in(params, "to", zone)
                 limit = integer(params, "limit", 1000, 1, 10000)
             except BadRequest as bad:
-                return error(400, bad.message, bad.param)
+                return bad.answer()
             match = params.get("match", "").strip()
             fields = (FieldFilter(field, (match,), keyword=True),) if match else ()
             query = EventQuery(since=since, until=until, fields=fields)
@@ -230,8 +230,9 @@ class MetricsApi:
                allowed: tuple[str, ...] | None = None,
                default: tuple[str, ...] | None = None) -> tuple[EventQuery, list[str], Mapping[str, str]]:
         _refuse_unknown(params, _COMMON | extra)
+        advanced = params.get("query_filters", "").strip()
         for name, reason in _REFUSED.items():
-            if params.get(name):
+            if params.get(name) and not advanced:  # SparkPost ignores the simple filters beside query_filters
                 raise BadRequest(name, reason)
         names = list(_split(params, "metrics")) or list(default or METRIC_NAMES)
         refused = [name for name in names if name in ADD_ON_METRICS]
@@ -255,6 +256,14 @@ class MetricsApi:
                 until = math.ceil(until / width) * width
         if since is not None and until is not None and since >= until:
             raise BadRequest("from", "from must be before to")
+        if advanced:
+            try:
+                groups = parse_query_filters(advanced)
+            except InvalidFilters as invalid:
+                raise BadRequest("query_filters", f"query_filters does not follow the schema "
+                                                  f"(/api/v1/metrics/deliverability/query-filters-schema): {invalid}",
+                                 invalid.errors) from None
+            return EventQuery(since=since, until=until, groups=groups), names, params
         fields = tuple(FieldFilter(field, values) for name, field in _FILTERS.items()
                        if (values := _split(params, name)))
         return EventQuery(since=since, until=until, fields=fields), names, params

@@ -25,10 +25,15 @@ _PLUS_LOST = re.compile(r"(T[0-9:.]+) ([0-9]{2}(:?[0-9]{2})?)$")  # "+02:00" une
 class BadRequest(Exception):
     """A parameter the API cannot use; answered 400 with SparkPost's error shape."""
 
-    def __init__(self, param: str, message: str) -> None:
+    def __init__(self, param: str, message: str, validation_errors: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
         self.param = param
         self.message = message
+        self.validation_errors = validation_errors  # SparkPost's `validationErrors` (query_filters)
+
+    def answer(self) -> Response:
+        """The 400 answer that says what was wrong."""
+        return error(400, self.message, self.param, validation_errors=self.validation_errors)
 
 
 def json(content: Any, status: int = 200) -> Response:
@@ -56,7 +61,7 @@ _CODES = {400: "1200", 401: "1100", 403: "1100", 404: "1600", 405: "1102", 409: 
 
 
 def error_body(status: int, description: str, param: str | None = None, *, code: str | None = None,
-               message: str | None = None) -> bytes:
+               message: str | None = None, validation_errors: list[dict[str, str]] | None = None) -> bytes:
     """`{"errors": [{"message", "code", "description"}]}` (plus our `param`), SparkPost's error shape.
 
     `code` defaults to SparkPost's code for the status; `message` is SparkPost's text for the code
@@ -66,17 +71,19 @@ def error_body(status: int, description: str, param: str | None = None, *, code:
     code = code or _CODES.get(status, "1200")
     if message is None:
         message = "Unauthorized." if status == 401 else ERROR_MESSAGES.get(code, "invalid params")
-    item = {"message": message, "code": code, "description": description}
+    item: dict[str, Any] = {"message": message, "code": code, "description": description}
     if param is not None:
         item["param"] = param
+    if validation_errors is not None:
+        item["validationErrors"] = validation_errors
     return _encoder.encode({"errors": [item]})
 
 
 def error(status: int, description: str, param: str | None = None, *, code: str | None = None,
-          message: str | None = None) -> Response:
+          message: str | None = None, validation_errors: list[dict[str, str]] | None = None) -> Response:
     """An error answer with SparkPost's shape (see error_body)."""
-    return Response(error_body(status, description, param, code=code, message=message), status_code=status,
-                    media_type="application/json")
+    body = error_body(status, description, param, code=code, message=message, validation_errors=validation_errors)
+    return Response(body, status_code=status, media_type="application/json")
 
 
 def listed(params: Mapping[str, str], name: str) -> tuple[str, ...]:

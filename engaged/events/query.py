@@ -60,7 +60,15 @@ def keyword_pattern(value: str) -> list[str]:
 
 
 def _field_clause(dialect: Dialect, item: FieldFilter, placeholder: str) -> tuple[str, list[object]]:
+    if item.negated:
+        clause, values = _field_clause(dialect, msgspec.structs.replace(item, negated=False), placeholder)
+        return f"NOT COALESCE({clause}, FALSE)", values  # an event without the field has no such value
     expression = dialect.field(item.field)
+    if item.substring:
+        escaped = [value.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                   for value in item.values]
+        return ("(" + " OR ".join(f"LOWER({expression}) LIKE {placeholder} ESCAPE '\\'" for _ in escaped) + ")",
+                [f"%{value}%" for value in escaped])
     if not item.keyword:
         return f"{expression} IN ({', '.join(placeholder for _ in item.values)})", list(item.values)
     alternatives: list[str] = []
@@ -92,6 +100,10 @@ def where_clause(query: EventQuery, placeholder: str = "?", dialect: Dialect = S
         clause, field_params = _field_clause(dialect, item, placeholder)
         clauses.append(clause)
         params.extend(field_params)
+    for group in query.groups:
+        parts = [_field_clause(dialect, item, placeholder) for item in group.filters]
+        clauses.append("(" + (" OR " if group.any_of else " AND ").join(part for part, _ in parts) + ")")
+        params.extend(param for _, part_params in parts for param in part_params)
     if query.since is not None:
         clauses.append("ts >= " + placeholder)
         params.append(query.since)

@@ -137,6 +137,7 @@ async def test_per_page_defaults_to_1000_and_the_next_link_keeps_the_filters(
     ({"events": "click,teleport"}, "events"), ({"from": "yesterday"}, "from"), ({"to": "2024-13-01"}, "to"),
     ({"from": "200", "to": "100"}, "from"), ({"cursor": "not-a-cursor"}, "cursor"), ({"cursor": "czE"[:-1]}, "cursor"),
     ({"colour": "red"}, "colour"), ({"page": "2"}, "page"), ({"timezone": "Mars/Olympus"}, "timezone"),
+    ({"query_filters": "{}"}, "query_filters"),  # SparkPost documents query_filters on the Metrics API only
 ])
 async def test_bad_parameters_answer_400_in_sparkposts_error_shape(
         filled: tuple[ApiService, list[Event]], params: dict[str, str], param: str) -> None:
