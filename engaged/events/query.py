@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,11 +38,17 @@ def machine_of(event: Event) -> str | None:
 
 
 def row_of(event: Event) -> Row:
-    """The indexed columns and the JSON body of one event, as both stores write them."""
+    """The indexed columns and the JSON body of one event, as both stores write them.
+
+    Raises ValueError for a timestamp that is not finite epoch seconds or text that is not Unicode.
+    """
+    ts = float(event.timestamp)
+    if not math.isfinite(ts):
+        raise ValueError(f"timestamp is not epoch seconds: {event.timestamp!r}")
     return (
         event.event_id,
         event_type(event),
-        float(event.timestamp),
+        ts,
         event.message_id,
         event.transmission_id,
         event.campaign_id,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -27,6 +25,7 @@ from engaged.events.query import (
 )
 from engaged.events.reports import ReportQueries
 from engaged.events.store_sqlite import CommitObserver
+from engaged.groupcommit import GroupCommit
 from engaged.types import AppendSignal, EventQuery, StoredEvent
 
 # body is BYTEA: the exact bytes encode_event produced (SparkPost key order, `type` first), decoded by
@@ -146,22 +145,24 @@ async def _keep_session(connection: Any) -> None:
     """Pool reset: skipped (a round trip per release); sessions hold no state outside transactions."""
 
 
-_Pending = tuple[list[Row], Sequence[Event], asyncio.Future[None]]
+class _Append(NamedTuple):
+    """One `append` call: its rows, committed together or not at all, and its events."""
+
+    rows: list[Row]
+    events: Sequence[Event]
 
 
-def _fail(batch: list[_Pending], error: Exception) -> None:
-    for *_, future in batch:
-        if not future.done():
-            failure = StoreError(f"event store write failed: {error}")
-            failure.__cause__ = error
-            future.set_exception(failure)
+def _is_row_error(error: Exception) -> bool:
+    """A refusal of a row (bad data, a constraint): GroupCommit isolates the append that holds it."""
+    return isinstance(error, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError))
 
 
 class PostgresEventStore(StoreQueries, ReportQueries):
     """Events in the `events` table of the database at `dsn`; any number of processes may share it.
 
     `append` returns after the transaction holding its events commits. Appends from many tasks are
-    gathered into one transaction (group commit) by a single flush task; an event whose event_id is
+    gathered into one transaction (engaged.groupcommit); an append whose rows the server refuses
+    (DataError, a constraint) fails alone, its batch mates are stored. An event whose event_id is
     already stored is ignored, so replays (and retries after an ambiguous commit) are idempotent.
 
     Live follow by seq: seq is drawn when a row is inserted but becomes visible when its transaction
@@ -181,8 +182,9 @@ class PostgresEventStore(StoreQueries, ReportQueries):
         self._on_commit = on_commit
         self._pool: Any = None
         self._force_sync = False
-        self._pending: deque[_Pending] = deque()
-        self._flusher: asyncio.Task[None] | None = None
+        self._group: GroupCommit[_Append] = GroupCommit(
+            self._commit, weight=lambda append: len(append.rows), max_weight=_MAX_BATCH,
+            is_item_error=_is_row_error, committed=self._committed)
         self._appends = AppendSignal()
 
     @property
@@ -221,46 +223,18 @@ class PostgresEventStore(StoreQueries, ReportQueries):
             rows = [_text_safe(row_of(event)) for event in events]
         except ValueError as error:  # a timestamp that is not epoch seconds
             raise StoreError(f"event cannot be stored: {error}") from error
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((rows, events, future))
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush())
-        await future
-
-    async def _flush(self) -> None:
         try:
-            while self._pending:
-                batch: list[_Pending] = []
-                count = 0
-                while self._pending and count < _MAX_BATCH:
-                    item = self._pending.popleft()
-                    batch.append(item)
-                    count += len(item[0])
-                await self._commit(batch)
-        finally:
-            self._flusher = None
+            await self._group.submit(_Append(rows, events))
+        except Exception as error:
+            raise StoreError(f"event store write failed: {error}") from error
 
-    async def _commit(self, batch: list[_Pending]) -> None:
-        """Write one batch and settle its waiters; bad data in one append fails only that append."""
-        began = time.perf_counter()
-        try:
-            await self._write([row for rows, _, _ in batch for row in rows])
-        except asyncpg.DataError as error:  # e.g. a NUL character, which TEXT cannot hold
-            if len(batch) == 1:
-                _fail(batch, error)
-                return
-            for item in batch:
-                await self._commit([item])
-        except Exception as error:  # every waiter must learn the batch failed
-            _fail(batch, error)
-        else:
-            for *_, future in batch:
-                if not future.done():
-                    future.set_result(None)
-            self._appends.notify()
-            if self._on_commit is not None:
-                self._on_commit([event for _, events, _ in batch for event in events], time.perf_counter() - began)
+    async def _commit(self, appends: list[_Append]) -> None:
+        await self._write([row for append in appends for row in append.rows])
+
+    def _committed(self, appends: list[_Append], seconds: float) -> None:
+        self._appends.notify()
+        if self._on_commit is not None:
+            self._on_commit([event for append in appends for event in append.events], seconds)
 
     async def _write(self, rows: list[Row]) -> None:
         """Insert and commit `rows`, on a fresh connection again (up to _WRITE_ATTEMPTS) when one is lost."""
@@ -332,8 +306,7 @@ class PostgresEventStore(StoreQueries, ReportQueries):
         return counts
 
     async def close(self) -> None:
-        while self._flusher is not None:
-            await asyncio.wait({self._flusher})
+        await self._group.settled()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from engaged.errors import StoreError
 from engaged.events.model import Event, decode_event
@@ -24,6 +23,7 @@ from engaged.events.query import (
     where_clause,
 )
 from engaged.events.reports import ReportQueries
+from engaged.groupcommit import GroupCommit
 from engaged.types import AppendSignal, EventQuery, StoredEvent
 
 __all__ = ["SqliteEventStore", "row_of", "where_clause"]
@@ -57,12 +57,23 @@ _MACHINE_BACKFILL = (
 CommitObserver = Callable[[Sequence[Event], float], None]
 """Called on the event loop after each group commit with its events and its duration in seconds."""
 
+_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError)
+"""Refusals of a row (a constraint, a value out of range): GroupCommit isolates the append that holds it."""
+
+
+class _Append(NamedTuple):
+    """One `append` call: its rows, committed together or not at all, and its events."""
+
+    rows: list[Row]
+    events: Sequence[Event]
+
 
 class SqliteEventStore(StoreQueries, ReportQueries):
     """Events in `<data_dir>/events.sqlite3`. `append` returns after the batch holding it commits.
 
-    Appends from many tasks are gathered into one transaction (group commit) on a single writer
-    thread; an event whose event_id is already stored is ignored, so replays are idempotent. Webhook
+    Appends from many tasks are gathered into one transaction (engaged.groupcommit) on a single writer
+    thread; an append whose row the database refuses fails alone, its batch mates are stored. An event
+    whose event_id is already stored is ignored, so replays are idempotent. Webhook
     state is written on the same thread, reads run on their own read-only connections.
     """
 
@@ -74,9 +85,9 @@ class SqliteEventStore(StoreQueries, ReportQueries):
         self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sqlite-reader")
         self._write_conn: sqlite3.Connection | None = None
         self._local = threading.local()
-        self._pending: list[tuple[Sequence[Event], asyncio.Future[None]]] = []
-        self._flushing = False
-        self._flush_task: asyncio.Task[None] | None = None
+        self._group: GroupCommit[_Append] = GroupCommit(
+            self._commit, weight=lambda append: len(append.rows), max_weight=_MAX_BATCH,
+            is_item_error=lambda error: isinstance(error, _ROW_ERRORS), committed=self._committed)
         self._appends = AppendSignal()
 
     @property
@@ -105,41 +116,25 @@ class SqliteEventStore(StoreQueries, ReportQueries):
     async def append(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((events, future))
-        if not self._flushing:
-            self._flushing = True
-            self._flush_task = loop.create_task(self._flush())
-        await future
-
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
+        if self._write_conn is None:
+            raise StoreError("event store is not open")
         try:
-            while self._pending:
-                batch: list[tuple[Sequence[Event], asyncio.Future[None]]] = []
-                count = 0
-                while self._pending and count < _MAX_BATCH:
-                    item = self._pending.pop(0)
-                    batch.append(item)
-                    count += len(item[0])
-                began = time.perf_counter()
-                try:
-                    rows = [row_of(event) for events, _ in batch for event in events]
-                    await loop.run_in_executor(self._writer, self._write, rows)
-                except Exception as error:  # every waiter must learn the batch failed
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(StoreError(f"event store write failed: {error}"))
-                    continue
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
-                self._appends.notify()
-                if self._on_commit is not None:
-                    self._on_commit([event for events, _ in batch for event in events], time.perf_counter() - began)
-        finally:
-            self._flushing = False
+            rows = [row_of(event) for event in events]
+        except ValueError as error:  # a timestamp that is not epoch seconds, text that is not Unicode
+            raise StoreError(f"event cannot be stored: {error}") from error
+        try:
+            await self._group.submit(_Append(rows, events))
+        except Exception as error:
+            raise StoreError(f"event store write failed: {error}") from error
+
+    async def _commit(self, appends: list[_Append]) -> None:
+        rows = [row for append in appends for row in append.rows]
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._write, rows)
+
+    def _committed(self, appends: list[_Append], seconds: float) -> None:
+        self._appends.notify()
+        if self._on_commit is not None:
+            self._on_commit([event for append in appends for event in append.events], seconds)
 
     def _write(self, rows: list[Row]) -> None:
         conn = self._connection()
@@ -213,8 +208,7 @@ class SqliteEventStore(StoreQueries, ReportQueries):
             raise
 
     async def close(self) -> None:
-        while self._flush_task is not None and not self._flush_task.done():
-            await self._flush_task
+        await self._group.settled()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, self._close_writer)
         self._writer.shutdown(wait=True)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from engaged.errors import StoreError
@@ -58,6 +61,24 @@ def store_maker(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], 
     dsn: str = request.getfixturevalue("postgres_dsn")
     asyncio.run(postgres_admin("DROP TABLE IF EXISTS events", dsn=dsn))
     return lambda: PostgresEventStore(dsn)
+
+
+Refuse = Callable[[str], Awaitable[None]]
+"""Makes the backing refuse every row of one campaign (a trigger in SQLite, a CHECK in PostgreSQL)."""
+
+
+@pytest.fixture
+def refuse(request: pytest.FixtureRequest, tmp_path: Path, store_maker: Callable[[], EventStore]) -> Refuse:
+    async def install(campaign: str) -> None:
+        if request.node.callspec.params["store_maker"] == "sqlite":
+            with contextlib.closing(sqlite3.connect(tmp_path / "events.sqlite3")) as connection:
+                connection.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.campaign_id = '{campaign}'"
+                                   " BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        else:
+            await postgres_admin(f"ALTER TABLE events ADD CONSTRAINT refuse CHECK (campaign_id <> '{campaign}')",
+                                 dsn=request.getfixturevalue("postgres_dsn"))
+
+    return install
 
 
 @pytest.fixture
@@ -190,6 +211,30 @@ async def test_a_reopened_store_keeps_its_events(backend: Backend) -> None:
     await reopened.append([make_event("open", 3)])
     after = await reopened.query(EventQuery())
     assert ids(after) == [eid(1), eid(2), eid(3)] and after[2].seq > before[1].seq
+
+
+async def test_an_append_the_database_refuses_fails_alone_and_its_batch_mates_are_stored(
+        backend: Backend, refuse: Refuse) -> None:
+    store = await backend.open()
+    await refuse("poison")
+    appends = [[make_event("open", 1)], [make_event("open", 2)],
+               [make_event("open", 3), make_event("open", 4, campaign="poison")],
+               [make_event("open", 5)], [make_event("open", 6)]]
+    results = await asyncio.gather(*(store.append(events) for events in appends), return_exceptions=True)
+    assert [type(result).__name__ for result in results] == ["NoneType", "NoneType", "StoreError", "NoneType",
+                                                           "NoneType"]
+    assert ids(await store.query(EventQuery())) == [eid(1), eid(2), eid(5), eid(6)]  # an append is all or nothing
+
+
+async def test_an_event_that_cannot_be_encoded_fails_only_its_own_append(backend: Backend) -> None:
+    store = await backend.open()
+    surrogate = msgspec.structs.replace(make_event("open", 2), campaign_id="half \udc80 a character")
+    endless = msgspec.structs.replace(make_event("open", 3), timestamp="nan")
+    appends = [[make_event("open", 1)], [surrogate], [endless], [make_event("open", 4)]]
+    results = await asyncio.gather(*(store.append(events) for events in appends), return_exceptions=True)
+    assert results[0] is None and results[3] is None
+    assert all(isinstance(result, StoreError) for result in results[1:3])
+    assert ids(await store.query(EventQuery())) == [eid(1), eid(4)]
 
 
 async def test_appending_to_a_closed_store_raises_store_error(backend: Backend) -> None:
