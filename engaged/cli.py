@@ -14,7 +14,8 @@ import click
 
 from engaged.config import MAX_WORKERS, Config, load_config, render_config, worker_count
 from engaged.errors import ConfigError
-from engaged.events.model import EVENT_TYPES, encode_event
+from engaged.events.model import EVENT_TYPES
+from engaged.events.wire import api_json
 from engaged.timestamps import parse_moment
 from engaged.types import EventQuery
 
@@ -122,7 +123,7 @@ def _parse_since(value: str | None) -> float | None:
 @click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--follow", is_flag=True, help="Keep printing new events as they are stored.")
 def events(config_path: str | None, types: tuple[str, ...], since: str | None, limit: int, follow: bool) -> None:
-    """Print stored events, one JSON object a line, oldest first."""
+    """Print stored events, one JSON object a line, oldest first, as the Events API shows them (ISO timestamps)."""
     config = _load(config_path)
     asyncio.run(_print_events(config, types, _parse_since(since), limit, follow))
 
@@ -140,7 +141,7 @@ async def _print_events(config: Config, types: tuple[str, ...], since: float | N
             batch = await store.query(EventQuery(types=types, since=since, after_seq=after,
                                                  limit=min(limit - printed, 1000) if not follow else 1000))
             for stored in batch:
-                sys.stdout.write(encode_event(stored.event).decode() + "\n")
+                sys.stdout.write(api_json(stored.event).decode() + "\n")  # as the Events API shows it
                 after = stored.seq
             printed += len(batch)
             sys.stdout.flush()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+from engaged.app import build_store
+from engaged.config import Config
 from engaged.keys import load_keyring
 from engaged.smtp.auth import verify_password
+from tests.sample_events import T0, make_event
 
 
 def run(*args: str, cwd: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -39,6 +44,31 @@ def test_events_on_an_empty_store_prints_nothing(tmp_path: Path) -> None:
     result = run("events", "--config", str(config), "--since", "2026-01-01T00:00:00+00:00", "--limit", "5")
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
+
+
+def test_events_prints_what_the_events_api_shows_with_iso_timestamps(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    events = [make_event("delivery", 0, ts=T0 + 0.25), make_event("click", 1, ts=T0 + 61)]
+
+    async def fill() -> None:
+        store = build_store(Config(data_dir=str(data)))
+        await store.open()
+        try:
+            await store.append(events)
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
+    config = tmp_path / "c.toml"
+    config.write_text(f'data_dir = "{data}"\n')
+    result = run("events", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [event["event_id"] for event in printed] == [event.event_id for event in events]
+    assert [event["timestamp"] for event in printed] == ["2023-11-14T22:13:20.250+00:00",
+                                                          "2023-11-14T22:14:21.000+00:00"]
+    clicked = run("events", "--config", str(config), "--type", "click")
+    assert [json.loads(line)["type"] for line in clicked.stdout.splitlines()] == ["click"]
 
 
 def test_events_rejects_a_bad_since() -> None:
