@@ -22,7 +22,7 @@ import httpx
 import msgspec
 
 from bench._harness import PG_ADMIN_DSN, pg_database
-from engaged.api.service import ApiService
+from engaged.app import ApiApp
 from engaged.config import ApiConfig, Config
 from engaged.events.model import ClickEvent, DeliveryEvent, Event
 from engaged.events.query import EVENT_COLUMNS, Row, row_of
@@ -102,9 +102,9 @@ async def fill_postgres(dsn: str) -> float:
 
 
 @asynccontextmanager
-async def serving(store: EventStore, tmp: Path) -> AsyncIterator[ApiService]:
+async def serving(store: EventStore, tmp: Path) -> AsyncIterator[ApiApp]:
     config = Config(data_dir=str(tmp), api=ApiConfig(listen="127.0.0.1:0"))
-    service = ApiService(config, store, metrics=Metrics(), owner=f"bench-{secrets.token_hex(4)}")
+    service = ApiApp(config, store, metrics=Metrics(), owner=f"bench-{secrets.token_hex(4)}")
     await service.start()
     try:
         yield service

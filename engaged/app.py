@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from starlette.middleware import Middleware
 
 from engaged.api.service import ApiService
 from engaged.config import Config, effective_smtpapi
@@ -18,6 +22,7 @@ from engaged.delivery.outcome import Transport
 from engaged.delivery.queue import DeliveryQueue
 from engaged.delivery.relay import SmtpTransport
 from engaged.delivery.unsubscribe import ReturnHeaders
+from engaged.errors import ConfigError
 from engaged.events.ids import EventIdGenerator
 from engaged.events.store_postgres import PostgresEventStore
 from engaged.events.store_sqlite import CommitObserver, SqliteEventStore
@@ -27,6 +32,8 @@ from engaged.keys import LiveKeyring
 from engaged.policy.engine import PolicyEngine
 from engaged.prometheus import Metrics
 from engaged.server.stats import RUN_DIR, CounterFile, EventCounter, summed
+from engaged.sinks.dispatch import WebhookDispatcher, target_problems
+from engaged.sinks.guard import parse_networks
 from engaged.smtp.gate import ConnectionGate
 from engaged.smtp.listener import SmtpListeners
 from engaged.spool.record import SpoolRecord
@@ -41,6 +48,7 @@ from engaged.tracker.loader import METRICS_FILE as LOADER_METRICS_FILE
 from engaged.tracker.loader import JournalLoader, follow
 from engaged.tracker.service import TrackerService
 from engaged.types import EventStore
+from engaged.web.middleware import DashboardMiddleware
 
 log = logging.getLogger("engaged")
 
@@ -178,6 +186,51 @@ class WorkerApp:
         log.info("stopped")
 
 
+class ApiApp:
+    """The API listener with the dashboard mounted on it, and webhook delivery: NodeApp's API side.
+
+    Before the listener binds, the [[webhooks]] targets are checked (load_config checked the rest) and
+    merged into the webhook table; delivery starts once the API answers. Tests start it alone.
+    """
+
+    def __init__(self, config: Config, store: EventStore, *, metrics: Metrics, owner: str | None = None,
+                 keepalive: float = 15.0, poll: float = 0.25, suppressions: SuppressionStore | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._networks = parse_networks(config.api.webhook_private_networks)
+        node = owner or f"{socket.gethostname()}:{config.data_path}"
+        self.webhooks = WebhookDispatcher(store, metrics, node, self._networks)
+        stopping = asyncio.Event()
+        dashboard = Middleware(DashboardMiddleware, store=store, keys=config.api.keys, stopping=stopping,
+                               keepalive=keepalive, poll=poll, suppressions=suppressions)
+        self.api = ApiService(config, store, metrics=metrics, stopping=stopping, networks=self._networks,
+                              webhooks_changed=self.webhooks.refresh, outer=[dashboard], keepalive=keepalive,
+                              poll=poll, suppressions=suppressions, clock=clock)
+
+    @property
+    def address(self) -> str:
+        """`host:port` the API listener is bound to (after start)."""
+        return self.api.address
+
+    async def start(self) -> None:
+        """ConfigError (before anything binds) when a [[webhooks]] target resolves to a refused address."""
+        problems = await target_problems(self._config.webhooks, self._networks)
+        if problems:
+            raise ConfigError(problems)
+        await self.webhooks.merge_config(self._config.webhooks)
+        await self.api.start()
+        try:
+            await self.webhooks.start()
+        except BaseException:
+            await self.api.stop()
+            raise
+
+    async def stop(self) -> None:
+        """End live streams and stop the listener, then the webhook workers (their leases are released)."""
+        await self.api.stop()
+        await self.webhooks.stop()
+
+
 class NodeApp:
     """The once-per-node process of `engaged serve`: API, dashboard, webhook dispatch, automatic
     suppressions, the [inbound] listener and the tracker journal loader (it stores what every
@@ -194,7 +247,7 @@ class NodeApp:
         self.store = build_store(config, self.metrics, count_events=False)
         self.suppressions = build_suppressions(config)
         self.suppression_rules = SuppressionRules(self.store, self.suppressions)
-        self.api = ApiService(config, self.store, metrics=self.metrics, suppressions=self.suppressions)
+        self.api = ApiApp(config, self.store, metrics=self.metrics, suppressions=self.suppressions)
         self.inbound = InboundService(config, self.store, LiveKeyring(data), ids=ids or EventIdGenerator(),
                                       outcome=self.metrics.observe_inbound)
         self.events = EventCounter(self.store, self.metrics)

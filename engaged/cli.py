@@ -91,11 +91,11 @@ def check_config(config_path: str | None) -> None:
     """Validate the configuration and print the effective settings."""
     config = _load(config_path)
     from engaged.policy.engine import PolicyEngine
-    from engaged.sinks.dispatch import config_problems
+    from engaged.sinks.dispatch import target_problems
     from engaged.sinks.guard import parse_networks
 
     networks = parse_networks(config.api.webhook_private_networks)
-    problems: list[str] = list(asyncio.run(config_problems(config.webhooks, networks)))
+    problems: list[str] = list(asyncio.run(target_problems(config.webhooks, networks)))
     try:
         PolicyEngine.load(config.policy.scripts).close()
     except ConfigError as error:

@@ -15,6 +15,7 @@ import msgspec
 
 from engaged.dkim_keys import entry_problems as dkim_entry_problems
 from engaged.errors import ConfigError
+from engaged.webhook_rules import entry_problems as webhook_entry_problems
 
 __all__ = ["Config", "ConfigError", "effective_smtpapi", "load_config", "parse_hostport", "render_config"]
 
@@ -253,6 +254,11 @@ def parse_hostport(value: str) -> tuple[str, int]:
     return host or "0.0.0.0", port
 
 
+def format_hostport(host: str, port: int) -> str:
+    """`host:port`, or `[v6]:port` for an IPv6 address (how listeners log what they bound)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read the TOML file (or ./engaged.toml, or the defaults), apply ENGAGED_* variables, validate."""
     env = os.environ if environ is None else environ
@@ -437,6 +443,7 @@ def _check(config: Config) -> list[tuple[str, str]]:
     for index, hook in enumerate(config.webhooks):
         if not hook.target.startswith(("http://", "https://")):
             problems.append((f"webhooks[{index}].target", "must be an http:// or https:// URL"))
+    problems.extend(webhook_entry_problems(config.webhooks))
     problems.extend(dkim_entry_problems(config.dkim))
     return problems
 

@@ -1,4 +1,4 @@
-"""Test support: fresh event stores (SQLite file or PostgreSQL database) and in-process ApiService instances."""
+"""Test support: fresh event stores (SQLite file or PostgreSQL database) and in-process ApiApp instances."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Protocol, TypeVar
 
 import pytest
 
-from engaged.api.service import ApiService
+from engaged.app import ApiApp
 from engaged.config import ApiConfig, Config, WebhookConfig
 from engaged.events.store_postgres import PostgresEventStore
 from engaged.events.store_sqlite import SqliteEventStore
@@ -35,18 +35,18 @@ def store_maker(request: pytest.FixtureRequest, tmp_path: Path) -> StoreMaker:
 class Services(Protocol):
     async def __call__(self, store: EventStore, *, keys: Sequence[str] = (),
                        webhooks: Sequence[WebhookConfig] = (), owner: str = "node-1",
-                       clock: Callable[[], float] = time.time) -> ApiService: ...
+                       clock: Callable[[], float] = time.time) -> ApiApp: ...
 
 
 async def services(tmp_path: Path) -> AsyncIterator[Services]:
     """Start ApiServices on 127.0.0.1:0; every one still running is stopped at the end."""
-    running: list[ApiService] = []
+    running: list[ApiApp] = []
 
     async def start(store: EventStore, *, keys: Sequence[str] = (), webhooks: Sequence[WebhookConfig] = (),
-                    owner: str = "node-1", clock: Callable[[], float] = time.time) -> ApiService:
+                    owner: str = "node-1", clock: Callable[[], float] = time.time) -> ApiApp:
         config = Config(data_dir=str(tmp_path / "data"), api=ApiConfig(listen="127.0.0.1:0", keys=list(keys)),
                         webhooks=list(webhooks))
-        service = ApiService(config, store, metrics=Metrics(), owner=owner, keepalive=0.5, clock=clock)
+        service = ApiApp(config, store, metrics=Metrics(), owner=owner, keepalive=0.5, clock=clock)
         await service.start()
         running.append(service)
         return service
@@ -85,6 +85,6 @@ async def store(make_store: StoreMaker) -> AsyncIterator[EventStore]:
 
 @pytest.fixture
 async def start_service(store: EventStore, tmp_path: Path) -> AsyncIterator[Services]:
-    """In-process ApiService instances on `store`; they stop before the store closes."""
+    """In-process ApiApp instances on `store`; they stop before the store closes."""
     async for start in services(tmp_path):
         yield start

@@ -152,3 +152,18 @@ def test_accept_headers_names_only_known_peers(tmp_path: Path) -> None:
         load_config(str(path), environ={})
     [problem] = caught.value.problems
     assert problem.startswith(f"{path}:smtpapi.accept_headers[1]: ") and "'mandrill'" in problem
+
+
+def test_webhook_entries_are_checked_by_load_config_so_check_config_and_serve_agree(tmp_path: Path) -> None:
+    path = tmp_path / "engaged.toml"
+    path.write_text('[[webhooks]]\nname = "a"\ntarget = "https://hooks.example/a"\nevents = ["delivery", "nope"]\n'
+                    '[[webhooks]]\nname = "a"\ntarget = "https://hooks.example/b"\ncustom_headers = {Host = "x"}\n'
+                    '[[webhooks]]\nname = "c"\ntarget = "https://hooks.example/c"\ntimeout = 0\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path), environ={})
+    assert [problem.split(": ", 1)[0] for problem in caught.value.problems] == [
+        f"{path}:webhooks[0].events", f"{path}:webhooks[1].name", f"{path}:webhooks[1].custom_headers",
+        f"{path}:webhooks[2].timeout"]
+    result = subprocess.run([sys.executable, "-m", "engaged", "check-config", "--config", str(path)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and result.stderr.splitlines() == caught.value.problems

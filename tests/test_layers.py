@@ -41,6 +41,7 @@ def test_the_package_as_it_is_keeps_every_contract(package_copy: Path) -> None:
         ("engaged/inject.py", "import engaged.smtp.replies", "knows no SMTP text"),
         ("engaged/rewrite/html.py", "import engaged.spool.store", "Pure cores"),
         ("engaged/spool/record.py", "import engaged.delivery.queue", "Inner rooms never import outer ones"),
+        ("engaged/api/asgi.py", "import engaged.web.middleware", "Inner rooms never import outer ones"),
         ("engaged/web/feed.py", "import sqlite3", "Only the stores touch SQL"),
         ("engaged/web/queries.py", "import engaged.events.store_sqlite", "only through its protocols"),
     ],

@@ -8,7 +8,7 @@ import httpx
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
-from engaged.api.service import ApiService
+from engaged.app import ApiApp
 from engaged.config import ApiConfig, Config
 from engaged.events.model import MachineEngagement
 from engaged.events.store_sqlite import SqliteEventStore
@@ -81,7 +81,7 @@ async def test_the_api_listener_serves_the_text_exposition_format(tmp_path: Path
     metrics.observe_store_write(0.002)
     store = SqliteEventStore(tmp_path / "events.sqlite3")
     await store.open()
-    service = ApiService(Config(data_dir=str(tmp_path), api=ApiConfig(listen="127.0.0.1:0")), store, metrics=metrics)
+    service = ApiApp(Config(data_dir=str(tmp_path), api=ApiConfig(listen="127.0.0.1:0")), store, metrics=metrics)
     await service.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://{service.address}") as client:

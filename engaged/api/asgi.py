@@ -26,7 +26,6 @@ from engaged.prometheus import CONTENT_TYPE, Metrics
 from engaged.sinks.guard import Networks
 from engaged.suppression.model import SuppressionStore
 from engaged.types import EventStore
-from engaged.web.middleware import DashboardMiddleware
 
 log = logging.getLogger("engaged")
 
@@ -48,9 +47,11 @@ class NoSniffMiddleware:
 
 def build_app(store: EventStore, metrics: Metrics, *, keys: Sequence[str], stopping: asyncio.Event,
               networks: Networks = (),
-              webhooks_changed: Callable[[], None], keepalive: float = 15.0, poll: float = 0.25,
-              suppressions: SuppressionStore | None = None, clock: Callable[[], float] = time.time) -> Starlette:
-    """Every route of the API listener behind AuthMiddleware."""
+              webhooks_changed: Callable[[], None], outer: Sequence[Middleware] = (), keepalive: float = 15.0,
+              poll: float = 0.25, suppressions: SuppressionStore | None = None,
+              clock: Callable[[], float] = time.time) -> Starlette:
+    """Every route of the API listener behind AuthMiddleware; `outer` middlewares (the dashboard, mounted by
+    app.py) see requests before the access rule."""
 
     async def prometheus(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
@@ -73,9 +74,6 @@ def build_app(store: EventStore, metrics: Metrics, *, keys: Sequence[str], stopp
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(NoSniffMiddleware),
-                    Middleware(DashboardMiddleware, store=store, keys=keys, stopping=stopping, keepalive=keepalive,
-                               poll=poll, suppressions=suppressions),
-                    Middleware(AuthMiddleware, keys=keys)],
+        middleware=[Middleware(NoSniffMiddleware), *outer, Middleware(AuthMiddleware, keys=keys)],
         exception_handlers={HTTPException: http_error, StoreError: store_error},
     )

@@ -1,4 +1,4 @@
-"""ApiService: the private API listener (uvicorn on our loop, our own socket) and the webhook workers."""
+"""ApiService: the private API listener, uvicorn on our loop and our own socket, serving what it is given."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import uvicorn
+from starlette.middleware import Middleware
 
 from engaged.api.asgi import build_app
-from engaged.config import Config, parse_hostport
+from engaged.config import Config, format_hostport, parse_hostport
 from engaged.errors import ConfigError
 from engaged.prometheus import Metrics
-from engaged.sinks.dispatch import WebhookDispatcher
-from engaged.sinks.guard import parse_networks
+from engaged.server.sockets import bind_tcp
+from engaged.sinks.guard import Networks
 from engaged.suppression.model import SuppressionStore
 from engaged.types import EventStore
 
@@ -28,44 +29,39 @@ _GRACE = 1
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server without its signal handlers: engaged's loop owns SIGTERM and SIGINT."""
+    """uvicorn's server without its signal handlers (engaged's loop owns SIGTERM and SIGINT), and an event
+    set once it is serving."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.serving = asyncio.Event()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
-
-def bind(listen: str) -> socket.socket:
-    """A listening, non-blocking TCP socket on `host:port` (port 0: any free port)."""
-    host, port = parse_hostport(listen)
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            self.serving.set()
 
 
 class ApiService:
-    """Serves the events, metrics and webhooks APIs, the live stream and /metrics; runs webhook delivery."""
+    """Serves the events, metrics and webhooks APIs, the live stream and /metrics on [api] listen.
 
-    def __init__(self, config: Config, store: EventStore, *, metrics: Metrics, owner: str | None = None,
+    app.py wires it: `webhooks_changed` wakes webhook delivery after a change through the API,
+    `outer` are middlewares placed outside the API's access rule (the dashboard), `stopping` ends
+    live streams (set by `stop`).
+    """
+
+    def __init__(self, config: Config, store: EventStore, *, metrics: Metrics, stopping: asyncio.Event,
+                 webhooks_changed: Callable[[], None], networks: Networks = (), outer: Sequence[Middleware] = (),
                  keepalive: float = 15.0, poll: float = 0.25, suppressions: SuppressionStore | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._config = config
-        self._store = store
-        self._stopping = asyncio.Event()
-        node = owner or f"{socket.gethostname()}:{config.data_path}"
-        networks = parse_networks(config.api.webhook_private_networks)
-        self._webhooks = WebhookDispatcher(store, metrics, node, networks)
-        self._app = build_app(store, metrics, keys=config.api.keys, stopping=self._stopping, networks=networks,
-                              webhooks_changed=self._webhooks.refresh, keepalive=keepalive, poll=poll,
+        self._stopping = stopping
+        self._app = build_app(store, metrics, keys=config.api.keys, stopping=stopping, networks=networks,
+                              webhooks_changed=webhooks_changed, outer=outer, keepalive=keepalive, poll=poll,
                               suppressions=suppressions, clock=clock)
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -77,45 +73,38 @@ class ApiService:
         return self._address
 
     async def start(self) -> None:
-        """Bind [api] listen, merge [[webhooks]] (ConfigError if invalid), start their workers and serve.
-
-        Logs `api listening on <host>:<port>` once requests are answered.
-        """
+        """Bind [api] listen and serve; returns once requests are answered (logs `api listening on …`)."""
         api = self._config.api
         if api.tls_cert:
             try:  # the same files uvicorn loads; a bad pair stops startup with the key's name
                 ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(api.tls_cert, api.tls_key)
             except (OSError, ssl.SSLError) as error:
                 raise ConfigError([f"api.tls_cert: cannot load {api.tls_cert} with {api.tls_key}: {error}"]) from error
-        sock = bind(api.listen)
-        try:
-            await self._webhooks.merge_config(self._config.webhooks)
-        except BaseException:
-            sock.close()
-            raise
-        await self._webhooks.start()
-        host, port = sock.getsockname()[:2]
-        self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        sock = bind_tcp(*parse_hostport(api.listen))
+        self._address = format_hostport(*sock.getsockname()[:2])
         config = uvicorn.Config(self._app, lifespan="off", log_config=None, access_log=False,
                                 timeout_graceful_shutdown=_GRACE, timeout_keep_alive=30, server_header=False,
                                 ssl_certfile=api.tls_cert or None, ssl_keyfile=api.tls_key or None)
-        self._server = _Server(config)
-        self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
-        deadline = asyncio.get_running_loop().time() + _START_TIMEOUT
-        while not self._server.started:
-            if self._task.done() or asyncio.get_running_loop().time() > deadline:
-                sock.close()
-                await self._webhooks.stop()
-                raise RuntimeError(f"api listener on {self._config.api.listen} did not start")
-            await asyncio.sleep(0.01)
+        server = self._server = _Server(config)
+        task = self._task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        serving = asyncio.ensure_future(server.serving.wait())
+        try:
+            await asyncio.wait({task, serving}, timeout=_START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            serving.cancel()
+        if not server.serving.is_set():
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await task
+            sock.close()
+            raise RuntimeError(f"api listener on {api.listen} did not start")
         log.info("api listening on %s%s", self._address, " (https)" if api.tls_cert else "")
 
     async def stop(self) -> None:
-        """End live streams, stop the listener, then the webhook workers (their leases are released)."""
+        """End live streams, then stop the listener."""
         self._stopping.set()
         if self._server is not None:
             self._server.should_exit = True
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
-        await self._webhooks.stop()

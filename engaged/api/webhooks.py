@@ -16,11 +16,11 @@ from starlette.routing import Route
 from engaged.api.params import BadRequest, error, integer, json
 from engaged.events.model import EVENT_TYPES
 from engaged.events.samples import envelope_documentation, sample
-from engaged.sinks.dispatch import problems_of
 from engaged.sinks.guard import Networks, check_target
 from engaged.sinks.signing import batch_body, batch_id, new_secret
 from engaged.sinks.webhooks import ValidationAnswer, send_test_batch
 from engaged.types import BatchStatus, DeadLetter, WebhookRecord, WebhookRegistry, WebhookRow
+from engaged.webhook_rules import problems_of
 
 _UNSET: Any = msgspec.UNSET
 _T = TypeVar("_T")

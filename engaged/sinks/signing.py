@@ -13,6 +13,7 @@ from engaged import __version__
 from engaged.events.model import Event, envelope_of, event_type
 from engaged.events.wire import webhook_json
 from engaged.types import WebhookRecord
+from engaged.webhook_rules import RESTRICTED_HEADERS
 
 USER_AGENT = f"engaged-webhooks/{__version__}"
 SIGNATURE_HEADER = "X-Engaged-Signature"
@@ -76,14 +77,6 @@ def _authorization(record: WebhookRecord) -> str | None:
     if record.auth_type == "bearer":
         return "Bearer " + credentials.get("access_token", "")
     return None
-
-
-RESTRICTED_HEADERS = frozenset({
-    "content-type", "content-length", "host", "user-agent", "authorization", "connection", "transfer-encoding",
-    "x-messagesystems-batch-id", "x-messagesystems-webhook-token", "x-engaged-signature", "webhook-id",
-    "webhook-timestamp", "webhook-signature",
-})
-"""Headers `custom_headers` may not set: ours, and those that would break or forge the request."""
 
 
 def request_headers(record: WebhookRecord, secret: str, batch: str, body: bytes, timestamp: int, *,

@@ -36,12 +36,10 @@ from engaged.types import (
     WebhookRow,
     WebhookState,
 )
+from engaged.webhook_rules import LEASE, RENEW
 
 log = logging.getLogger("engaged")
 
-LEASE = 45.0
-"""Seconds a claim on a webhook lasts; the holder renews it at least every RENEW seconds."""
-RENEW = 10.0
 IDLE_POLL = 0.5
 """How often an idle worker polls the store for appends made by other processes."""
 _QUIET = 0.1

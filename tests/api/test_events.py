@@ -11,7 +11,7 @@ import httpx
 import msgspec
 import pytest
 
-from engaged.api.service import ApiService
+from engaged.app import ApiApp
 from engaged.events.model import Event, event_type
 from engaged.events.wire import api_json, iso_timestamp
 from engaged.types import EventQuery, EventStore
@@ -36,14 +36,14 @@ def grid(count: int = TOTAL) -> list[Event]:
 
 
 @pytest.fixture
-async def filled(store: EventStore, start_service: Services) -> AsyncIterator[tuple[ApiService, list[Event]]]:
+async def filled(store: EventStore, start_service: Services) -> AsyncIterator[tuple[ApiApp, list[Event]]]:
     events = grid()
     for start in range(0, TOTAL, 500):
         await store.append(events[start:start + 500])
     yield await start_service(store, clock=lambda: NOW), events
 
 
-async def get(service: ApiService, path: str, **params: Any) -> httpx.Response:
+async def get(service: ApiApp, path: str, **params: Any) -> httpx.Response:
     async with httpx.AsyncClient(base_url=f"http://{service.address}") as client:
         return await client.get(path, params=params)
 
@@ -52,7 +52,7 @@ def next_link(body: dict[str, Any]) -> str | None:
     return next((link["href"] for link in body["links"] if link["rel"] == "next"), None)
 
 
-async def all_pages(service: ApiService, **params: Any) -> tuple[list[str], list[int]]:
+async def all_pages(service: ApiApp, **params: Any) -> tuple[list[str], list[int]]:
     """Event ids of every page, following the `next` link; and each page's total_count."""
     ids: list[str] = []
     totals: list[int] = []
@@ -70,14 +70,14 @@ async def all_pages(service: ApiService, **params: Any) -> tuple[list[str], list
 
 
 async def test_paging_over_thousands_of_events_returns_each_once_newest_first(
-        filled: tuple[ApiService, list[Event]]) -> None:
+        filled: tuple[ApiApp, list[Event]]) -> None:
     service, events = filled
     ids, totals = await all_pages(service, per_page=700, cursor="initial")
     assert ids == [event.event_id for event in reversed(events)]
     assert totals == [TOTAL] * 5
 
 
-async def test_results_are_the_stored_sparkpost_events_as_json(filled: tuple[ApiService, list[Event]]) -> None:
+async def test_results_are_the_stored_sparkpost_events_as_json(filled: tuple[ApiApp, list[Event]]) -> None:
     service, events = filled
     response = await get(service, "/api/v1/events/message", per_page=6)
     assert response.headers["content-type"] == "application/json"
@@ -105,7 +105,7 @@ async def test_results_are_the_stored_sparkpost_events_as_json(filled: tuple[Api
      lambda e: event_type(e) == "open" and e.campaign_id in ("c-0", "c-2") and e.transmission_id in ("t-1", "t-3")),
 ])
 async def test_each_filter_selects_exactly_the_matching_events(
-        filled: tuple[ApiService, list[Event]], params: dict[str, str], predicate: Any) -> None:
+        filled: tuple[ApiApp, list[Event]], params: dict[str, str], predicate: Any) -> None:
     service, events = filled
     expected = [event.event_id for event in reversed(events) if predicate(event)]
     ids, totals = await all_pages(service, per_page=250, **params)
@@ -113,7 +113,7 @@ async def test_each_filter_selects_exactly_the_matching_events(
     assert set(totals) == {len(expected)}
 
 
-async def test_a_time_with_an_offset_is_read_in_that_offset(filled: tuple[ApiService, list[Event]]) -> None:
+async def test_a_time_with_an_offset_is_read_in_that_offset(filled: tuple[ApiApp, list[Event]]) -> None:
     service, events = filled
     start = datetime.fromtimestamp(T0 + 2995, UTC).astimezone().isoformat()  # "+hh:mm" arrives as " hh:mm"
     ids, _ = await all_pages(service, **{"from": start})
@@ -121,7 +121,7 @@ async def test_a_time_with_an_offset_is_read_in_that_offset(filled: tuple[ApiSer
 
 
 async def test_per_page_defaults_to_1000_and_the_next_link_keeps_the_filters(
-        filled: tuple[ApiService, list[Event]]) -> None:
+        filled: tuple[ApiApp, list[Event]]) -> None:
     service, _ = filled
     body = (await get(service, "/api/v1/events/message")).json()
     assert len(body["results"]) == 1000
@@ -140,7 +140,7 @@ async def test_per_page_defaults_to_1000_and_the_next_link_keeps_the_filters(
     ({"query_filters": "{}"}, "query_filters"),  # SparkPost documents query_filters on the Metrics API only
 ])
 async def test_bad_parameters_answer_400_in_sparkposts_error_shape(
-        filled: tuple[ApiService, list[Event]], params: dict[str, str], param: str) -> None:
+        filled: tuple[ApiApp, list[Event]], params: dict[str, str], param: str) -> None:
     service, _ = filled
     response = await get(service, "/api/v1/events/message", **params)
     assert response.status_code == 400
@@ -212,7 +212,7 @@ async def test_the_stream_sends_keepalive_comments_while_idle(store: EventStore,
     assert not any(line.startswith("data:") for line in lines)  # nothing was stored: only keepalives
 
 
-async def test_a_bad_last_event_id_answers_400(filled: tuple[ApiService, list[Event]]) -> None:
+async def test_a_bad_last_event_id_answers_400(filled: tuple[ApiApp, list[Event]]) -> None:
     service, _ = filled
     response = await get(service, "/api/v1/events/stream", last_event_id="abc")
     assert response.status_code == 400 and response.json()["errors"][0]["param"] == "last_event_id"

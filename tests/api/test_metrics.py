@@ -10,7 +10,7 @@ import httpx
 import msgspec
 import pytest
 
-from engaged.api.service import ApiService
+from engaged.app import ApiApp
 from engaged.events.model import Event, MachineEngagement
 from engaged.events.query import METRICS
 from engaged.types import EventStore
@@ -72,7 +72,7 @@ FALL = {**dict.fromkeys(METRICS, 0), "count_targeted": 2, "count_injected": 1, "
         "count_delayed": 2, "count_rejected": 1, "count_policy_rejection": 1}
 
 
-async def metrics(service: ApiService, path: str = "", **params: Any) -> httpx.Response:
+async def metrics(service: ApiApp, path: str = "", **params: Any) -> httpx.Response:
     async with httpx.AsyncClient(base_url=f"http://{service.address}") as client:
         return await client.get(f"/api/v1/metrics/deliverability{path}", params=params)
 
@@ -114,7 +114,7 @@ async def test_unknown_metrics_and_bad_times_answer_400(store: EventStore, start
         assert response.status_code == 400 and response.json()["errors"][0]["param"] == param
 
 
-async def get_json(service: ApiService, path: str, **params: Any) -> Any:
+async def get_json(service: ApiApp, path: str, **params: Any) -> Any:
     async with httpx.AsyncClient(base_url=f"http://{service.address}") as client:
         response = await client.get(f"/api/v1/metrics{path}", params=params)
     assert response.status_code == 200, response.text
@@ -224,7 +224,7 @@ def advanced_story() -> list[Event]:
             for n, (campaign, rcpt) in enumerate(pairs)]
 
 
-async def injected(service: ApiService, filters: object, path: str = "", **params: str) -> Any:
+async def injected(service: ApiApp, filters: object, path: str = "", **params: str) -> Any:
     response = await metrics(service, path, metrics="count_injected", query_filters=json.dumps(filters), **params)
     assert response.status_code == 200, response.text
     return response.json()["results"]

@@ -14,7 +14,7 @@ from sparkpost import SparkPost
 from sparkpost.base import RequestsTransport
 from sparkpost.exceptions import SparkPostAPIException
 
-from engaged.api.service import ApiService
+from engaged.app import ApiApp
 from engaged.config import ApiConfig, Config
 from engaged.prometheus import Metrics
 from engaged.types import EventStore
@@ -37,7 +37,7 @@ async def https_service(store: EventStore, tmp_path: Path) -> Any:
     config = Config(data_dir=str(tmp_path / "data"), api=ApiConfig(
         listen="127.0.0.1:0", keys=[KEY], tls_cert=str(cert_path), tls_key=str(key_path),
         webhook_private_networks=["127.0.0.0/8"]))  # SparkPost's clients cannot send allow_private_targets
-    service = ApiService(config, store, metrics=Metrics(), owner="node-1", keepalive=0.5)
+    service = ApiApp(config, store, metrics=Metrics(), owner="node-1", keepalive=0.5)
     await service.start()
     try:
         yield service, str(ca_path)
@@ -51,7 +51,7 @@ def in_thread(call: Callable[[], Any]) -> Any:
 
 
 async def test_the_metrics_lists_answer_sparkposts_client_over_https(
-        store: EventStore, https_service: tuple[ApiService, str]) -> None:
+        store: EventStore, https_service: tuple[ApiApp, str]) -> None:
     service, ca = https_service
     await store.append([make_event("delivery", 1, campaign="spring", rcpt="ann@x.org"),
                         make_event("delivery", 2, campaign="fall", rcpt="bob@y.org")])
@@ -63,7 +63,7 @@ async def test_the_metrics_lists_answer_sparkposts_client_over_https(
 
 
 async def test_events_and_webhooks_travel_through_the_clients_transport(
-        store: EventStore, https_service: tuple[ApiService, str]) -> None:
+        store: EventStore, https_service: tuple[ApiApp, str]) -> None:
     service, ca = https_service
     event = make_event("click", 1)
     await store.append([event])
@@ -95,7 +95,7 @@ async def test_events_and_webhooks_travel_through_the_clients_transport(
     assert "Code: 1600" in refused.value.errors[0]
 
 
-async def test_plain_http_is_not_answered_when_tls_is_configured(https_service: tuple[ApiService, str]) -> None:
+async def test_plain_http_is_not_answered_when_tls_is_configured(https_service: tuple[ApiApp, str]) -> None:
     service, _ = https_service
     with pytest.raises(requests.exceptions.ConnectionError):
         await in_thread(lambda: requests.get(f"http://{service.address}/api/v1/webhooks", timeout=5))

@@ -1,4 +1,4 @@
-"""The suppression list API over a real ApiService, on both backends; one test drives it with SparkPost's client."""
+"""The suppression list API over a real ApiApp, on both backends; one test drives it with SparkPost's client."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from engaged.api.service import ApiService
+from engaged.app import ApiApp
 from engaged.config import ApiConfig, Config
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.prometheus import Metrics
@@ -21,13 +21,13 @@ BASE = "/api/v1/suppression-list"
 
 @pytest.fixture
 async def api(make_suppressions: SuppressionMaker, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """An ApiService (no keys: loopback only) over a fresh suppression list, and a client for it."""
+    """An ApiApp (no keys: loopback only) over a fresh suppression list, and a client for it."""
     events = SqliteEventStore(tmp_path / "events.sqlite3")
     suppressions = make_suppressions()
     await events.open()
     await suppressions.open()
     config = Config(data_dir=str(tmp_path / "data"), api=ApiConfig(listen="127.0.0.1:0"))
-    service = ApiService(config, events, metrics=Metrics(), suppressions=suppressions)
+    service = ApiApp(config, events, metrics=Metrics(), suppressions=suppressions)
     await service.start()
     async with httpx.AsyncClient(base_url=f"http://{service.address}", timeout=30) as client:
         yield client

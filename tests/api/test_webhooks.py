@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from engaged.api.service import ApiService
+from engaged.app import ApiApp
 from engaged.config import WebhookConfig
-from engaged.sinks.dispatch import config_webhook_id
 from engaged.types import EventStore
+from engaged.webhook_rules import config_webhook_id
 from tests.eventstores import Services, StoreMaker
 from tests.sinks.receiver import Receiver, always
 
@@ -26,7 +26,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     await started.stop()
 
 
-async def call(service: ApiService, method: str, path: str = "", **kwargs: Any) -> httpx.Response:
+async def call(service: ApiApp, method: str, path: str = "", **kwargs: Any) -> httpx.Response:
     async with httpx.AsyncClient(base_url=f"http://{service.address}") as client:
         return await client.request(method, f"/api/v1/webhooks{path}", **kwargs)
 

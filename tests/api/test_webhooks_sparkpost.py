@@ -13,7 +13,7 @@ import httpx
 import msgspec
 import pytest
 
-from engaged.api.service import ApiService
+from engaged.app import ApiApp
 from engaged.config import ApiConfig, Config
 from engaged.events.model import EVENT_TYPES, envelope_of
 from engaged.prometheus import Metrics
@@ -39,12 +39,12 @@ async def token_server() -> AsyncIterator[Receiver]:
     await started.stop()
 
 
-async def api(service: ApiService, method: str, path: str, **kwargs: Any) -> httpx.Response:
+async def api(service: ApiApp, method: str, path: str, **kwargs: Any) -> httpx.Response:
     async with httpx.AsyncClient(base_url=f"http://{service.address}", timeout=10) as client:
         return await client.request(method, f"/api/v1/webhooks{path}", **kwargs)
 
 
-async def create(service: ApiService, **fields: Any) -> dict[str, Any]:
+async def create(service: ApiApp, **fields: Any) -> dict[str, Any]:
     response = await api(service, "POST", "", json={"name": "crm", **fields})
     assert response.status_code == 200, response.text
     results: dict[str, Any] = response.json()["results"]
@@ -181,10 +181,10 @@ async def test_documentation_and_samples_describe_every_type_in_sparkposts_shape
 
 async def test_the_operator_allows_private_target_networks_in_the_configuration(
         store: EventStore, tmp_path: Path, receiver: Receiver) -> None:
-    def service(networks: list[str]) -> ApiService:
+    def service(networks: list[str]) -> ApiApp:
         config = Config(data_dir=str(tmp_path / "data"),
                         api=ApiConfig(listen="127.0.0.1:0", webhook_private_networks=networks))
-        return ApiService(config, store, metrics=Metrics(), owner=f"node-{time.monotonic_ns()}", keepalive=0.5)
+        return ApiApp(config, store, metrics=Metrics(), owner=f"node-{time.monotonic_ns()}", keepalive=0.5)
 
     fields = {"batch_age": 0.05, "retry_base": 0.05, "timeout": 1.0}
     refusing = service([])

@@ -12,9 +12,9 @@ from typing import ClassVar
 import msgspec
 import pytest
 
-from engaged.sinks.dispatch import config_webhook_id
 from engaged.sinks.signing import verify
 from engaged.testing.server import wait_until
+from engaged.webhook_rules import config_webhook_id
 from tests.conftest import ServerFactory
 from tests.helpers import RawSmtp, queued_id, stored_events
 

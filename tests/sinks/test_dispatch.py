@@ -7,14 +7,15 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from engaged.api.service import ApiService
+from engaged.app import ApiApp
 from engaged.config import ApiConfig, Config, WebhookConfig
 from engaged.errors import ConfigError
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.prometheus import Metrics
-from engaged.sinks.dispatch import config_problems, config_webhook_id, problems_of, record_from_config
+from engaged.sinks.dispatch import config_problems
 from engaged.sinks.webhooks import backoff
 from engaged.types import WebhookRecord
+from engaged.webhook_rules import config_webhook_id, problems_of, record_from_config
 
 
 def test_a_configured_webhook_gets_a_stable_id_and_the_defaults_for_keys_it_lacks() -> None:
@@ -49,7 +50,7 @@ async def test_invalid_configured_webhooks_are_reported_with_their_key() -> None
         WebhookConfig(name="b", target="https://nonexistent.invalid/h"),
     ]
     problems = await config_problems(hooks)
-    assert [problem.split(":", 1)[0] for problem in problems] == [
+    assert sorted(problem.split(":", 1)[0] for problem in problems) == [
         "webhooks[0].target", "webhooks[1].events", "webhooks[2].name"]
 
 
@@ -58,7 +59,7 @@ async def test_a_service_refuses_to_start_with_an_invalid_configured_webhook(tmp
     await store.open()
     config = Config(data_dir=str(tmp_path), api=ApiConfig(listen="127.0.0.1:0"),
                     webhooks=[WebhookConfig(name="a", target="http://169.254.169.254/latest")])
-    service = ApiService(config, store, metrics=Metrics())
+    service = ApiApp(config, store, metrics=Metrics())
     try:
         with pytest.raises(ConfigError) as raised:
             await service.start()

@@ -14,7 +14,7 @@ import httpx
 import msgspec
 import pytest
 
-from engaged.api.service import ApiService
+from engaged.app import ApiApp
 from engaged.events.model import EVENT_TYPES, envelope_of
 from engaged.sinks.signing import verify
 from engaged.types import EventStore, WebhookRecord, WebhookState
@@ -33,7 +33,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     await started.stop()
 
 
-async def create(service: ApiService, **fields: Any) -> dict[str, Any]:
+async def create(service: ApiApp, **fields: Any) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=f"http://{service.address}") as client:
         response = await client.post("/api/v1/webhooks", json={"name": "crm", **fields})
     assert response.status_code == 200, response.text
@@ -41,7 +41,7 @@ async def create(service: ApiService, **fields: Any) -> dict[str, Any]:
     return results
 
 
-async def api(service: ApiService, method: str, path: str, **kwargs: Any) -> httpx.Response:
+async def api(service: ApiApp, method: str, path: str, **kwargs: Any) -> httpx.Response:
     async with httpx.AsyncClient(base_url=f"http://{service.address}") as client:
         return await client.request(method, path, **kwargs)
 
@@ -265,7 +265,7 @@ async def _state_when(store: EventStore, webhook_id: str,
     return row.state if row is not None and condition(row.state) else None
 
 
-async def _letters(service: ApiService, webhook_id: str, state: str = "dead") -> list[dict[str, Any]]:
+async def _letters(service: ApiApp, webhook_id: str, state: str = "dead") -> list[dict[str, Any]]:
     response = await api(service, "GET", f"/api/v1/webhooks/{webhook_id}/dead-letters")
     letters: list[dict[str, Any]] = response.json()["results"]
     return [letter for letter in letters if letter["state"] == state]

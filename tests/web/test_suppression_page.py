@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engaged.api.service import ApiService
+from engaged.app import ApiApp
 from engaged.config import ApiConfig, Config
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.prometheus import Metrics
@@ -35,7 +35,7 @@ async def dashboard(make_suppressions: SuppressionMaker,
         SuppressionEntry(recipient="bob@two.example", type="transactional", source=BOUNCE_RULE, created=2, updated=2),
     ])
     config = Config(data_dir=str(tmp_path / "data"), api=ApiConfig(listen="127.0.0.1:0"))
-    service = ApiService(config, events, metrics=Metrics(), suppressions=suppressions)
+    service = ApiApp(config, events, metrics=Metrics(), suppressions=suppressions)
     await service.start()
     async with httpx.AsyncClient(base_url=f"http://{service.address}", timeout=30) as client:
         yield client, suppressions
