@@ -20,6 +20,7 @@ from typing import Final
 
 from engaged.config import Config, parse_hostport
 from engaged.events.ids import EventIdGenerator
+from engaged.server.sockets import bind_tcp
 from engaged.tokens import SigningKeys
 from engaged.tracker.classify import Classifier
 from engaged.tracker.geo import GeoIp
@@ -101,7 +102,7 @@ class TrackerService:
         state = self._state = HttpServerState(self._tracker, self.journal, limits)
         state.start()
         shared = self._reuse_port or self._bound is not None
-        sock, self._bound = self._bound or bind(self._host, self._port, reuse_port=self._reuse_port), None
+        sock, self._bound = self._bound or bind_tcp(self._host, self._port, reuse_port=self._reuse_port), None
         try:
             self._server = await asyncio.get_running_loop().create_server(
                 lambda: TrackerProtocol(state), sock=sock, ssl=self._tls, backlog=BACKLOG,
@@ -169,24 +170,6 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     context.set_alpn_protocols(["http/1.1"])
     context.load_cert_chain(cert, key or None)
     return context
-
-
-def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """A bound, non-blocking TCP socket (SO_REUSEPORT when several workers share the address)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and without it a
-    # body written after its headers waits ~40 ms for the client's delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def _raise_open_files_limit() -> None:
