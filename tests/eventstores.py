@@ -39,7 +39,7 @@ class Services(Protocol):
 
 
 async def services(tmp_path: Path) -> AsyncIterator[Services]:
-    """Start ApiServices on 127.0.0.1:0; every one still running is stopped at the end."""
+    """Start ApiApps (API, dashboard, webhook delivery) on 127.0.0.1:0; each still running is stopped at the end."""
     running: list[ApiApp] = []
 
     async def start(store: EventStore, *, keys: Sequence[str] = (), webhooks: Sequence[WebhookConfig] = (),

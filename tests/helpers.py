@@ -1,14 +1,24 @@
-"""Test helpers: raw SMTP conversations, captured-copy lookups and stored events."""
+"""Test helpers: raw SMTP conversations, captured-copy lookups, stored events, tracking servers, journal lines."""
 
 from __future__ import annotations
 
+import email
 import socket
 import sqlite3
+from email.message import Message
+from email.policy import compat32
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
+import pytest
 
+from engaged.events.model import OpenEvent, encode_event
 from engaged.testing.server import ServerProcess, wait_until
+from engaged.testing.sink import free_port
+
+if TYPE_CHECKING:
+    from tests.conftest import ServerFactory
 
 
 class RawSmtp:
@@ -109,3 +119,44 @@ def queued_id(reply: str) -> str:
     if "queued as " not in reply:
         raise AssertionError(f"not accepted: {reply}")
     return reply.rsplit("queued as ", 1)[1].split()[0]
+
+
+def tracking_server(engaged_server: ServerFactory) -> tuple[ServerProcess, str]:
+    """`engaged serve` with open and click tracking on, links pointing at its own tracker."""
+    port = free_port()
+    server = engaged_server(
+        f'[engagement_tracker]\nlisten = "127.0.0.1:{port}"\n'
+        f'[smtpapi]\nopen_tracking_enabled = true\nclick_tracking_enabled = true\n'
+        f'tracking_domain = "127.0.0.1:{port}"\n'
+    )
+    if "tracker" not in server.addresses:
+        pytest.skip("engaged serve does not run the tracker yet (no 'tracker listening on' line)")
+    return server, f"127.0.0.1:{port}"
+
+
+def html_part(copy: bytes) -> str:
+    message: Message = email.message_from_bytes(copy, policy=compat32)
+    for part in message.walk():
+        if part.get_content_type() == "text/html":
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                return payload.decode(part.get_content_charset() or "utf-8")
+    raise AssertionError("no HTML part in the captured copy")
+
+
+def event_line(n: int) -> bytes:
+    """A tracker journal line: open event number `n` (timestamp 1_700_000_000 + n)."""
+    event = OpenEvent(event_id=str(1_000_000 + n), timestamp=f"{1_700_000_000 + n}.000", message_id=f"m{n}",
+                      transmission_id="t", campaign_id="c", customer_id="1", rcpt_to="ann@example.com",
+                      raw_rcpt_to="ann@example.com", rcpt_meta={"n": n}, rcpt_tags=[])
+    return encode_event(event) + b"\n"
+
+
+def segments(directory: Path) -> list[Path]:
+    """A journal directory's segment files, oldest first."""
+    return sorted(directory.glob("*.jsonl"))
+
+
+def journal_bytes(directory: Path) -> bytes:
+    """Everything a journal directory holds, segment after segment."""
+    return b"".join(path.read_bytes() for path in segments(directory))

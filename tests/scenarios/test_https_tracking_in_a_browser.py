@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import trustme
 
+from engaged.testing.sink import free_port
 from tests.conftest import IN_CI, ServerFactory, require_tool
-from tests.helpers import RawSmtp, queued_id, wait_captured, wait_events
-from tests.scenarios.test_tracked_mail_in_a_browser import free_port, html_part, landing
+from tests.helpers import RawSmtp, html_part, queued_id, wait_captured, wait_events
 
 try:
     from playwright.sync_api import sync_playwright
@@ -18,8 +18,6 @@ except ImportError:  # pragma: no cover - the test extra installs it
     if IN_CI:
         raise
     pytest.skip("the playwright package is not installed (pip install -e '.[test]')", allow_module_level=True)
-
-__all__ = ["landing"]  # the fixture, used by name
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]

@@ -2,85 +2,19 @@
 
 from __future__ import annotations
 
-import email
-import http.server
 import re
-import socket
 import subprocess
-import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from email.message import Message
-from email.policy import compat32
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
-from engaged.testing.server import ServerProcess
 from tests.conftest import ServerFactory, require_tool
-from tests.helpers import RawSmtp, queued_id, wait_captured, wait_events
+from tests.helpers import RawSmtp, html_part, queued_id, tracking_server, wait_captured, wait_events
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
-
-
-class _Landing(http.server.BaseHTTPRequestHandler):
-    hits: ClassVar[list[str]]
-
-    def do_GET(self) -> None:
-        self.hits.append(self.path)
-        body = b"<!doctype html><title>landed</title><p>landed-here</p>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return None
-
-
-@pytest.fixture
-def landing() -> Iterator[tuple[str, list[str]]]:
-    hits: list[str] = []
-    handler = type("Handler", (_Landing,), {"hits": hits})
-    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=site.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{site.server_address[1]}", hits
-    site.shutdown()
-    site.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def tracking_server(engaged_server: ServerFactory) -> tuple[ServerProcess, str]:
-    """`engaged serve` with open and click tracking on, links pointing at its own tracker."""
-    port = free_port()
-    server = engaged_server(
-        f'[engagement_tracker]\nlisten = "127.0.0.1:{port}"\n'
-        f'[smtpapi]\nopen_tracking_enabled = true\nclick_tracking_enabled = true\n'
-        f'tracking_domain = "127.0.0.1:{port}"\n'
-    )
-    if "tracker" not in server.addresses:
-        pytest.skip("engaged serve does not run the tracker yet (no 'tracker listening on' line)")
-    return server, f"127.0.0.1:{port}"
-
-
-def html_part(copy: bytes) -> str:
-    message: Message = email.message_from_bytes(copy, policy=compat32)
-    for part in message.walk():
-        if part.get_content_type() == "text/html":
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                return payload.decode(part.get_content_charset() or "utf-8")
-    raise AssertionError("no HTML part in the captured copy")
 
 
 def test_a_captured_message_opened_in_chromium_records_opens_and_its_link_lands(

@@ -9,23 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engaged.events.model import OpenEvent, encode_event
 from engaged.tracker.journal import Journal, JournalError
-
-
-def event_line(n: int) -> bytes:
-    event = OpenEvent(event_id=str(1_000_000 + n), timestamp=f"{1_700_000_000 + n}.000", message_id=f"m{n}",
-                      transmission_id="t", campaign_id="c", customer_id="1", rcpt_to="ann@example.com",
-                      raw_rcpt_to="ann@example.com", rcpt_meta={"n": n}, rcpt_tags=[])
-    return encode_event(event) + b"\n"
-
-
-def segments(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*.jsonl"))
-
-
-def journal_bytes(directory: Path) -> bytes:
-    return b"".join(path.read_bytes() for path in segments(directory))
+from tests.helpers import event_line, journal_bytes, segments
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 from engaged.events.model import OpenEvent
 from engaged.tracker.journal import JOURNAL_DIR, Journal, worker_directory
 from engaged.tracker.loader import JournalLoader, LoaderStats, follow, read_metrics
+from tests.helpers import event_line, journal_bytes, segments
 from tests.tracker.conftest import MemoryStore, eventually
-from tests.tracker.test_journal import event_line, journal_bytes, segments
 
 
 async def open_journal(data: Path, worker: int, segment_bytes: int = 16 << 20) -> Journal:

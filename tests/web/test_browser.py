@@ -13,8 +13,7 @@ import pytest
 
 from engaged.testing.server import ServerProcess, wait_until
 from tests.conftest import IN_CI, ServerFactory, require_tool
-from tests.helpers import RawSmtp, queued_id, wait_captured, wait_events
-from tests.scenarios.test_tracked_mail_in_a_browser import html_part, tracking_server
+from tests.helpers import RawSmtp, html_part, queued_id, tracking_server, wait_captured, wait_events
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
