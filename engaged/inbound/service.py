@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import socket
 
-from engaged.config import Config, parse_hostport
+from engaged.config import Config
 from engaged.events.ids import EventIdGenerator
 from engaged.inbound.handler import InboundHandler
 from engaged.inbound.processor import InboundProcessor, Outcome
 from engaged.inbound.spool import InboundSpool
 from engaged.smtp.gate import ConnectionGate
-from engaged.smtp.listener import Listener, SmtpConnection
+from engaged.smtp.listener import Listener, Servers
 from engaged.smtp.protocol import Settings
 from engaged.tokens import SigningKeys
 from engaged.types import EventLog
@@ -38,8 +36,7 @@ class InboundService:
         smtp = config.smtp
         self._gate = ConnectionGate(smtp.max_connections, smtp.max_connections_per_ip,
                                     reserved=smtp.reserved_connections, max_idle_per_ip=smtp.max_idle_per_ip)
-        self._servers: list[asyncio.AbstractServer] = []
-        self.addresses: list[tuple[str, str]] = []
+        self._listening = Servers()
 
     async def start(self) -> None:
         if not self._config.inbound.listen:
@@ -49,21 +46,17 @@ class InboundService:
         smtp, inbound = self._config.smtp, self._config.inbound
         settings = Settings(hostname=smtp.hostname or socket.getfqdn(), max_message_size=inbound.max_message_size,
                             max_commands=smtp.max_commands, max_errors=smtp.max_errors, tls_available=False)
-        loop = asyncio.get_running_loop()
         for listen in inbound.listen:
-            host, port = parse_hostport(listen)
             shared = Listener(self._handler, self._gate, settings=settings, tls=None,
                               command_timeout=smtp.command_timeout, first_command_timeout=smtp.first_command_timeout,
                               data_timeout=smtp.data_timeout, name=f"inbound {listen}")
-            server = await loop.create_server(functools.partial(SmtpConnection, shared), host=host, port=port)
-            self._servers.append(server)
-            sock = server.sockets[0].getsockname()
-            bound = f"[{sock[0]}]:{sock[1]}" if ":" in str(sock[0]) else f"{sock[0]}:{sock[1]}"
-            self.addresses.append((listen, bound))
+            await self._listening.open(shared, listen)
+
+    @property
+    def addresses(self) -> list[tuple[str, str]]:
+        """(configured, bound) address pairs, after start."""
+        return self._listening.addresses
 
     async def stop(self) -> None:
-        for server in self._servers:
-            server.close()
-        for server in self._servers:
-            await server.wait_closed()
+        await self._listening.close()
         await self.processor.stop()

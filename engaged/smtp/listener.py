@@ -13,7 +13,7 @@ from typing import Protocol
 
 import msgspec
 
-from engaged.config import Config, parse_hostport
+from engaged.config import Config, format_hostport, parse_hostport
 from engaged.inject import Injector
 from engaged.policy.engine import PolicyEngine
 from engaged.smtp import replies
@@ -330,6 +330,36 @@ class SmtpConnection(asyncio.Protocol):
         transport.close()
 
 
+class Servers:
+    """The asyncio servers of a set of SMTP listeners; `addresses` are (configured, bound) pairs."""
+
+    def __init__(self) -> None:
+        self._servers: list[asyncio.AbstractServer] = []
+        self.addresses: list[tuple[str, str]] = []
+
+    async def open(self, listener: Listener, listen: str, *, sock: socket.socket | None = None,
+                   reuse_port: bool = False) -> None:
+        """Accept connections for `listener` on `listen`, or on `sock` when it is bound for it already."""
+        loop = asyncio.get_running_loop()
+        factory = functools.partial(SmtpConnection, listener)
+        if sock is not None:
+            server = await loop.create_server(factory, sock=sock)
+        else:
+            host, port = parse_hostport(listen)
+            server = await loop.create_server(factory, host=host, port=port, reuse_port=reuse_port or None)
+        self._servers.append(server)
+        name = server.sockets[0].getsockname()
+        self.addresses.append((listen, format_hostport(str(name[0]), int(name[1]))))
+
+    async def close(self) -> None:
+        """Stop accepting; return once every server is closed."""
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+
 def auth_requires_tls(ip: str) -> bool:
     """AUTH needs TLS, except from loopback where no password crosses a network."""
     try:
@@ -367,8 +397,7 @@ class SmtpListeners:
         self._sockets = sockets or {}
         self._policy = policy
         self._injector = injector
-        self._servers: list[asyncio.AbstractServer] = []
-        self.addresses: list[tuple[str, str]] = []
+        self._listening = Servers()
         smtp = config.smtp
         self._tls = tls_context(config)
         self._gate = gate or ConnectionGate(smtp.max_connections, smtp.max_connections_per_ip,
@@ -379,36 +408,27 @@ class SmtpListeners:
             window=smtp.auth_lockout_window, concurrency=smtp.auth_hash_threads)
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         smtp = self._config.smtp
         settings = Settings(hostname=smtp.hostname or socket.getfqdn(), max_message_size=smtp.max_message_size,
                             max_commands=smtp.max_commands, max_errors=smtp.max_errors,
                             tls_available=self._tls is not None)
         for listen in smtp.listen:
-            host, port = parse_hostport(listen)
             handler = InjectionHandler(self._injector, listener=listen, relay_networks=self._networks,
                                        max_recipients=smtp.max_recipients, authenticator=self._authenticator)
             shared = Listener(handler, self._gate, settings=settings, tls=self._tls,
                               command_timeout=smtp.command_timeout, first_command_timeout=smtp.first_command_timeout,
                               data_timeout=smtp.data_timeout, proxy_protocol=smtp.proxy_protocol,
                               policy=self._policy, name=listen)
-            factory = functools.partial(SmtpConnection, shared)
-            bound_socket = self._sockets.get(listen)
-            if bound_socket is not None:
-                server = await loop.create_server(factory, sock=bound_socket)
-            else:
-                server = await loop.create_server(factory, host=host, port=port, reuse_port=self._reuse_port or None)
-            self._servers.append(server)
-            sock = server.sockets[0].getsockname()
-            bound = f"[{sock[0]}]:{sock[1]}" if ":" in str(sock[0]) else f"{sock[0]}:{sock[1]}"
-            self.addresses.append((listen, bound))
+            await self._listening.open(shared, listen, sock=self._sockets.get(listen), reuse_port=self._reuse_port)
+
+    @property
+    def addresses(self) -> list[tuple[str, str]]:
+        """(configured, bound) address pairs, after start."""
+        return self._listening.addresses
 
     async def stop(self) -> None:
-        for server in self._servers:
-            server.close()
-        for server in self._servers:
-            await server.wait_closed()
+        await self._listening.close()
         self._authenticator.close()
 
 
-__all__ = ["ConnectionGate", "SmtpListeners", "auth_requires_tls"]
+__all__ = ["ConnectionGate", "Servers", "SmtpListeners", "auth_requires_tls"]
