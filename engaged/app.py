@@ -6,13 +6,18 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from starlette.middleware import Middleware
 
 from engaged.api.service import ApiService
+from engaged.bus.connection import BusConnection
+from engaged.bus.consumer import BusConsumer
+from engaged.bus.exposition import MetricsListener
+from engaged.bus.metrics import BusCollector
+from engaged.bus.publisher import BusEventStore
 from engaged.config import Config, effective_smtpapi
 from engaged.delivery.capture import CaptureTransport
 from engaged.delivery.compose import CopyComposer
@@ -30,10 +35,10 @@ from engaged.inbound.service import InboundService
 from engaged.inject import Injector
 from engaged.keys import LiveKeyring
 from engaged.policy.engine import PolicyEngine
-from engaged.prometheus import Metrics
+from engaged.prometheus import CONTENT_TYPE, Metrics
 from engaged.server.stats import RUN_DIR, CounterFile, EventCounter, summed
 from engaged.sinks.dispatch import WebhookDispatcher, target_problems
-from engaged.sinks.guard import parse_networks
+from engaged.sinks.guard import Networks, parse_networks
 from engaged.smtp.gate import ConnectionGate
 from engaged.smtp.listener import SmtpListeners
 from engaged.spool.record import SpoolRecord
@@ -47,7 +52,7 @@ from engaged.suppression.store_sqlite import SqliteSuppressionStore
 from engaged.tracker.loader import METRICS_FILE as LOADER_METRICS_FILE
 from engaged.tracker.loader import JournalLoader, follow
 from engaged.tracker.service import TrackerService
-from engaged.types import EventStore
+from engaged.types import EventLog, EventStore
 from engaged.web.middleware import DashboardMiddleware
 
 log = logging.getLogger("engaged")
@@ -127,12 +132,16 @@ class WorkerApp:
         self.keyring = LiveKeyring(data)
         self.metrics = Metrics()
         self.store = build_store(config, self.metrics)
+        # with a [bus], what the worker would append is published instead (reads stay on the store)
+        self.bus = BusConnection(config.bus, name=f"engaged worker {index}") if config.bus.servers else None
+        self.publisher = BusEventStore(self.store, self.bus) if self.bus is not None else None
+        self.events: EventLog = self.publisher or self.store
         self.suppressions = build_suppressions(config)
         self.durability = Durability(config.smtp.sync, data)
         self.spool = FileSpool(shard_path(data, index), durability=self.durability)
         self.delivery = DeliveryQueue(
             self.spool,
-            self.store,
+            self.events,
             build_transport(config, self.durability),
             CopyComposer(self.keyring, ReturnHeaders(self.keyring, list_unsubscribe=config.unsubscribe.list_unsubscribe,
                                                      bounce_domain=config.inbound.bounce_domain),
@@ -146,12 +155,22 @@ class WorkerApp:
         )
         self.policy = PolicyEngine.load(config.policy.scripts)
         check = SuppressionCheck(self.suppressions) if config.suppression.enabled else None
-        self.injector = Injector(config, self.spool, self._accepted, ids=self.ids, events=self.store,
+        self.injector = Injector(config, self.spool, self._accepted, ids=self.ids, events=self.events,
                                  suppression=check)
-        self.smtp = SmtpListeners(config, self.injector, self.policy, sockets=smtp_sockets, gate=smtp_gate)
-        self.tracker = TrackerService(config, self.keyring, ids=self.ids, worker=index, sock=tracker_socket)
-        self.counters = CounterFile(data / RUN_DIR, f"tracker-{index}", self.tracker.metrics)
+        roles = config.server.roles
+        self.smtp = (SmtpListeners(config, self.injector, self.policy, sockets=smtp_sockets, gate=smtp_gate)
+                     if "smtp" in roles else None)
+        self.tracker = (TrackerService(config, self.keyring, ids=self.ids, worker=index, sock=tracker_socket)
+                        if "tracker" in roles else None)
+        self.counters = [CounterFile(data / RUN_DIR, f"tracker-{index}", self.tracker.metrics)] if self.tracker else []
+        if self.publisher is not None:
+            self.counters.append(CounterFile(data / RUN_DIR, f"bus-{index}", self.publisher.stats))
         self.resumed = 0
+
+    def reload_tls(self) -> None:
+        """SIGHUP: the tracker reloads its TLS certificate."""
+        if self.tracker is not None:
+            self.tracker.reload_tls()
 
     async def _accepted(self, record: SpoolRecord, announced: bool) -> None:
         await self.delivery.submit(record, announced)
@@ -160,30 +179,63 @@ class WorkerApp:
         data: Path = self.config.data_path
         data.mkdir(parents=True, exist_ok=True)
         await self.store.open()
+        if self.bus is not None:
+            self.bus.start()
         await self.suppressions.open()
         self.spool.open()
+        # delivery adopts the outcomes the store holds: first let the events nodes store what is in the stream
+        if self.publisher is not None and any(self.spool.directory.glob("*.msg")) and \
+                not await self.publisher.settle():
+            log.warning("bus: the store did not catch up with the stream in time; resuming the spool anyway "
+                        "(a copy delivered just before a crash may be sent again)")
         self.resumed = await self.delivery.start()
         mode = self.config.delivery.mode
         target = {"relay": self.config.delivery.relay, "mx": "MX lookups", "capture": str(data / "captured")}[mode]
         log.info("delivery %s to %s: %d spooled message(s) resumed from %s", mode, target, self.resumed,
                  self.spool.directory)
-        await self.tracker.start()
-        self.counters.start()
-        await self.smtp.start()
-        for configured, bound in self.smtp.addresses:
-            log.info("smtp listening on %s (configured %s)", bound, configured)
+        if self.tracker is not None:
+            await self.tracker.start()
+        for counter in self.counters:
+            counter.start()
+        if self.smtp is not None:
+            await self.smtp.start()
+            for configured, bound in self.smtp.addresses:
+                log.info("smtp listening on %s (configured %s)", bound, configured)
 
     async def stop(self) -> None:
-        await self.smtp.stop()
+        if self.smtp is not None:
+            await self.smtp.stop()
         await self.delivery.stop()
-        await self.counters.stop()
-        await self.tracker.stop()
+        for counter in self.counters:
+            await counter.stop()
+        if self.tracker is not None:
+            await self.tracker.stop()
+        if self.bus is not None:
+            await self.bus.stop()
         await self.store.close()
         await self.suppressions.close()
         self.spool.close()
         self.durability.close()
         self.policy.close()
         log.info("stopped")
+
+
+async def start_webhooks(config: Config, webhooks: WebhookDispatcher, networks: Networks, *,
+                         before: Callable[[], Awaitable[None]] | None = None,
+                         undo: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Check the [[webhooks]] targets (ConfigError), merge them into the table, run `before`, start delivery."""
+    problems = await target_problems(config.webhooks, networks)
+    if problems:
+        raise ConfigError(problems)
+    await webhooks.merge_config(config.webhooks)
+    if before is not None:
+        await before()
+    try:
+        await webhooks.start()
+    except BaseException:
+        if undo is not None:
+            await undo()
+        raise
 
 
 class ApiApp:
@@ -195,8 +247,9 @@ class ApiApp:
 
     def __init__(self, config: Config, store: EventStore, *, metrics: Metrics, owner: str | None = None,
                  keepalive: float = 15.0, poll: float = 0.25, suppressions: SuppressionStore | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, dispatch: bool = True) -> None:
         self._config = config
+        self._dispatch = dispatch  # webhook delivery here (the `events` role); else on the events nodes
         self._networks = parse_networks(config.api.webhook_private_networks)
         node = owner or f"{socket.gethostname()}:{config.data_path}"
         self.webhooks = WebhookDispatcher(store, metrics, node, self._networks)
@@ -214,16 +267,11 @@ class ApiApp:
 
     async def start(self) -> None:
         """ConfigError (before anything binds) when a [[webhooks]] target resolves to a refused address."""
-        problems = await target_problems(self._config.webhooks, self._networks)
-        if problems:
-            raise ConfigError(problems)
-        await self.webhooks.merge_config(self._config.webhooks)
-        await self.api.start()
-        try:
-            await self.webhooks.start()
-        except BaseException:
-            await self.api.stop()
-            raise
+        if self._dispatch:
+            await start_webhooks(self._config, self.webhooks, self._networks, before=self.api.start,
+                                 undo=self.api.stop)
+        else:
+            await self.api.start()
 
     async def stop(self) -> None:
         """End live streams and stop the listener, then the webhook workers (their leases are released)."""
@@ -232,30 +280,68 @@ class ApiApp:
 
 
 class NodeApp:
-    """The once-per-node process of `engaged serve`: API, dashboard, webhook dispatch, automatic
-    suppressions, the [inbound] listener and the tracker journal loader (it stores what every
-    tracker worker journaled).
+    """The once-per-node process of `engaged serve`; what it runs follows the node's roles ([server] roles).
+
+    - `api`: the API listener with the dashboard (and /metrics; without `api` the listener serves only /metrics).
+    - `events`: webhook dispatch, automatic suppressions and, with a [bus], the consumer into the store.
+    - `tracker`: the journal loader (it stores, or publishes, what every tracker worker journaled).
+    - `smtp`: the [inbound] listener.
 
     Its /metrics counts every event stored from its start (by following the store, whichever process
-    stored it), the spool depth of every shard, the workers' tracker counters and the loader's.
+    stored it), the spool depth of every shard, the workers' tracker counters, the loader's and the bus's.
     """
 
     def __init__(self, config: Config, *, ids: EventIdGenerator | None = None) -> None:
         self.config = config
         data = config.data_path
+        roles = config.server.roles
         self.metrics = Metrics()
         self.store = build_store(config, self.metrics, count_events=False)
+        self.bus = BusConnection(config.bus, name="engaged node") if config.bus.servers else None
+        self.publisher: BusEventStore | None = None
+        sink: EventLog = self.store
+        if self.bus is not None and ("smtp" in roles or "tracker" in roles):
+            sink = self.publisher = BusEventStore(self.store, self.bus)
         self.suppressions = build_suppressions(config)
-        self.suppression_rules = SuppressionRules(self.store, self.suppressions)
-        self.api = ApiApp(config, self.store, metrics=self.metrics, suppressions=self.suppressions)
-        self.inbound = InboundService(config, self.store, LiveKeyring(data), ids=ids or EventIdGenerator(),
-                                      outcome=self.metrics.observe_inbound)
-        self.events = EventCounter(self.store, self.metrics)
-        self.loader = JournalLoader(data, self.store)
+        self.suppression_rules = SuppressionRules(self.store, self.suppressions) if "events" in roles else None
+        owner = f"{socket.gethostname()}:{data}"
+        self.api = (ApiApp(config, self.store, metrics=self.metrics, suppressions=self.suppressions, owner=owner,
+                           dispatch="events" in roles) if "api" in roles else None)
+        self.networks = parse_networks(config.api.webhook_private_networks)
+        self.dispatcher = (WebhookDispatcher(self.store, self.metrics, owner, self.networks)
+                           if "events" in roles and "api" not in roles else None)
+        self.metrics_listener = (MetricsListener(config.api.listen, self.metrics.exposition, CONTENT_TYPE)
+                                 if self.api is None else None)
+        self.inbound = (InboundService(config, sink, LiveKeyring(data), ids=ids or EventIdGenerator(),
+                                       outcome=self.metrics.observe_inbound) if "smtp" in roles else None)
+        self.consumer = BusConsumer(self.bus, self.store) if self.bus is not None and "events" in roles else None
+        self.events = EventCounter(self.store, self.metrics) if "api" in roles else None
+        self.loader = JournalLoader(data, sink) if "tracker" in roles else None
         self._loader_stop = asyncio.Event()
         self._loader_task: asyncio.Task[None] | None = None
         self.metrics.set_spool_depth_source(lambda: spool_depth(data))
-        self.metrics.set_tracker_source(lambda: {**summed(data / RUN_DIR, "tracker-"), **self.loader.metrics()})
+        self.metrics.set_tracker_source(lambda: {**summed(data / RUN_DIR, "tracker-"),
+                                                 **(self.loader.metrics() if self.loader else {})})
+        if self.bus is not None:
+            self.metrics.registry.register(BusCollector(self._bus_metrics))
+
+    def _bus_metrics(self) -> dict[str, float]:
+        values: dict[str, float] = dict(summed(self.config.data_path / RUN_DIR, "bus-"))
+        if self.publisher is not None:
+            for key, value in self.publisher.stats().items():
+                values[key] = values.get(key, 0) + value
+        if self.loader is not None and self.publisher is not None:
+            values["held_bytes"] = self.loader.metrics().get("loader_lag_bytes", 0)
+        if self.consumer is not None:
+            values.update(self.consumer.metrics())
+        return values
+
+    @property
+    def api_address(self) -> str:
+        """`host:port` of the API listener (or of the metrics-only one), after start."""
+        if self.api is not None:
+            return self.api.address
+        return self.metrics_listener.address if self.metrics_listener is not None else ""
 
     async def start(self) -> None:
         data = self.config.data_path
@@ -263,23 +349,49 @@ class NodeApp:
         await self.store.open()
         await self.suppressions.open()
         log.info("events store %s", describe_store(self.config))
-        await self.events.start()
-        self._loader_task = asyncio.get_running_loop().create_task(
-            follow(self.loader, self._loader_stop, data / LOADER_METRICS_FILE))
-        await self.api.start()
-        await self.suppression_rules.start()
-        await self.inbound.start()
-        for configured, bound in self.inbound.addresses:
-            log.info("inbound listening on %s (configured %s)", bound, configured)
+        if self.bus is not None:
+            self.bus.start()
+        if self.events is not None:
+            await self.events.start()
+        if self.loader is not None:
+            self._loader_task = asyncio.get_running_loop().create_task(
+                follow(self.loader, self._loader_stop, data / LOADER_METRICS_FILE))
+        if self.consumer is not None:
+            self.consumer.start()
+        if self.api is not None:
+            await self.api.start()
+        if self.dispatcher is not None:
+            await start_webhooks(self.config, self.dispatcher, self.networks)
+        if self.metrics_listener is not None:
+            await self.metrics_listener.start()
+            log.info("api listening on %s (/metrics only: this node has no api role)", self.api_address)
+        if self.suppression_rules is not None:
+            await self.suppression_rules.start()
+        if self.inbound is not None:
+            await self.inbound.start()
+            for configured, bound in self.inbound.addresses:
+                log.info("inbound listening on %s (configured %s)", bound, configured)
 
     async def stop(self) -> None:
-        await self.inbound.stop()
-        await self.suppression_rules.stop()
-        await self.api.stop()
+        if self.inbound is not None:
+            await self.inbound.stop()
+        if self.suppression_rules is not None:
+            await self.suppression_rules.stop()
+        if self.metrics_listener is not None:
+            await self.metrics_listener.stop()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        if self.api is not None:
+            await self.api.stop()
         self._loader_stop.set()
         if self._loader_task is not None:
             await self._loader_task
-        await self.events.stop()
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.bus is not None:
+            await self.bus.stop()
+        if self.events is not None:
+            await self.events.stop()
         await self.store.close()
         await self.suppressions.close()
         log.info("stopped")

@@ -12,7 +12,16 @@ from typing import ClassVar
 
 import click
 
-from engaged.config import MAX_WORKERS, Config, load_config, render_config, worker_count
+from engaged.config import (
+    MAX_BUS_WORKERS,
+    MAX_WORKERS,
+    ROLES,
+    Config,
+    load_config,
+    render_config,
+    role_problems,
+    worker_count,
+)
 from engaged.errors import ConfigError
 from engaged.events.model import EVENT_TYPES
 from engaged.events.wire import api_json
@@ -55,13 +64,15 @@ def main() -> None:
 @_config_option
 @click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=None, metavar="N",
               help="Worker processes (default: [server] workers, \"auto\" = one per CPU).")
-def serve(config_path: str | None, workers: int | None) -> None:
+@click.option("--role", "roles", default=None, metavar="ROLES",
+              help=f"Comma-separated roles of this node, any of {','.join(ROLES)} (default: [server] roles, all).")
+def serve(config_path: str | None, workers: int | None, roles: str | None) -> None:
     """Run every configured component until SIGTERM/SIGINT."""
     # Until the event loop takes the signals over (the first thing the supervisor does), nothing has started that
     # needs draining: a SIGTERM or SIGINT then ends the process cleanly instead of with the default disposition.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_before_start)
-    config = _load(config_path)
+    config = _with_roles(_load(config_path), roles)
     logging.basicConfig(level=logging.INFO, format="engaged: %(message)s", stream=sys.stderr)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(_EscapingFormatter("engaged: %(message)s"))
@@ -69,7 +80,37 @@ def serve(config_path: str | None, workers: int | None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from engaged.server.supervisor import run
 
-    sys.exit(run(config, worker_count(config, workers)))
+    sys.exit(run(config, _workers(config, workers)))
+
+
+def _with_roles(config: Config, roles: str | None) -> Config:
+    """The config with `--role` applied; exits 2 with the reason when the node cannot serve that role set."""
+    import msgspec
+
+    if roles is not None:
+        names = [name.strip() for name in roles.split(",") if name.strip()]
+        config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, roles=names))
+    problems = role_problems(config)
+    for key, reason in problems:
+        click.echo(f"{'--role' if roles is not None and key == 'server.roles' else key}: {reason}", err=True)
+    if problems:
+        sys.exit(2)
+    return config
+
+
+def _workers(config: Config, override: int | None) -> int:
+    """Worker processes: none on a node without smtp and tracker; at most MAX_BUS_WORKERS with a bus or node_id."""
+    roles = config.server.roles
+    if "smtp" not in roles and "tracker" not in roles:
+        return 0
+    count = worker_count(config, override)
+    if config.bus.servers or config.bus.node_id >= 0:
+        if override is not None and override > MAX_BUS_WORKERS:
+            click.echo(f"--workers: at most {MAX_BUS_WORKERS} with a [bus] or node_id (event ids carry the process)",
+                       err=True)
+            sys.exit(2)
+        count = min(count, MAX_BUS_WORKERS)
+    return count
 
 
 @main.command("tracker-loader", hidden=True)

@@ -203,10 +203,37 @@ class DkimConfig(_Section, frozen=True):
     name: str = ""  # what options.dkim_key and smtpapi_dkim_key call it; the domain when empty
 
 
+ROLES = ("smtp", "tracker", "events", "api")
+"""What a node of `engaged serve` can run (`[server] roles`, `--role`); all four is the single-node setup."""
+MAX_NODE_ID = 31
+MAX_BUS_WORKERS = 31  # event ids carry node_id (5 bits) and the process's slot (5 bits)
+
+
 class ServerConfig(_Section, frozen=True):
     """[server]: the process model of `engaged serve`."""
 
     workers: int | Literal["auto"] = "auto"
+    roles: list[str] = msgspec.field(default_factory=lambda: list(ROLES))  # any of ROLES; `--role` overrides
+
+
+class BusConfig(_Section, frozen=True):
+    """[bus]: NATS JetStream between the nodes (off while `servers` is empty; see docs/deployment.md)."""
+
+    servers: list[str] = msgspec.field(default_factory=list)  # nats:// or tls:// URLs of the cluster
+    stream: str = "ENGAGED_EVENTS"  # created when missing, subjects engaged.events.>
+    replicas: int = 1  # of a stream engaged creates (3 for a 3-node cluster)
+    consumer: str = "engaged-store"  # the durable consumer the `events` nodes share
+    node_id: int = -1  # 0–31, distinct per node; -1: random (one node only)
+    publish_timeout: float = 5.0  # seconds to wait for the stream's acks of one batch
+    duplicate_window: float = 120.0  # seconds JetStream remembers a Nats-Msg-Id (of a stream it creates)
+    ack_wait: float = 30.0  # seconds before events a dead events node had fetched go to another (consumer it creates)
+    tls_ca: str = ""  # PEM CA bundle to verify the servers (tls:// URLs)
+    tls_cert: str = ""  # PEM client certificate, with tls_key, for mutual TLS
+    tls_key: str = ""
+    credentials: str = ""  # a NATS .creds file (JWT and nkey seed)
+    user: str = ""
+    password: str = ""
+    token: str = ""
 
 
 class Config(_Section, frozen=True):
@@ -226,6 +253,7 @@ class Config(_Section, frozen=True):
     inbound: InboundConfig = msgspec.field(default_factory=InboundConfig)
     dkim: list[DkimConfig] = msgspec.field(default_factory=list)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    bus: BusConfig = msgspec.field(default_factory=BusConfig)
 
     @property
     def data_path(self) -> Path:
@@ -234,7 +262,7 @@ class Config(_Section, frozen=True):
 
 
 _SECTIONS = ("engagement_tracker", "smtpapi", "smtp", "policy", "delivery", "events", "api", "suppression",
-             "unsubscribe", "inbound", "server")
+             "unsubscribe", "inbound", "server", "bus")
 MAX_WORKERS = 256
 
 
@@ -445,6 +473,61 @@ def _check(config: Config) -> list[tuple[str, str]]:
             problems.append((f"webhooks[{index}].target", "must be an http:// or https:// URL"))
     problems.extend(webhook_entry_problems(config.webhooks))
     problems.extend(dkim_entry_problems(config.dkim))
+    problems.extend(_check_bus(config.bus))
+    problems.extend(role_problems(config))
+    return problems
+
+
+def _check_bus(bus: BusConfig) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for index, server in enumerate(bus.servers):
+        if not server.startswith(("nats://", "tls://")):
+            problems.append((f"bus.servers[{index}]", f"expected a nats:// or tls:// URL, got {server!r}"))
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", bus.stream):
+        problems.append(("bus.stream", "letters, digits, - and _ only"))
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", bus.consumer):
+        problems.append(("bus.consumer", "letters, digits, - and _ only"))
+    if not 1 <= bus.replicas <= 5:
+        problems.append(("bus.replicas", "must be from 1 to 5"))
+    if not -1 <= bus.node_id <= MAX_NODE_ID:
+        problems.append(("bus.node_id", f"must be from 0 to {MAX_NODE_ID} (or -1: random, one node only)"))
+    for key in ("publish_timeout", "duplicate_window", "ack_wait"):
+        if getattr(bus, key) <= 0:
+            problems.append((f"bus.{key}", "must be a positive number"))
+    if bool(bus.tls_cert) != bool(bus.tls_key):
+        problems.append(("bus.tls_cert", "tls_cert and tls_key must be set together"))
+    for key in ("tls_ca", "tls_cert", "tls_key", "credentials"):
+        value = getattr(bus, key)
+        if value and not Path(value).is_file():
+            problems.append((f"bus.{key}", f"{value}: file not found"))
+    if bus.credentials and (bus.user or bus.token):
+        problems.append(("bus.credentials", "credentials, user/password and token are alternatives: set one"))
+    return problems
+
+
+def role_problems(config: Config) -> list[tuple[str, str]]:
+    """Why this node cannot serve its role set ([server] roles or `--role`); empty when it can."""
+    roles = config.server.roles
+    unknown = [role for role in roles if role not in ROLES]
+    if unknown or not roles:
+        return [("server.roles", f"expected some of {', '.join(ROLES)}, got {', '.join(roles) or 'none'}")]
+    if set(roles) == set(ROLES):
+        if config.bus.servers and config.server.workers != "auto" and config.server.workers > MAX_BUS_WORKERS:
+            return [("server.workers", f"at most {MAX_BUS_WORKERS} with a [bus] (event ids carry the process)")]
+        return []
+    named = ",".join(roles)
+    problems: list[tuple[str, str]] = []
+    if config.events.store == "sqlite":
+        problems.append(("server.roles", f"a node with roles {named} shares its work with other nodes: it needs "
+                                         "a shared store ([events] store = a postgresql:// DSN), not SQLite in "
+                                         "data_dir"))
+    if config.bus.node_id < 0:
+        problems.append(("bus.node_id", f"a node with roles {named} needs its own node_id (0-{MAX_NODE_ID}, "
+                                        "distinct per node): event ids carry it"))
+    workers = config.server.workers
+    if workers != "auto" and workers > MAX_BUS_WORKERS:
+        problems.append(("server.workers", f"at most {MAX_BUS_WORKERS} on a node of several (event ids carry the "
+                                           "process)"))
     return problems
 
 

@@ -115,7 +115,7 @@ def run_worker(config: Config, index: int, reservation: Reservation, id_node: in
                            reserved=smtp_config.reserved_connections, max_idle_per_ip=smtp_config.max_idle_per_ip)
         app = WorkerApp(config, index=index, ids=EventIdGenerator(id_node), smtp_sockets=smtp,
                         tracker_socket=tracker, smtp_gate=gate)
-        await _run(app, lambda: f"ready {app.resumed}", ready_fd, hangup=app.tracker.reload_tls)
+        await _run(app, lambda: f"ready {app.resumed}", ready_fd, hangup=app.reload_tls)
 
     return _exit_code(main)
 
@@ -130,7 +130,7 @@ def run_node(config: Config, ready_fd: int, id_node: int) -> int:
         app = NodeApp(config, ids=EventIdGenerator(id_node))
 
         def ready() -> str:
-            listeners = {"api": app.api.address, "inbound": app.inbound.addresses}
+            listeners = {"api": app.api_address, "inbound": app.inbound.addresses if app.inbound else []}
             return "ready " + msgspec.json.encode(listeners).decode()
 
         await _run(app, ready, ready_fd)

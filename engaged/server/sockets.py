@@ -101,15 +101,17 @@ def _reserve(listen: str, placeholders: list[socket.socket]) -> Endpoint:
 def reserve(config: Config) -> Reservation:
     """Hold every [smtp] listen address and the tracker's; OSError (with the address) if one is taken."""
     reservation = Reservation()
+    roles = config.server.roles
     try:
-        for listen in config.smtp.listen:
+        for listen in config.smtp.listen if "smtp" in roles else []:
             try:
                 reservation.smtp[listen] = _reserve(listen, reservation.placeholders)
             except OSError as error:
                 raise OSError(error.errno, f"cannot listen on {listen}: {error.strerror or error}") from None
         listen = config.engagement_tracker.listen
         try:
-            reservation.tracker = _reserve(listen, reservation.placeholders)
+            if "tracker" in roles:
+                reservation.tracker = _reserve(listen, reservation.placeholders)
         except OSError as error:
             raise OSError(error.errno, f"cannot listen on {listen}: {error.strerror or error}") from None
     except BaseException:

@@ -82,13 +82,14 @@ class Supervisor:
         self._reservation = Reservation()
         self._stopping = False
         self._announced = False
-        self._id_base = secrets.randbelow(_ID_NODES)
+        node_id = config.bus.node_id  # each node its own block of 32 numbers; random on a lone node
+        self._id_base = node_id * 32 if node_id >= 0 else secrets.randbelow(_ID_NODES)
         self._exit = 0
         self._lock_fd = -1
         self._wakeup_r = -1
         self._pid = os.getpid()
         self._node = _NodeListeners()
-        self._counts = SharedCounts(workers)
+        self._counts = SharedCounts(max(workers, 1))  # a node without smtp or tracker has no workers
 
     # -- signals -------------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -283,8 +284,7 @@ class Supervisor:
             except msgspec.DecodeError:
                 listeners = _NodeListeners()
             self._node = listeners
-            log.info("node (pid %d) ready: api %s, dashboard, webhook dispatch, journal loader", child.pid,
-                     listeners.api)
+            log.info("node (pid %d) ready: %s", child.pid, _node_parts(self.config.server.roles, listeners.api))
         else:
             log.info("worker %d (pid %d) ready: spool shard %d (%s message(s) resumed), tracker journal %d",
                      child.index, child.pid, child.index, detail or "0", child.index)
@@ -344,6 +344,15 @@ class Supervisor:
         child.restart_at = time.monotonic() + delay
         log.warning("%s (pid %d) %s; restarting in %.1f s", child.name, child.pid, how, delay)
         self._pending.append(child)
+
+
+def _node_parts(roles: list[str], api: str) -> str:
+    parts = [f"api {api}, dashboard" if "api" in roles else f"metrics {api}"]
+    if "events" in roles:
+        parts.append("webhook dispatch")
+    if "tracker" in roles:
+        parts.append("journal loader")
+    return ", ".join(parts)
 
 
 def run(config: Config, workers: int) -> int:

@@ -83,8 +83,10 @@ def _merge(base: str, extra: str) -> str:
 class ServerProcess:
     """`engaged serve --config FILE` as a child process; `start()` returns when it logs "ready"."""
 
-    def __init__(self, config: Path, env: Mapping[str, str] | None = None, *, args: Sequence[str] = ()) -> None:
+    def __init__(self, config: Path, env: Mapping[str, str] | None = None, *, args: Sequence[str] = (),
+                 expect: Sequence[str] = ("smtp",)) -> None:
         self.config = config
+        self.expect = tuple(expect)  # listeners it must have logged (a node of other roles has no smtp)
         self.args = list(args)
         self.env = dict(os.environ if env is None else env)
         self.process: subprocess.Popen[str] | None = None
@@ -103,7 +105,7 @@ class ServerProcess:
             env=self.env,
         )
         threading.Thread(target=self._read, args=(self.process, ready), daemon=True).start()
-        if not ready.wait(timeout) or "smtp" not in self.addresses:
+        if not ready.wait(timeout) or any(name not in self.addresses for name in self.expect):
             self.kill()
             raise RuntimeError("engaged serve did not start:\n" + "\n".join(self.log[-40:]))
         return self

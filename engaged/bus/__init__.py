@@ -1,0 +1,1 @@
+"""The event bus between nodes: NATS JetStream (connection, stream, publisher, consumer, roles)."""
