@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, TypeVar
 
 import msgspec
@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engaged.api.params import BadRequest, error, integer, json
+from engaged.api.search import zone_of
 from engaged.events.model import EVENT_TYPES
 from engaged.events.samples import envelope_documentation, sample
 from engaged.sinks.guard import Networks, check_target
@@ -55,9 +56,9 @@ class ReplayInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ids: list[int] | None = None
 
 
-def _when(epoch: float | None) -> str | None:
-    """SparkPost's `last_successful`/`last_failure` form: `2014-08-01 16:09:15` (UTC)."""
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+def _when(epoch: float | None, zone: tzinfo = UTC) -> str | None:
+    """SparkPost's `last_successful`/`last_failure` form: `2014-08-01 16:09:15` (in `zone`, default UTC)."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _links(webhook_id: str) -> list[dict[str, Any]]:
@@ -67,12 +68,12 @@ def _links(webhook_id: str) -> list[dict[str, Any]]:
             {"href": f"{base}/batch-status", "rel": "urn.msys.webhooks.batches", "method": ["GET"]}]
 
 
-def _view(row: WebhookRow, statuses: list[BatchStatus], *, secrets: bool) -> dict[str, Any]:
+def _view(row: WebhookRow, statuses: list[BatchStatus], *, secrets: bool, zone: tzinfo = UTC) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.structs.asdict(row.record)
     state = row.state
     data["exception_subaccounts"] = list(row.record.exception_subaccounts)
-    data["last_successful"] = _when(max((item.ts for item in statuses if item.ok), default=None))
-    data["last_failure"] = _when(max((item.failed_at for item in statuses if item.failed_at), default=None))
+    data["last_successful"] = _when(max((item.ts for item in statuses if item.ok), default=None), zone)
+    data["last_failure"] = _when(max((item.failed_at for item in statuses if item.failed_at), default=None), zone)
     data["links"] = _links(row.record.id)
     data["delivery"] = {
         "cursor": state.cursor,
@@ -119,16 +120,24 @@ class WebhooksApi:
         ]
 
     async def list(self, request: Request) -> Response:
+        try:
+            zone = zone_of(request.query_params)  # SparkPost's: the zone of last_successful and last_failure
+        except BadRequest as bad:
+            return bad.answer()
         rows = await self._store.webhooks()
         return json({"results": [_view(row, await self._store.batch_statuses(row.record.id, _STATUS_WINDOW),
-                                       secrets=False) for row in rows]})
+                                       secrets=False, zone=zone) for row in rows]})
 
     async def read(self, request: Request) -> Response:
+        try:
+            zone = zone_of(request.query_params)
+        except BadRequest as bad:
+            return bad.answer()
         row = await self._store.webhook(request.path_params["id"])
         if row is None:
             return error(404, "webhook not found")
         statuses = await self._store.batch_statuses(row.record.id, _STATUS_WINDOW)
-        return json({"results": _view(row, statuses, secrets=True)})
+        return json({"results": _view(row, statuses, secrets=True, zone=zone)})
 
     async def validate(self, request: Request) -> Response:
         """Send SparkPost's validation batch `[{"msys":{}}]` to the target; report what it answered."""

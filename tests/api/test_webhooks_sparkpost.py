@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 import httpx
 import msgspec
@@ -110,6 +112,12 @@ async def test_batch_status_and_last_successful_and_last_failure_follow_deliveri
     read = (await api(service, "GET", f"/{hook['id']}")).json()["results"]
     assert read["last_successful"] is not None and read["last_failure"] is not None
     assert len(read["last_successful"]) == len("2014-08-01 16:09:15")
+    utc = datetime.strptime(read["last_successful"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    tokyo = (await api(service, "GET", f"/{hook['id']}", params={"timezone": "Asia/Tokyo"})).json()["results"]
+    assert tokyo["last_successful"] == utc.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M:%S")
+    (listed,) = (await api(service, "GET", "", params={"timezone": "Asia/Tokyo"})).json()["results"]
+    assert listed["last_successful"] == tokyo["last_successful"]
+    assert (await api(service, "GET", "", params={"timezone": "Mars/Olympus"})).status_code == 400
     assert {link["rel"] for link in read["links"]} >= {"urn.msys.webhooks.validate", "urn.msys.webhooks.batches"}
 
 
