@@ -9,10 +9,12 @@ import pytest
 
 from engaged.config import Config
 from engaged.errors import StoreError
-from engaged.events.model import Event, InjectionEvent
+from engaged.events.model import Event, InjectionEvent, PolicyRejectionEvent
 from engaged.inject import Accepted, Injector, Refusal, Rejected, Transaction
 from engaged.spool.record import SpoolRecord
 from engaged.spool.store import FileSpool
+from engaged.suppression.check import SuppressionCheck
+from engaged.suppression.model import SuppressionEntry, SuppressionStore
 
 MESSAGE = (b"From: =?utf-8?q?Caf=C3=A9?= <app@example.org>\r\nSubject: Spring\r\n  sale\r\n"
            b'X-MSYS-API: {"campaign_id": "spring", "tags": ["promo"], "options": {"open_tracking": true}}\r\n'
@@ -151,3 +153,22 @@ async def test_a_non_ascii_listed_address_needs_smtputf8(tmp_path: Path, spool: 
     assert isinstance(outcome, Rejected) and outcome.refusal is Refusal.SMTPAPI
     assert outcome.detail == "X-MSYS-API 'cc' address jörg@example.com needs MAIL FROM with SMTPUTF8"
     assert handoff.calls == []
+
+
+async def test_listed_copies_are_screened_like_envelope_recipients(
+        tmp_path: Path, spool: FileSpool, suppressions: SuppressionStore) -> None:
+    await suppressions.upsert([SuppressionEntry(recipient=address, type="non_transactional", created=1, updated=1)
+                               for address in ("cc1@example.com", "to@example.com")])
+    sink = Sink()
+    handoff = Handoff(sink)
+    inject = Injector(Config(data_dir=str(tmp_path)), spool, handoff, events=sink,
+                      suppression=SuppressionCheck(suppressions))
+    outcome = await inject.inject(transaction(LISTED, rcpt_tos=["To@Example.com"]))
+    assert isinstance(outcome, Accepted)
+    kept = outcome.record.recipients
+    assert [(r.identity.rcpt_to, r.identity.rcpt_type) for r in kept] == [
+        ("bcc@example.com", "bcc"), ("vault@example.com", "archive")]
+    # The archive still replicates the envelope recipient's copy, though that one is not sent.
+    assert kept[1].replica_of is not None and kept[1].replica_of.rcpt_to == "to@example.com"
+    rejected = [(e.rcpt_to, e.rcpt_type) for e in sink.events if isinstance(e, PolicyRejectionEvent)]
+    assert sorted(rejected, key=str) == [("cc1@example.com", "cc"), ("to@example.com", None)]
