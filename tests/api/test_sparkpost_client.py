@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,12 @@ async def test_the_metrics_lists_answer_sparkposts_client_over_https(
     assert await in_thread(lambda: client.metrics.campaigns.list(verify=ca)) == ["fall", "spring"]
     assert await in_thread(lambda: client.metrics.domains.list(verify=ca)) == ["x.org", "y.org"]
     assert await in_thread(lambda: client.metrics.campaigns.list(params={"match": "spr"}, verify=ca)) == ["spring"]
+    filters = {"groupings": [{"OR": {"domains": {"eq": ["y.org"]}, "campaigns": {"like": ["SPR"]}}},
+                             {"AND": {"campaigns": {"notEq": ["fall"]}}}]}
+    params = {"metrics": "count_delivered", "query_filters": json.dumps(filters)}
+    summary = await in_thread(lambda: RequestsTransport().request(
+        "GET", f"{client.base_uri}/metrics/deliverability", {"Authorization": KEY}, params=params, verify=ca))
+    assert summary == [{"count_delivered": 1}]
 
 
 async def test_events_and_webhooks_travel_through_the_clients_transport(
