@@ -258,10 +258,13 @@ def _answer_view(answer: ValidationAnswer) -> dict[str, Any]:
 
 
 def _test_failed(answer: ValidationAnswer) -> Response:
-    """400 `Test POST to endpoint failed`, with what the target answered (or why it did not)."""
+    """400 `Test POST to endpoint failed` (or SparkPost's `POST to webhook tokens URL failed`), with what the
+    target or the token URL answered, or why it did not."""
     detail = answer.error or f"the target answered HTTP {answer.status}"
-    body = {"errors": [{"message": "Test POST to endpoint failed", "code": "1200", "description": detail,
-                        "param": "target", "response": _answer_view(answer)}]}
+    token = answer.stage == "token"  # SparkPost's wording when the OAuth 2.0 token request failed
+    body = {"errors": [{"message": "POST to webhook tokens URL failed" if token else "Test POST to endpoint failed",
+                        "code": "1200", "description": detail, "param": "auth_request_details" if token else "target",
+                        "response": _answer_view(answer)}]}
     return json(body, 400)
 
 

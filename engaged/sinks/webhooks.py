@@ -329,6 +329,7 @@ class ValidationAnswer(msgspec.Struct, frozen=True, kw_only=True):
     headers: dict[str, str]
     body: str
     error: str = ""
+    stage: str = "target"  # "token": the OAuth 2.0 token URL failed, so the target was never asked
 
     @property
     def ok(self) -> bool:
@@ -350,7 +351,8 @@ async def send_test_batch(record: WebhookRecord, secret: str, *, networks: Netwo
                 access_token = await (tokens or TokenCache()).token(record.id, record.auth_request_details, client,
                                                                     record.timeout)
             except TokenError as error:
-                return ValidationAnswer(status=0, headers={}, body=error.body, error=str(error))
+                return ValidationAnswer(status=error.status or 0, headers={}, body=error.body, error=str(error),
+                                        stage="token")
         batch = f"validate-{int(time.time() * 1000)}"
         headers = request_headers(record, secret, batch, VALIDATION_BATCH, int(time.time()),
                                   access_token=access_token)

@@ -154,6 +154,14 @@ async def test_oauth2_client_credentials_token_is_cached_and_renewed_after_a_401
     assert token_server.requests[0].headers["content-type"] == "application/x-www-form-urlencoded"
     refused = await api(service, "POST", "", json={"name": "y", "target": receiver.url, "auth_type": "oauth2", **FAST})
     assert refused.status_code == 422 and refused.json()["errors"][0]["param"] == "auth_request_details"
+    token_server.behaviour = always(502)  # no token, no test POST, no webhook: SparkPost's 400
+    failed = await api(service, "POST", "", json={"name": "z", "target": receiver.url, "auth_type": "oauth2",
+                                                   "auth_request_details": details, **FAST})
+    assert failed.status_code == 400
+    (problem,) = failed.json()["errors"]
+    assert (problem["message"], problem["param"]) == ("POST to webhook tokens URL failed", "auth_request_details")
+    assert problem["response"]["status"] == 502
+    assert [hook["name"] for hook in (await api(service, "GET", "")).json()["results"]] == ["crm"]
 
 
 async def test_events_of_exception_subaccounts_are_left_out(
