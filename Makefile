@@ -43,8 +43,12 @@ lint: $(STAMP)
 	$(BIN)/mypy engaged tests
 	$(BIN)/lint-imports
 
+# Test processes: most tests wait on servers, sockets and disks, so three share two cores well. Each file runs
+# in one process (--dist loadfile), so a module's shared server is started once. PYTEST_WORKERS=0: no xdist.
+PYTEST_WORKERS ?= 3
+
 pytest: $(STAMP) sysdeps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 test: $(STAMP) sysdeps lint pytest wheel
 

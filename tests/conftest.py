@@ -70,6 +70,11 @@ def corpus_dir(kind: str) -> Path:
     return path
 
 
+# One worker process unless a test asks for more: a second worker costs a fork, a shard and a tracker on every
+# start, and only tests/server/ and the crash tests have workers as their subject (they set `workers` themselves).
+TEST_SERVER_DEFAULTS = "[server]\nworkers = 1\n"
+
+
 class ServerFactory(Protocol):
     def __call__(self, extra: str = "", *, start: bool = True) -> ServerProcess: ...
 
@@ -82,7 +87,7 @@ def engaged_server(tmp_path: Path) -> Iterator[ServerFactory]:
     def factory(extra: str = "", *, start: bool = True) -> ServerProcess:
         directory = tmp_path / f"server{len(servers)}"
         directory.mkdir()
-        server = ServerProcess(write_config(directory, extra))
+        server = ServerProcess(write_config(directory, TEST_SERVER_DEFAULTS + extra))
         servers.append(server)
         return server.start() if start else server
 
@@ -96,9 +101,10 @@ def engaged_server(tmp_path: Path) -> Iterator[ServerFactory]:
 
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server with default settings for a whole test module."""
+    """One server with the test defaults for a whole test module: for tests whose subject is not the server's
+    settings or its life (each of them must hold only for its own messages: other tests share the spool)."""
     directory = tmp_path_factory.mktemp("shared-server")
-    server = ServerProcess(write_config(directory)).start()
+    server = ServerProcess(write_config(directory, TEST_SERVER_DEFAULTS)).start()
     yield server
     server.stop()
 

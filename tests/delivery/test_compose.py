@@ -13,8 +13,8 @@ from engaged.delivery.unsubscribe import ReturnHeaders
 from engaged.keys import load_keyring
 from engaged.recipient import TrackingPlan
 from engaged.spool.record import SpoolRecord
+from engaged.testing.server import ServerProcess
 from engaged.tokens import CLICK_KINDS, decode_token
-from tests.conftest import ServerFactory
 from tests.helpers import RawSmtp, queued_id, wait_captured, wait_events
 from tests.records import recipient_identity, spool_record
 
@@ -49,8 +49,8 @@ def test_tracked_copy_carries_signed_links_for_the_recipient(tmp_path: Path) -> 
     assert payload.expires == 1_700_000_000 + plan.link_expiry
 
 
-def test_undecodable_part_is_delivered_untouched_and_warned_about(engaged_server: ServerFactory) -> None:
-    server = engaged_server()
+def test_undecodable_part_is_delivered_untouched_and_warned_about(shared_server: ServerProcess) -> None:
+    server = shared_server
     message = (b'X-MSYS-API: {"options": {"open_tracking": true, "click_tracking": true}}\r\n'
                b"Content-Type: text/html; charset=x-no-such-charset\r\n\r\n"
                b'<html><body><a href="https://example.com/">x</a></body></html>\r\n')

@@ -70,7 +70,8 @@ async def test_an_append_commits_only_after_an_earlier_open_append_transaction_e
     try:
         await insert_batch(earlier, [row_of(open_event(1))])  # seq drawn, not yet committed
         later = asyncio.create_task(store.append([open_event(2)]))
-        await wait_until("SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event = 'advisory'", dsn)
+        await wait_until("SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event = 'advisory' "
+                         "AND datname = current_database()", dsn)
         assert not later.done()
         assert await store.query(EventQuery()) == []
         await earlier.execute("COMMIT")

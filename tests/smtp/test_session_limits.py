@@ -12,6 +12,7 @@ import pytest
 
 from engaged.smtp import replies
 from engaged.smtp.auth import hash_password
+from engaged.testing.server import ServerProcess
 from tests.conftest import ServerFactory
 from tests.helpers import RawSmtp, queued_id, wait_captured
 
@@ -75,8 +76,8 @@ def test_command_timeout_does_not_cut_a_steady_data_transfer(engaged_server: Ser
     assert reply.startswith("250 2.0.0 OK queued as"), reply
 
 
-def test_the_null_sender_is_accepted_and_delivered(engaged_server: ServerFactory) -> None:
-    server = engaged_server()
+def test_the_null_sender_is_accepted_and_delivered(shared_server: ServerProcess) -> None:
+    server = shared_server
     client = RawSmtp(server.smtp)
     try:
         client.command("EHLO x")
@@ -96,9 +97,9 @@ def test_the_null_sender_is_accepted_and_delivered(engaged_server: ServerFactory
     (b"MAIL FROM:<caf\xc3\xa9@example.org>", replies.R501_BAD_SENDER),
     (b"RCPT TO:<caf\xc3\xa9@example.com>", replies.R501_BAD_ADDRESS),
 ])
-def test_eight_bit_commands_are_refused_at_the_command(engaged_server: ServerFactory, command: bytes,
+def test_eight_bit_commands_are_refused_at_the_command(shared_server: ServerProcess, command: bytes,
                                                        reply: str) -> None:
-    server = engaged_server()
+    server = shared_server
     client = RawSmtp(server.smtp)
     try:
         client.command("EHLO x")
@@ -109,8 +110,8 @@ def test_eight_bit_commands_are_refused_at_the_command(engaged_server: ServerFac
         client.close()
 
 
-def test_utf8_addresses_under_smtputf8_are_queued(engaged_server: ServerFactory) -> None:
-    server = engaged_server()
+def test_utf8_addresses_under_smtputf8_are_queued(shared_server: ServerProcess) -> None:
+    server = shared_server
     client = RawSmtp(server.smtp)
     try:
         client.command("EHLO x")
@@ -126,8 +127,8 @@ def test_utf8_addresses_under_smtputf8_are_queued(engaged_server: ServerFactory)
 
 @pytest.mark.parametrize("path", ["<.user@x.example>", "<us..er@x.example>", "<user@-x.example>", "user@x.example",
                                   "<jörg@x.example>"])
-def test_address_syntax_follows_rfc_5321(engaged_server: ServerFactory, path: str) -> None:
-    server = engaged_server()
+def test_address_syntax_follows_rfc_5321(shared_server: ServerProcess, path: str) -> None:
+    server = shared_server
     client = RawSmtp(server.smtp)
     try:
         client.command("EHLO x")

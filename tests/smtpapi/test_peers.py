@@ -12,6 +12,7 @@ from engaged.config import EngagementTrackerConfig, SmtpapiSettings
 from engaged.smtpapi.header import HeaderError, XMsysApi
 from engaged.smtpapi.peers import PEERS, PeerHeaders, merge_peers, read_peer_headers, strip_peer_headers
 from engaged.smtpapi.resolve import PlanError, resolve_recipient
+from engaged.testing.server import ServerProcess
 from tests.conftest import ServerFactory
 from tests.helpers import RawSmtp, queued_id, wait_captured, wait_events
 from tests.records import recipient_identity
@@ -159,8 +160,8 @@ def test_a_message_with_peers_headers_is_tracked_as_its_sender_meant(engaged_ser
     assert refused.startswith("550 5.6.0 X-SMTPAPI 'to' lists are not accepted")
 
 
-def test_without_accept_headers_peers_headers_are_forwarded_untouched(engaged_server: ServerFactory) -> None:
-    server = engaged_server()
+def test_without_accept_headers_peers_headers_are_forwarded_untouched(shared_server: ServerProcess) -> None:
+    server = shared_server
     raw = message(*GOLDEN["mailgun"]["headers"])
     [copy] = wait_captured(server, queued_id(inject(server, raw)))
     assert copy == raw

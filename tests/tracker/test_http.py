@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import random
 import re
 import time
 from urllib.parse import quote
@@ -187,9 +187,12 @@ async def test_connections_past_max_connections_are_closed_at_once_and_served_ag
         await asyncio.sleep(0.01)
 
 
+_NOISE = random.Random(4096)  # seeded: every test process must collect the same test ids (pytest-xdist)
+
+
 @pytest.mark.parametrize("garbage", [
-    os.urandom(4096),
-    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(64),  # a TLS ClientHello on the plain port
+    _NOISE.randbytes(4096),
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + _NOISE.randbytes(64),  # a TLS ClientHello on the plain port
     b"GET / HTTP/9.9\r\n\r\n",
     b"\x00\x00\x00\x00\r\n\r\n",
     b"GET /q/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
