@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from engaged.headers import HeaderBlock, decode_words
 
 MESSAGE = (b"Subject: =?utf-8?q?caf=C3=A9?=\r\n   au lait\r\nFrom: App <a@x.example>\r\nX-Tag: 1\r\n"
@@ -63,3 +66,33 @@ def test_decode_words_drops_whitespace_between_encoded_words_only() -> None:
     assert decode_words('{"c": "=?utf-8?q?caf=C3=A9?="}') == '{"c": "café"}'
     assert decode_words("plain") == "plain"
     assert decode_words("=?x-unknown?q?a?=") is None
+
+
+def _reference_fields(content: bytes) -> tuple[list[tuple[bytes, int, int, int]], int, int]:
+    """The header index as a plain loop over lines (what HeaderBlock did before it matched folded fields whole)."""
+    fields: list[tuple[bytes, int, int, int]] = []
+    position, size = 0, len(content)
+    end = body_start = size
+    while position < size:
+        newline = content.find(b"\n", position)
+        line_end = size if newline < 0 else newline + 1
+        if line_end - position <= 2 and content[position:line_end] in (b"\n", b"\r\n"):
+            end, body_start = position, line_end
+            break
+        if content[position : position + 1] in (b" ", b"\t"):
+            if fields and fields[-1][3] == position:
+                fields[-1] = (*fields[-1][:3], line_end)
+        else:
+            colon = content.find(b":", position, line_end)
+            if colon > position:
+                fields.append((content[position:colon].rstrip(b" \t").lower(), position, colon, line_end))
+        position = line_end
+    return fields, end, body_start
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"Subject", b"X", b":", b" ", b"\t", b"a", b"\r", b"\n", b"\r\n", b": v\r\n",
+                                 b"\r\n\r\n", b"\n\n", b" cont\r\n"]), max_size=40).map(b"".join))
+def test_fields_are_those_a_line_by_line_reading_finds(content: bytes) -> None:
+    block = HeaderBlock(content)
+    assert ([tuple(field) for field in block.fields], block.end, block.body_start) == _reference_fields(content)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import logging
 from collections.abc import Callable, Sequence
 
@@ -36,6 +39,7 @@ class CopyComposer:
         self._returns = returns if returns is not None and returns.active else None
         self._dkim = dkim or DkimSigner(())
         self._peer_headers = peer_headers  # listener -> the vendors whose headers it accepts (and so removes)
+        _return_large_blocks()
 
     def __call__(self, body: bytes, record: SpoolRecord, index: int) -> Copy:
         """The copy for recipient `index`, signed last: nothing may change its bytes after DKIM."""
@@ -51,7 +55,7 @@ class CopyComposer:
         recipient = record.recipients[index]
         block = HeaderBlock(body)
         if recipient.headers is not None:
-            block = HeaderBlock(recipient.headers + body[block.body_start :])
+            block = HeaderBlock(b"".join((recipient.headers, memoryview(body)[block.body_start :])))  # one copy
         data = strip_peer_headers(block.without(FIELD_NAME), self._peer_headers(record.listener))
         if record.cc_field:
             data = _replace_field(data, b"cc", record.cc_field)
@@ -77,3 +81,39 @@ class CopyComposer:
 def _replace_field(data: bytes, name: bytes, line: bytes) -> bytes:
     """`data` with its fields `name` removed and `line` (a whole field, or nothing) put on top of the header block."""
     return line + HeaderBlock(data).without(name)
+
+
+def release_memory() -> None:
+    """Hand free heap memory back to the operating system (glibc's `malloc_trim`; elsewhere nothing).
+
+    Called on a thread (ctypes releases the GIL) after a large copy is built and again after it is sent.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _return_large_blocks() -> None:
+    """Make glibc map every block of LARGE_BLOCK or more on its own, so freeing it gives it back at once.
+
+    By default the threshold grows to 32 MiB as large blocks are freed, and blocks below it stay in the
+    allocator's arenas (a thread's arena keeps up to 64 MiB at its top even through `malloc_trim`): after
+    four 25 MB copies, 556 MB stayed with the process. Process-wide; set once per process that composes.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK)
+
+
+LARGE_BLOCK = 1 << 20
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.malloc_trim.argtypes, libc.mallopt.argtypes = [ctypes.c_size_t], [ctypes.c_int, ctypes.c_int]
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return None
+    return libc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -12,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 from engaged.delivery import bounce
-from engaged.delivery.compose import Copy
+from engaged.delivery.compose import Copy, release_memory
 from engaged.delivery.outcome import Bounced, Delivered, OutboundMessage, Transport
 from engaged.events.ids import EventIdGenerator
 from engaged.events.message import bounce_event, delay_event, delivery_event, injection_events
@@ -260,7 +261,13 @@ class DeliveryQueue:
         if not plan.inline_css and (len(body) < INLINE_COMPOSE_BYTES or not plan.tracks):  # inlining CSS: ~20 ms
             return self._compose(body, record, index)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._compose_executor, self._compose, body, record, index)
+        return await loop.run_in_executor(self._compose_executor, self._compose_released, body, record, index)
+
+    def _compose_released(self, body: bytes, record: SpoolRecord, index: int) -> Copy:
+        """On a compose thread: the copy, then what building it took handed back to the system."""
+        copy = self._compose(body, record, index)
+        release_memory()
+        return copy
 
     async def _announce(self, record: SpoolRecord, state: list[StateLine]) -> None:
         """Store the injection events, then any outcome events a previous run decided on (a message resumed
@@ -302,6 +309,11 @@ class DeliveryQueue:
         )
         transport = self._sandbox if recipient.identity.sandbox else self._transport
         outcome = await transport.deliver(message)
+        warnings = copy.warnings
+        if len(copy.data) >= INLINE_COMPOSE_BYTES:  # the copy is sent: give its memory back, off the loop
+            del copy, message
+            with contextlib.suppress(RuntimeError):  # the queue is stopping: the process gives it all back
+                self._compose_executor.submit(release_memory)
         now = time.time()
         retries = sum(1 for line in state if isinstance(line, RecipientAttempt) and line.rcpt == index)
         event_id = self._ids.next_id(now)
@@ -310,7 +322,7 @@ class DeliveryQueue:
         if isinstance(outcome, Delivered):
             event = delivery_event(record, index, event_id=event_id, now=now, ip_address=outcome.ip_address,
                                    num_retries=retries, outbound_tls=outcome.outbound_tls,
-                                   delv_method=outcome.delv_method, warnings=list(copy.warnings) or None)
+                                   delv_method=outcome.delv_method, warnings=list(warnings) or None)
             line = RecipientDone(rcpt=index, event=encode_event(event))
         elif isinstance(outcome, Bounced) or now - record.received_at >= self._max_age:
             expired = not isinstance(outcome, Bounced)

@@ -3,7 +3,8 @@
 The document is never parsed into a tree and re-serialised. One regular expression, written after the
 HTML5 tokenizer's states with possessive quantifiers only, skips a run of uninteresting markup (text, other
 tags with their attribute values, comments, `<style>`/`<script>` and the other raw-text elements, doctypes)
-and stops at one interesting construct per match: an `<a>`, `<area>` or `<v:…>` start tag, `<body>`,
+and stops at one interesting construct per match (or after a bounded number of runs: a C-level match holds
+the GIL, and rewriting runs on a thread beside the event loop): an `<a>`, `<area>` or `<v:…>` start tag, `<body>`,
 `</body>`, or the opening of an Outlook conditional comment `<!--[if …]>`, whose content is tokenized as HTML
 (Outlook renders it). Every sub-pattern can also end at the end of the input, so a match never fails and
 nothing is scanned twice: the work is linear in the input, whatever the input. The output is the input with
@@ -49,9 +50,11 @@ _TAG_BODY = rf"[^\t\n\f\r />]*+(?:{_ATTRIBUTE})*+[\t\n\f\r /]*+"
 _TAG_REST = rf"{_TAG_BODY}(?:>|\Z)"
 _RAW_TEXT = ("script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes")
 _CONDITIONAL = r"<!--\[(?i:if)[^\]]{0,512}\]>"
+_TEXT_RUN = 4096  # characters of text per skipped run,
+_RUNS_PER_MATCH = 256  # and runs per match: one match scans about a megabyte at most (unless one tag is longer)
 _SKIP = "|".join(  # after "<", the common case first: an ordinary start tag, then an ordinary end tag
     [
-        r"[^<]++",
+        rf"[^<]{{1,{_TEXT_RUN}}}+",
         r"<(?:"
         + "|".join(
             [
@@ -79,11 +82,11 @@ def _closed_tag(kind: str) -> str:
 
 
 _TOKEN = re.compile(
-    rf"(?:{_SKIP})*+(?:(?P<conditional>{_CONDITIONAL})"
+    rf"(?:{_SKIP}){{0,{_RUNS_PER_MATCH}}}+(?:(?P<conditional>{_CONDITIONAL})"
     rf"|(?P<link><(?:(?i:a|area){_NAME_END}|(?i:v:)){_closed_tag('link')})"
     rf"|(?P<body><(?i:body){_NAME_END}{_closed_tag('body')})"
     rf"|(?P<body_end></(?i:body){_NAME_END}{_closed_tag('body_end')})"
-    r"|\Z)"
+    r"|\Z|(?P<pause>))"  # pause: the runs of this match are used up; the next match goes on from here
 )
 _TAG_NAME = re.compile(r"</?[^\t\n\f\r />]*+")
 _ATTRIBUTE_PARTS = re.compile(
@@ -143,6 +146,10 @@ def rewrite_html(
     pos = 0
     while (match := _TOKEN.match(html, pos)) is not None and match.lastgroup is not None:
         kind, start, pos = match.lastgroup, match.start(match.lastgroup), match.end()
+        if kind == "pause":
+            if start == match.start():  # no run matched, so no later match would move: nothing left to scan
+                break
+            continue
         if kind == "conditional":
             if comment_end != -1 and comment_end < pos:
                 found = _COMMENT_END.search(html, pos)

@@ -123,25 +123,35 @@ def _rewrite_part(
     edits: list[_Edit],
     warnings: list[str],
 ) -> _PartRewrite | None:
-    """Queue the edits that rewrite one part; what was done, or None if the part stays as it is."""
+    """Queue the edits that rewrite one part; what was done (its text left out), or None if the part stays.
+
+    Each large intermediate (the body, its text, the rewritten text) is dropped as soon as the next one
+    exists, so a part costs about three copies of itself at the most, not six.
+    """
     label = f"text/{part.subtype} part"
     body = raw[part.body_start : part.body_end]
     data = transfer.decode_body(body, part.transfer_encoding)
+    shape = body if part.transfer_encoding == "base64" else b""  # only base64 re-encoding copies its shape
+    del body
     if data is None:
         warnings.append(
             f"{label}: transfer encoding {part.transfer_encoding!r} not decodable; left untouched"
         )
         return None
     decoded = transfer.decode_text(data, part.charset)
+    del data
     if isinstance(decoded, str):
         warnings.append(f"{label}: {decoded}; left untouched")
         return None
     text, codec = decoded
+    del decoded
     done = rewrite(text)
     warnings.extend(f"{label}: {warning}" for warning in done.warnings)
     if done.text is text:
         return None
+    del text
     new_data = transfer.encode_text(done.text, codec)
+    done = msgspec.structs.replace(done, text="")
     if new_data is None:
         warnings.append(f"{label}: tracking URLs not representable in charset {codec!r}; left untouched")
         return None
@@ -150,7 +160,7 @@ def _rewrite_part(
         encoding = transfer.QUOTED_PRINTABLE
         edits.append(_transfer_encoding_edit(raw, part))
     edits.append(
-        (part.body_start, part.body_end, transfer.encode_body(new_data, encoding, body, part.linesep))
+        (part.body_start, part.body_end, transfer.encode_body(new_data, encoding, shape, part.linesep))
     )
     return done
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engaged.rewrite import html
 from engaged.rewrite.html import HtmlResult, rewrite_html
 from engaged.types import LinkMinter
 
@@ -586,3 +589,49 @@ def test_amp_opt_outs_and_open_only_follow_the_html_rules(minter: LinkMinter) ->
     assert result.links_tracked == 0 and "ses:no-track" in result.text
     opens = amp_track(AMP_DOC, minter, click=False)
     assert (opens.links_tracked, opens.pixels) == (0, 2) and amp_problems(opens.text) == []
+
+
+def _tokenizer(runs: str, text_run: str) -> re.Pattern[str]:
+    """The module's tokenizer with other bounds on the runs per match and the characters per text run."""
+    pattern = html._TOKEN.pattern
+    bounded = f"{{0,{html._RUNS_PER_MATCH}}}+", f"[^<]{{1,{html._TEXT_RUN}}}+"
+    assert all(part in pattern for part in bounded)
+    return re.compile(pattern.replace(bounded[0], runs).replace(bounded[1], f"[^<]{text_run}"))
+
+
+_UNBOUNDED = _tokenizer("*+", "++")
+_TINY = _tokenizer("{0,2}+", "{1,3}+")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(generated=documents(), noise=st.lists(st.sampled_from(ADVERSARIAL), max_size=4))
+def test_matches_cut_after_a_few_runs_rewrite_like_one_unbounded_match(
+    generated: tuple[str, list[str]], noise: list[str], minter: LinkMinter
+) -> None:
+    # Each match stops after a bounded number of runs so that no C-level call holds the GIL for long; where
+    # it stops must not change the result.
+    doc = "".join(noise) + generated[0]
+    with patch.object(html, "_TOKEN", _UNBOUNDED):
+        expected = rewrite_html(doc, minter, click=True, open_=True, initial_open=True)
+    with patch.object(html, "_TOKEN", _TINY):
+        assert rewrite_html(doc, minter, click=True, open_=True, initial_open=True) == expected
+
+
+def test_a_megabyte_of_text_before_a_link_is_scanned_in_bounded_matches(
+    minter: LinkMinter, clicks: Callable[[str], list[Click]]
+) -> None:
+    doc = "<body>" + "word " * 300_000 + "<p>x</p>" * 20_000 + '<a href="http://end.example/">x</a></body>'
+    matches = 0
+    real = html._TOKEN
+
+    class Counting:
+        def match(self, text: str, pos: int) -> re.Match[str] | None:
+            nonlocal matches
+            matches += 1
+            found = real.match(text, pos)
+            assert found is None or found.end() - pos <= html._RUNS_PER_MATCH * html._TEXT_RUN
+            return found
+
+    with patch.object(html, "_TOKEN", Counting()):
+        assert targets(track(doc, minter), clicks) == ["http://end.example/"]
+    assert matches > len(doc) // (html._RUNS_PER_MATCH * html._TEXT_RUN)

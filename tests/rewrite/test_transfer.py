@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
+from unittest.mock import patch
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from engaged.rewrite import transfer
 from engaged.rewrite.transfer import decode_body, decode_text, encode_body, encode_text, has_long_line
 
 
@@ -94,3 +97,74 @@ def test_decoding_any_bytes_never_raises(body: bytes, encoding: str) -> None:
     decoded = decode_body(body, encoding)
     if decoded is not None:
         assert isinstance(decode_text(decoded, "utf-8"), tuple)
+
+
+# Large bodies are worked a CHUNK at a time; with a CHUNK of a few octets every cut is exercised, and each
+# result must be what one call over the whole body gives (the reference functions below are the one-call
+# versions this module had before).
+_LINES = st.lists(st.sampled_from([b"a", b"=", b" ", b"\t", b".", b"\r", b"\n", b"\r\n", b"=\r\n", b"\xe9", b"=3D",
+                                   b"AB", b"+/", b"==", b"x" * 80]), max_size=60).map(b"".join)
+
+
+def _reference_qp(data: bytes, linesep: bytes) -> bytes:
+    unix = data.replace(b"\r\n", b"\n")
+    encoded = binascii.b2a_qp(unix, istext=True)
+    if b"\r" in unix:
+        encoded = re.sub(rb"\r(?!\n)", b"=0D", encoded)
+    return encoded if linesep == b"\n" else encoded.replace(b"\n", linesep)
+
+
+def _reference_base64(body: bytes) -> bytes | None:
+    compact = re.sub(rb"[\t\n\r ]++", b"", body)
+    if len(compact) % 4 or not re.fullmatch(rb"[A-Za-z0-9+/]*+={0,2}", compact):
+        return None
+    try:
+        return binascii.a2b_base64(compact)
+    except binascii.Error:
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=_LINES, chunk=st.integers(1, 9), linesep=st.sampled_from([b"\n", b"\r\n"]))
+@example(data=b"aaaa\nb\r\r\n", chunk=1, linesep=b"\n")  # binascii takes CRLF mode from a piece's first line
+def test_pieces_give_what_one_call_gives(data: bytes, chunk: int, linesep: bytes) -> None:
+    with patch.object(transfer, "CHUNK", chunk * 4):
+        assert encode_body(data, "quoted-printable", b"", linesep) == _reference_qp(data, linesep)
+        assert decode_body(data, "quoted-printable") == binascii.a2b_qp(data)
+        assert decode_body(data, "base64") == _reference_base64(data)
+        assert has_long_line(data * 20) == (max(map(len, (data * 20).splitlines()), default=0) > 998)
+
+
+def _reference_text(data: bytes, charset: str | None) -> str | None:
+    codec = charset or "utf-8"
+    if charset is None and not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            codec = "ascii"
+    try:
+        text = data.decode(codec, "surrogateescape")
+        return text if text.encode(codec, "surrogateescape") == data else None
+    except UnicodeError:
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=80), junk=st.binary(max_size=3), chunk=st.integers(1, 9),
+       charset=st.sampled_from([None, "utf-8", "iso-8859-1", "utf-16", "shift_jis", "iso-2022-jp"]))
+def test_charset_pieces_give_what_one_call_gives(text: str, junk: bytes, chunk: int, charset: str | None) -> None:
+    data = text.encode(charset or "utf-8", "replace") + junk
+    with patch.object(transfer, "CHUNK", chunk):
+        decoded = decode_text(data, charset)
+        reference = _reference_text(data, charset)
+        if reference is None:
+            assert isinstance(decoded, str), decoded
+        else:
+            assert isinstance(decoded, tuple) and decoded[0] == reference
+            assert encode_text(decoded[0], decoded[1]) == data
+
+
+def test_a_long_line_across_a_piece_boundary_is_seen() -> None:
+    with patch.object(transfer, "CHUNK", 500):
+        assert has_long_line(b"a" * 400 + b"\n" + b"b" * 999)
+        assert not has_long_line((b"c" * 998 + b"\n") * 3)
