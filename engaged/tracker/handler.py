@@ -235,18 +235,9 @@ class Tracker:
             return self._not_found()
         if not get:
             return self._method_not_allowed()
-        if len(segment) > MAX_SEGMENT_CHARS:
-            self.stats.too_long += 1
-            return ANSWER_TOO_LONG
-        token = normalise_token(segment)
-        if len(token) > MAX_TOKEN_CHARS:
-            self.stats.too_long += 1
-            return ANSWER_TOO_LONG
-        try:
-            payload = decode_token(token, self._keyring, expect=kinds)
-        except InvalidToken:
-            self.stats.invalid_tokens += 1
-            return self._not_found()
+        payload = self._payload_of(segment, kinds)
+        if isinstance(payload, Answer):
+            return payload
         if kinds is OPEN_KINDS:
             answer = Answer(_PIXEL_HEAD, PIXEL_GIF)
         else:
@@ -268,19 +259,9 @@ class Tracker:
         if method not in (b"GET", b"HEAD", b"POST"):
             self.stats.method_not_allowed += 1
             return ANSWER_LIST_METHODS
-        segment = path[len(LIST_UNSUBSCRIBE_PATH):]
-        if len(segment) > MAX_SEGMENT_CHARS:
-            self.stats.too_long += 1
-            return ANSWER_TOO_LONG
-        token = normalise_token(segment)
-        if len(token) > MAX_TOKEN_CHARS:
-            self.stats.too_long += 1
-            return ANSWER_TOO_LONG
-        try:
-            payload = decode_token(token, self._keyring, expect=CLICK_KINDS)
-        except InvalidToken:
-            self.stats.invalid_tokens += 1
-            return self._not_found()
+        payload = self._payload_of(path[len(LIST_UNSUBSCRIBE_PATH):], CLICK_KINDS)
+        if isinstance(payload, Answer):
+            return payload
         if payload.kind is not TokenKind.UNSUBSCRIBE:
             self.stats.invalid_tokens += 1
             return self._not_found()
@@ -291,6 +272,22 @@ class Tracker:
         verified = _Verified(payload, self._prefix(payload, _LIST_UNSUBSCRIBE), Answer(_UNSUBSCRIBED_HEAD, b""))
         line = self._event_line(verified, method, now, user_agent, accept_language, forwarded, peer)
         return Answer(_UNSUBSCRIBED_HEAD, UNSUBSCRIBED, line)
+
+    def _payload_of(self, segment: str, kinds: frozenset[TokenKind]) -> TokenPayload | Answer:
+        """The verified payload of a token segment of one of `kinds`, or the answer refusing it: 414 for an
+        overlong segment or token, 404 for a token that does not verify (each counted)."""
+        if len(segment) > MAX_SEGMENT_CHARS:
+            self.stats.too_long += 1
+            return ANSWER_TOO_LONG
+        token = normalise_token(segment)
+        if len(token) > MAX_TOKEN_CHARS:
+            self.stats.too_long += 1
+            return ANSWER_TOO_LONG
+        try:
+            return decode_token(token, self._keyring, expect=kinds)
+        except InvalidToken:
+            self.stats.invalid_tokens += 1
+            return self._not_found()
 
     def _not_found(self) -> Answer:
         self.stats.not_found += 1
