@@ -92,17 +92,20 @@ class FileSpool:
             # scan for inodes that were not recently deleted, which cost more than all other work here.
             with contextlib.suppress(FileNotFoundError):
                 os.rename(self._free_dir / recycled, tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # No O_TRUNC: the recycled file is overwritten in place and cut to its new length. Truncating it to
+        # zero first frees its blocks, and ext4 (auto_da_alloc) then starts writeback at close: ~500 us
+        # against ~30 us here. After a power loss the file may still hold the old message; `scan` knows it
+        # by the id in its record, which is not the file's name.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
-            with os.fdopen(fd, "wb", closefd=False) as handle:
-                handle.write(_MAGIC)
-                handle.write(b"%d\n" % len(header))
-                handle.write(header)
-                handle.write(b"\n")
-                handle.write(body)
-                handle.flush()
-                if self._durability.fsync_files:
-                    os.fsync(fd)
+            data = b"".join((_MAGIC, b"%d\n" % len(header), header, b"\n", body))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if recycled is not None:
+                os.ftruncate(fd, len(data))
+            if self._durability.fsync_files:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, final)
@@ -176,6 +179,9 @@ class FileSpool:
         for path in paths:
             try:
                 record, _ = self._read(path)
+                if record.message_id != path.stem:
+                    # a recycled file whose new content never reached the disk (no 250 was sent for it)
+                    raise SpoolError(f"{path.name}: holds message {record.message_id}, a finished one")
             except (SpoolError, ValueError, msgspec.DecodeError, OSError) as error:
                 log.error("quarantining damaged spool file %s: %s", path.name, error)
                 os.replace(path, self._quarantine / path.name)

@@ -103,3 +103,14 @@ async def test_finished_files_are_reused_for_new_messages_and_never_scanned(tmp_
     third = await reopened.store(record("cccccccccccccccccccc"), b"third\r\n")
     assert await reopened.load_body(third.message_id) == b"third\r\n"
     reopened.close()
+
+
+async def test_a_recycled_file_still_holding_its_old_message_is_never_delivered(tmp_path: Path) -> None:
+    spool = FileSpool(tmp_path)
+    spool.open()
+    old = await spool.store(record("aaaaaaaaaaaaaaaaaaaa"), b"the finished message\r\n")
+    # What a power loss can leave: the new name committed, the overwrite of the recycled file not.
+    os.rename(tmp_path / f"{old.message_id}.msg", tmp_path / "bbbbbbbbbbbbbbbbbbbb.msg")
+    assert list(spool.scan()) == []
+    assert [p.name for p in (tmp_path / "quarantine").iterdir()] == ["bbbbbbbbbbbbbbbbbbbb.msg"]
+    spool.close()
