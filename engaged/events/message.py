@@ -247,4 +247,7 @@ def engagement_fields(event_type: str, identity: RecipientIdentity, *, target_ur
             if not (name in _OMITTED_WHEN_EMPTY and not value)}
 
 
-_OMITTED_WHEN_EMPTY = frozenset({"rcpt_type", "template_id", "sending_ip", "injection_time"})
+# Fields the engagement event Structs leave out at their default (""/None): the tracker's journal line is
+# stored as written (engaged.tracker.loader), so it carries exactly what their encoding would.
+_OMITTED_WHEN_EMPTY = frozenset({"rcpt_type", "template_id", "sending_ip", "injection_time", "friendly_from",
+                                 "msg_from", "subject", "ip_pool", "routing_domain"})

@@ -122,8 +122,19 @@ class SqliteEventStore(StoreQueries, ReportQueries):
             rows = [row_of(event) for event in events]
         except ValueError as error:  # a timestamp that is not epoch seconds, text that is not Unicode
             raise StoreError(f"event cannot be stored: {error}") from error
+        await self._submit(_Append(rows, events))
+
+    async def append_rows(self, rows: Sequence[Row]) -> None:
+        """Append events already in row form (their JSON body as it was written); as `append` otherwise."""
+        if not rows:
+            return
+        if self._write_conn is None:
+            raise StoreError("event store is not open")
+        await self._submit(_Append(list(rows), ()))
+
+    async def _submit(self, append: _Append) -> None:
         try:
-            await self._group.submit(_Append(rows, events))
+            await self._group.submit(append)
         except Exception as error:
             raise StoreError(f"event store write failed: {error}") from error
 

@@ -316,15 +316,16 @@ class Tracker:
             method=method.decode("latin-1"), user_agent=user_agent, ip_address=ip_address, is_click=is_click,
             message_id=payload.identity.message_id, link=payload.target_url, now=now,
             injection_time=int(payload.identity.injection_time)))
-        fields: dict[str, Any] = {
-            "event_id": self._ids.next_id(now),
-            "timestamp": format_timestamp(now),
-            "ip_address": ip_address,
-            "user_agent": user_agent,
-            "accept_language": accept_language,
-            "machine_engagement": machine,
-            "user_agent_parsed": self._agents.parse(user_agent, machine.kind),
-        }
+        fields: dict[str, Any] = {"event_id": self._ids.next_id(now), "timestamp": format_timestamp(now)}
+        # Empty values are left out, as the event's own encoding would: the line is stored as written.
+        if ip_address:
+            fields["ip_address"] = ip_address
+        if user_agent:
+            fields["user_agent"] = user_agent
+        if accept_language:
+            fields["accept_language"] = accept_language
+        fields["machine_engagement"] = machine
+        fields["user_agent_parsed"] = self._agents.parse(user_agent, machine.kind)
         if self._geo is not None and ip_address:
             geo_ip = self._geo.lookup(ip_address)
             if geo_ip is not None:

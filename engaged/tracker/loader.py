@@ -24,15 +24,16 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
 import msgspec
 
 from engaged.config import Config
-from engaged.events.model import Event, decode_event
+from engaged.events.model import decode_event
+from engaged.events.query import TRACK_TYPES, Row
 from engaged.tracker.journal import JOURNAL_DIR, LOCK, segments
 from engaged.types import EventSink
 
@@ -42,6 +43,45 @@ LOAD_INTERVAL: Final = 0.05  # seconds between passes while idle (a pass that fo
 BATCH_BYTES: Final = 4 * 1024 * 1024  # read per pass and store transaction, across every worker
 CLOSED_CHECK_SECONDS: Final = 1.0  # how often a caught-up directory is checked for a stopped writer
 _RETRY_MAX: Final = 5.0
+
+
+@runtime_checkable
+class RowSink(Protocol):
+    """A store that takes events in row form, durable when `append_rows` returns (both event stores)."""
+
+    async def append_rows(self, rows: Sequence[Row]) -> None: ...
+
+
+class _Machine(msgspec.Struct):
+    kind: str | None = None
+
+
+class _Columns(msgspec.Struct, kw_only=True):
+    """The indexed columns of a journal line; the line itself is stored as the event's body, as written."""
+
+    type: str
+    event_id: str
+    timestamp: str
+    message_id: str
+    transmission_id: str
+    campaign_id: str
+    rcpt_to: str
+    machine_engagement: _Machine | None = None
+
+
+_columns_decoder = msgspec.json.Decoder(_Columns)
+_JOURNALED_TYPES: Final = frozenset({*TRACK_TYPES, "list_unsubscribe", "amp_open", "amp_initial_open", "amp_click"})
+
+
+def row_of_line(line: bytes) -> Row:
+    """The store row of one journal line: its columns read, its bytes kept as the body (no decode of the
+    whole event and no re-encoding). Raises ValueError (msgspec.DecodeError is one) on a malformed line."""
+    columns = _columns_decoder.decode(line)
+    if columns.type not in _JOURNALED_TYPES:
+        raise ValueError(f"not a tracker event type: {columns.type!r}")
+    machine = columns.machine_engagement
+    return (columns.event_id, columns.type, float(columns.timestamp), columns.message_id, columns.transmission_id,
+            columns.campaign_id, columns.rcpt_to, None if machine is None else machine.kind, line)
 
 
 @dataclass
@@ -73,14 +113,20 @@ class _Batch:
 class JournalLoader:
     """Moves every worker's journaled events under `data_dir/tracker-journal` into `store`."""
 
-    def __init__(self, data_dir: Path, store: EventSink, *, interval: float = LOAD_INTERVAL,
+    def __init__(self, data_dir: Path, store: EventSink | RowSink, *, interval: float = LOAD_INTERVAL,
                  batch_bytes: int = BATCH_BYTES, clock: Callable[[], float] = time.time) -> None:
         self.root = data_dir / JOURNAL_DIR
         self.stats = LoaderStats()
         self.lag_seconds = 0.0
         self.lag_max_seconds = 0.0
         self.lag_bytes = 0
-        self._store = store
+        # A store takes the lines as written; another sink (the bus publisher) gets them decoded.
+        self._rows: RowSink | None = None
+        self._events: EventSink | None = None
+        if isinstance(store, RowSink):
+            self._rows = store
+        else:
+            self._events = store
         self._interval = interval
         self._batch_bytes = batch_bytes
         self._clock = clock
@@ -102,25 +148,31 @@ class JournalLoader:
     async def _pass(self) -> tuple[int, bool]:
         """One batch: read, store, move on. Returns (events stored, whether more is waiting)."""
         batch = await asyncio.to_thread(self._collect)
-        events: list[Event] = []
+        rows: list[Row] = []
         for line in batch.lines:
             try:
-                events.append(decode_event(line))
-            except msgspec.DecodeError as error:
+                rows.append(row_of_line(line))
+            except ValueError as error:
                 self.stats.corrupt_lines += 1
                 log.warning("tracker journal: skipping a malformed line: %s", error)
-        if events:
-            await self._store.append(events)
+        if rows:
+            await self._store(rows)
             self.stats.batches += 1
-            self.stats.loaded += len(events)
-            self.lag_seconds = max(0.0, self._clock() - _timestamp(events[0]))
+            self.stats.loaded += len(rows)
+            self.lag_seconds = max(0.0, self._clock() - rows[0][2])
             self.lag_max_seconds = max(self.lag_max_seconds, self.lag_seconds)
         elif not batch.moves:
             self.lag_seconds = 0.0
         for follower, number, offset in batch.moves:
             follower.offsets[number] = offset
         await asyncio.to_thread(self._forget_loaded)
-        return len(events), bool(batch.moves) and self.lag_bytes > 0
+        return len(rows), bool(batch.moves) and self.lag_bytes > 0
+
+    async def _store(self, rows: list[Row]) -> None:
+        if self._rows is not None:
+            await self._rows.append_rows(rows)
+        elif self._events is not None:
+            await self._events.append([decode_event(row[-1]) for row in rows])
 
     def _collect(self) -> _Batch:
         """On a thread: whole lines after each position, up to the batch size, over every directory."""
@@ -247,13 +299,6 @@ class JournalLoader:
                 "loader_load_errors": self.stats.load_errors, "loader_corrupt_lines": self.stats.corrupt_lines,
                 "loader_lag_seconds": self.lag_seconds, "loader_lag_bytes": self.lag_bytes,
                 "loader_lag_max_seconds": self.lag_max_seconds}
-
-
-def _timestamp(event: Event) -> float:
-    try:
-        return float(event.timestamp)
-    except ValueError:
-        return 0.0
 
 
 def _is_loaded(path: Path, offset: int, stats: LoaderStats) -> bool:

@@ -58,3 +58,10 @@ def test_a_policy_rejection_is_built_from_the_envelope_identity() -> None:
     assert (event.rcpt_to, event.raw_rcpt_to, event.routing_domain, event.msg_from) == (
         "bob@example.net", "Bob@Example.net", "example.net", "a@x")
     assert (event.error_code, event.raw_reason, event.msg_size) == ("550", "blocked", "0")
+
+
+def test_engagement_fields_omit_the_empty_message_fields_as_the_event_does() -> None:
+    bare = recipient_identity(injection_time=0.0)
+    fields = engagement_fields("click", bare, target_url="https://example.com/")
+    canonical = msgspec.json.decode(encode_event(ClickEvent(event_id="1", timestamp="1.000", **fields)))
+    assert set(canonical) == {"type", "event_id", "timestamp", *fields}

@@ -17,7 +17,8 @@ from netaddr import IPSet
 from engaged.config import Config, EngagementTrackerConfig
 from engaged.errors import StoreError
 from engaged.events.ids import EventIdGenerator
-from engaged.events.model import ClickEvent, Event, InitialOpenEvent, LinkUnsubscribeEvent, OpenEvent
+from engaged.events.model import ClickEvent, Event, InitialOpenEvent, LinkUnsubscribeEvent, OpenEvent, decode_event
+from engaged.events.query import Row
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.keys import Keyring, load_keyring
 from engaged.recipient import RecipientIdentity, TrackingPlan
@@ -182,4 +183,8 @@ class MemoryStore:
             raise StoreError("the store is down")
         for event in events:
             self.events.setdefault(event.event_id, event)
+
+    async def append_rows(self, rows: Sequence[Row]) -> None:
+        """What the journal loader stores: each row's body is the event as journaled."""
+        await self.append([decode_event(row[-1]) for row in rows])
 

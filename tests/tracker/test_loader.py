@@ -8,6 +8,7 @@ from pathlib import Path
 from engaged.events.model import OpenEvent
 from engaged.tracker.journal import JOURNAL_DIR, Journal, worker_directory
 from engaged.tracker.loader import JournalLoader, LoaderStats, follow, read_metrics
+from engaged.types import EventQuery
 from tests.helpers import event_line, journal_bytes, segments
 from tests.tracker.conftest import MemoryStore, eventually
 
@@ -142,3 +143,33 @@ async def test_follow_publishes_its_metrics_and_stores_the_rest_when_stopped(tmp
     assert read_metrics(metrics)["loader_lag_bytes"] == 0
     assert isinstance(next(iter(store.events.values())), OpenEvent)
     assert LoaderStats().loaded == 0
+
+
+async def test_a_journal_line_is_stored_as_written_with_the_columns_its_event_has(tmp_path: Path) -> None:
+    from engaged.events.model import decode_event, encode_event
+    from engaged.events.query import row_of
+    from engaged.events.store_sqlite import SqliteEventStore
+    from engaged.tracker.loader import row_of_line
+
+    line = event_line(7).rstrip(b"\n")
+    assert row_of_line(line) == (*row_of(decode_event(line))[:-1], line)
+    store = SqliteEventStore(tmp_path / "events.sqlite3")
+    await store.open()
+    journal = await open_journal(tmp_path, 0)
+    assert await journal.append(line + b"\n")
+    await journal.close()
+    await JournalLoader(tmp_path, store).stop()
+    [stored] = await store.query(EventQuery(limit=10))
+    assert encode_event(stored.event) == encode_event(decode_event(line))
+    await store.close()
+
+
+def test_a_line_that_is_not_a_tracker_event_is_refused() -> None:
+    import pytest
+
+    from engaged.tracker.loader import row_of_line
+
+    with pytest.raises(ValueError):
+        row_of_line(event_line(1).replace(b'"type":"open"', b'"type":"delivery"').rstrip(b"\n"))
+    with pytest.raises(ValueError):
+        row_of_line(b'{"type":"open","event_id":"1"}')
