@@ -29,7 +29,9 @@ class DataReader:
     """Collects one DATA section from successive input chunks up to the first CRLF.CRLF.
 
     Only CRLF.CRLF ends DATA; a bare CR or LF anywhere refuses the message (SMTP smuggling). Past
-    `max_size` the data is discarded up to the end marker so memory stays bounded.
+    `max_size` the data is discarded up to the end marker so memory stays bounded. Line endings and
+    lengths are checked as the chunks come, so the end of a large message costs the event loop its
+    last chunk and one unstuffing pass, not a scan of the whole (a 30 MB DATA took ~150 ms at its end).
     """
 
     def __init__(self, max_size: int) -> None:
@@ -37,12 +39,17 @@ class DataReader:
         self._buffer = bytearray()
         self._search_from = 0
         self._discarded = 0
+        self._checked = 2  # the buffer is validated up to here (never between a CR and its LF)
+        self._line = 0  # octets of the line in progress at _checked
+        self._longest = 0  # the longest complete line so far
+        self._bare = False  # a bare CR or LF seen
 
     def start(self) -> None:
         # The leading CRLF lets an empty message (".\r\n" straight after 354) match the end marker.
         self._buffer = bytearray(b"\r\n")
         self._search_from = 0
         self._discarded = 0
+        self._checked, self._line, self._longest, self._bare = 2, 0, 0, False
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> tuple[DataRead | None, bytes]:
         """Add input; (the section, the bytes after its end marker) once complete, else (None, b"")."""
@@ -52,18 +59,51 @@ class DataReader:
         if end >= 0:
             leftover = bytes(buffer[end + len(_END) :])
             discarded = self._discarded
-            wire = bytes(buffer[2 : end + 2])
+            self._check(end + 2)  # the wire ends with the CRLF that starts the end marker
+            with memoryview(buffer) as view:
+                wire = bytes(view[2 : end + 2])  # one copy (a bytearray slice would be a second)
             self._buffer = bytearray()
             if discarded:
                 return DataRead(b"", DataProblem.TOO_BIG), leftover
-            return check_data(wire, self._max_size), leftover
+            return self._finish(wire), leftover
         self._search_from = max(len(buffer) - len(_END) + 1, 0)
         if len(buffer) > self._max_size + 4096:
             keep = bytes(buffer[-(len(_END) - 1) :])
             self._discarded += len(buffer) - len(keep)
             self._buffer = bytearray(keep)
             self._search_from = 0
+            self._checked = len(keep)  # what is discarded is refused as too big: nothing more to check
+        else:
+            self._check(len(buffer) - 1 if buffer.endswith(b"\r") else len(buffer))
         return None, b""
+
+    def _check(self, limit: int) -> None:
+        """Validate the buffer from _checked up to `limit`, which never falls between a CR and its LF."""
+        if limit <= self._checked:
+            return
+        region = self._buffer[self._checked : limit]
+        self._checked = limit
+        crlf = region.count(b"\r\n")
+        if region.count(b"\r") != crlf or region.count(b"\n") != crlf:
+            self._bare = True
+        if not crlf:
+            self._line += len(region)
+            return
+        first = region.find(b"\r\n")
+        last = region.rfind(b"\r\n")
+        longest = max(map(len, region[first + 2 : last].split(b"\r\n"))) if last > first else 0
+        self._longest = max(self._longest, self._line + first, longest)
+        self._line = len(region) - last - 2
+
+    def _finish(self, wire: bytes) -> DataRead:
+        """check_data for a wire whose line endings and lengths _check has already seen."""
+        if len(wire) > self._max_size:
+            return DataRead(b"", DataProblem.TOO_BIG)
+        if self._bare:
+            return DataRead(b"", DataProblem.BARE_LINE_ENDING)
+        if len(wire) > _MAX_WIRE_LINE and self._longest > _MAX_WIRE_LINE:
+            return DataRead(b"", DataProblem.LINE_TOO_LONG)
+        return DataRead(_unstuffed(wire))
 
 
 def check_data(wire: bytes, max_size: int) -> DataRead:
@@ -71,10 +111,12 @@ def check_data(wire: bytes, max_size: int) -> DataRead:
     problem = _problem(wire, max_size)
     if problem is not None:
         return DataRead(b"", problem)
+    return DataRead(_unstuffed(wire))
+
+
+def _unstuffed(wire: bytes) -> bytes:
     content = wire.replace(b"\r\n.", b"\r\n") if b"\r\n." in wire else wire
-    if content.startswith(b"."):
-        content = content[1:]
-    return DataRead(content)
+    return content[1:] if content.startswith(b".") else content
 
 
 def check_chunks(content: bytes, max_size: int) -> DataProblem | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from engaged.smtp.data import DataProblem, DataRead, DataReader, check_data
@@ -91,3 +93,24 @@ def test_oversized_data_is_discarded_to_the_end_with_bounded_memory() -> None:
 
 def test_unfinished_data_gives_nothing_yet() -> None:
     assert _feed(b"partial message\r\n") == (None, b"")
+
+
+_WIRE = st.lists(st.sampled_from([b"a", b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n.", b"x" * 500, b"\r\n\r\n"]),
+                 max_size=12).map(b"".join)
+
+
+@given(wire=_WIRE, cuts=st.lists(st.integers(0, 6000), max_size=6), size=st.sampled_from([5, 2000, 10_000]))
+@example(wire=b"a" * 600 + b"b" * 600 + b"\r\n", cuts=[600], size=10_000)  # a long line across two chunks
+@example(wire=b"a\r", cuts=[2], size=10_000)  # a CR that ends a chunk, then the LF that makes it a CRLF
+def test_checking_chunk_by_chunk_decides_like_checking_the_whole(wire: bytes, cuts: list[int], size: int) -> None:
+    # The reader validates line endings and lengths as chunks arrive; wherever the chunks are cut, the
+    # outcome is what one check of the whole DATA section gives.
+    data = wire + b"\r\n.\r\n"
+    reader = DataReader(size)
+    reader.start()
+    points = sorted({cut for cut in cuts if cut < len(data)} | {0, len(data)})
+    results = [reader.feed(data[a:b]) for a, b in itertools.pairwise(points)]
+    finished = [result for result in results if result[0] is not None]
+    buffered = b"\r\n" + data  # as the reader holds it: an empty message ends at once
+    end = buffered.find(b"\r\n.\r\n")
+    assert finished and finished[0][0] == check_data(buffered[2 : end + 2], size)
