@@ -5,10 +5,15 @@ Cases, each on a fresh PostgreSQL database, with one tracker worker per node:
 - `bus R1`: a `tracker` node publishing to a single JetStream server and an `events` node consuming.
 - `bus R3`: the same on a 3-node JetStream cluster with a 3-replica stream.
 
-Each case drives `wrk -t1 -c50` at click links for SECONDS while a probe sends one click at a time on
-links of their own and polls the store for its row: latency is "302 received → row visible" (p50/p99).
-events/s is every answered click divided by the time from the start of the load until the last of
-them is visible in PostgreSQL. Ratios are against `direct` from the same run.
+Each case first drives `wrk -t1 -c50` at click links for SECONDS: events/s is every answered click
+divided by the time from the start of the load until the last of them is visible in PostgreSQL (the
+tracker, the bus and the store share the machine's cores). Then PROBES clicks, PROBE_CONCURRENCY at a
+time, each on a link of its own, poll the store for their row: latency is "302 received → row visible"
+(p50/p99) at that light load. Ratios are against `direct` from the same run.
+
+`backlog`: BACKLOG events published while no events node runs (a consumer lagging by that many), then an
+`events` node started: how fast it drains the stream into PostgreSQL, and its peak RSS meanwhile.
+`--backlog 1000000` is the issue's million.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,13 +37,17 @@ import asyncpg
 import httpx
 
 from bench._harness import PG_ADMIN_DSN, free_port, pg_database, pg_fetchval
-from bench._tracker_harness import click_paths, run_wrk, write_lua
+from bench._tracker_harness import BROWSER_UA, click_paths, run_wrk, write_lua
 from engaged.keys import Keyring, load_keyring
 from engaged.recipient import RecipientIdentity, TrackingPlan
 from engaged.testing.server import ServerProcess, write_config
 from engaged.tokens import RecipientLinks
 
 SECONDS = 10
+PROBES = 400
+PROBE_CONCURRENCY = 4
+BACKLOG = 200_000
+PUBLISH_BATCH = 5000
 CONNECTIONS = 50
 LINKS = 300
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -99,38 +107,33 @@ async def _count(dsn: str, sql: str, *args: object) -> int:
         await connection.close()
 
 
-class Probe(threading.Thread):
-    """One click at a time on its own links; each waits for its row and records the latency."""
+async def probe(address: str, paths: list[str], dsn: str, concurrency: int) -> list[float]:
+    """Click each path (`concurrency` at a time), then poll the store for its row: the latencies in ms."""
+    latencies: list[float] = []
+    queue = list(enumerate(paths))
 
-    def __init__(self, address: str, paths: list[str], dsn: str) -> None:
-        super().__init__(daemon=True)
-        self.address, self.paths, self.dsn = address, paths, dsn
-        self.latencies_ms: list[float] = []
-        self.stop = threading.Event()
+    async def one(client: httpx.AsyncClient, connection: asyncpg.Connection) -> None:
+        while queue:
+            n, path = queue.pop()
+            response = await client.get(f"http://{address}{path}", timeout=10)
+            answered = time.perf_counter()
+            if response.status_code != 302:
+                continue
+            deadline = answered + 30
+            while time.perf_counter() < deadline:
+                if await connection.fetchval("SELECT 1 FROM events WHERE message_id = $1", f"probe{n:05d}"):
+                    latencies.append((time.perf_counter() - answered) * 1000)
+                    break
+                await asyncio.sleep(0.001)
 
-    def run(self) -> None:
-        asyncio.run(self._run())
-
-    async def _run(self) -> None:
-        connection = await asyncpg.connect(self.dsn)
-        try:
-            async with httpx.AsyncClient() as client:
-                for n, path in enumerate(self.paths):
-                    if self.stop.is_set():
-                        return
-                    response = await client.get(f"http://{self.address}{path}", timeout=10)
-                    answered = time.perf_counter()
-                    if response.status_code != 302:
-                        continue
-                    message_id = f"probe{n:05d}"
-                    deadline = answered + 30
-                    while time.perf_counter() < deadline:
-                        if await connection.fetchval("SELECT 1 FROM events WHERE message_id = $1", message_id):
-                            self.latencies_ms.append((time.perf_counter() - answered) * 1000)
-                            break
-                        await asyncio.sleep(0.002)
-        finally:
+    connections = [await asyncpg.connect(dsn) for _ in range(concurrency)]
+    try:
+        async with httpx.AsyncClient() as client:
+            await asyncio.gather(*(one(client, connection) for connection in connections))
+    finally:
+        for connection in connections:
             await connection.close()
+    return latencies
 
 
 def probe_paths(keyring: Keyring, address: str, count: int) -> list[str]:
@@ -171,13 +174,9 @@ def run_case(root: Path, label: str, replicas: int | None, seconds: int) -> Resu
         host, port = front.tracker
         address = f"{host}:{port}"
         script = write_lua(case / "clicks.lua", click_paths(load_keyring(keys_root), address, LINKS))
-        probe = Probe(address, probe_paths(load_keyring(keys_root), address, 2000), dsn)
         started = time.perf_counter()
-        probe.start()
         wrk = run_wrk(f"http://{address}", script, seconds, CONNECTIONS, cpu=None)
-        probe.stop.set()
-        probe.join(60)
-        answered = wrk.requests + len(probe.latencies_ms)
+        answered = wrk.requests
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             stored = asyncio.run(_count(dsn, "SELECT count(*) FROM events"))
@@ -187,7 +186,8 @@ def run_case(root: Path, label: str, replicas: int | None, seconds: int) -> Resu
         finished = time.perf_counter()
         result.answered = stored
         result.events_per_second = stored / (finished - started)
-        result.latencies_ms = probe.latencies_ms
+        paths = probe_paths(load_keyring(keys_root), address, PROBES)
+        result.latencies_ms = asyncio.run(probe(address, paths, dsn, PROBE_CONCURRENCY))
         if wrk.errors:
             print(f"  {label}: wrk reported {wrk.errors}")
     finally:
@@ -199,6 +199,81 @@ def run_case(root: Path, label: str, replicas: int | None, seconds: int) -> Resu
             process.wait(10)
         asyncio.run(pg_fetchval(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     return result
+
+
+async def _publish_backlog(url: str, count: int) -> float:
+    """Publish `count` open events through BusEventStore in batches; the publish rate (events/s)."""
+    from engaged.bus.connection import BusConnection
+    from engaged.bus.publisher import BusEventStore
+    from engaged.config import BusConfig
+    from engaged.events.model import OpenEvent
+    from engaged.events.store_sqlite import SqliteEventStore
+
+    reads = SqliteEventStore(Path(tempfile.mkdtemp(prefix="engaged-bench-reads-")) / "unused.sqlite3")
+    connection = BusConnection(BusConfig(servers=[url], publish_timeout=30.0))
+    connection.start()
+    await asyncio.wait_for(connection.ready.wait(), 30)
+    publisher = BusEventStore(reads, connection)
+    base = 7_200_000_000_000_000
+    started = time.perf_counter()
+    for first in range(0, count, PUBLISH_BATCH):
+        await publisher.append([OpenEvent(
+            event_id=str(base + n), timestamp=f"{1_700_000_000 + n % 86400}.000", message_id=f"lag{n // 2}",
+            transmission_id="t", campaign_id="backlog", customer_id="1", rcpt_to=f"u{n % 1000}@example.com",
+            raw_rcpt_to=f"u{n % 1000}@example.com", rcpt_meta={}, rcpt_tags=[], user_agent=BROWSER_UA,
+            ip_address="192.0.2.1") for n in range(first, min(first + PUBLISH_BATCH, count))])
+    rate = count / (time.perf_counter() - started)
+    await connection.stop()
+    return rate
+
+
+def backlog(root: Path, count: int) -> str:
+    """A consumer `count` events behind: drain rate into PostgreSQL and the events node's peak RSS."""
+    name = f"engaged_bench_lag_{secrets.token_hex(3)}"
+    asyncio.run(pg_fetchval(f'CREATE DATABASE "{name}"'))
+    dsn = pg_database(name)
+    case = root / "backlog"
+    case.mkdir()
+    keys_root = case / "keyring"
+    load_keyring(keys_root)
+    nats, servers = start_nats(case, 1)
+    events: ServerProcess | None = None
+    try:
+        publish_rate = asyncio.run(_publish_backlog(servers[0], count))
+        started = time.perf_counter()
+        events = node(case, "events", dsn, keys_root / "keys", f'[bus]\nservers = ["{servers[0]}"]\nnode_id = 2\n',
+                      "events")
+        peak = 0
+        stored = 0
+        deadline = time.monotonic() + 1800
+        while stored < count and time.monotonic() < deadline:
+            stored = asyncio.run(_count(dsn, "SELECT count(*) FROM events"))
+            peak = max(peak, _node_rss_kib(events))
+            time.sleep(0.5)
+        seconds = time.perf_counter() - started
+        return (f"backlog  {count:,} events: published at {publish_rate:,.0f}/s; drained into PostgreSQL at "
+                f"{stored / seconds:,.0f} events/s ({seconds:.1f} s incl. the node's start), node process peak "
+                f"RSS {peak / 1024:.0f} MiB")
+    finally:
+        if events is not None and events.process is not None:
+            events.stop(60)
+        for process in nats:
+            process.kill()
+            process.wait(10)
+        asyncio.run(pg_fetchval(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _node_rss_kib(server: ServerProcess) -> int:
+    pid = server.pids().get("node")
+    if pid is None:
+        return 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def report(results: list[Result]) -> None:
@@ -213,6 +288,7 @@ def report(results: list[Result]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=SECONDS)
+    parser.add_argument("--backlog", type=int, default=BACKLOG, help="events of the lagging-consumer case (0: skip)")
     args = parser.parse_args()
     if not (os.path.exists(NATS_SERVER) and shutil.which("wrk")):
         print("skipped: needs nats-server and wrk")
@@ -226,9 +302,11 @@ def main() -> int:
     try:
         results = [run_case(root, "direct", None, args.seconds), run_case(root, "bus R1", 1, args.seconds),
                    run_case(root, "bus R3", 3, args.seconds)]
+        report(results)
+        if args.backlog:
+            print(backlog(root, args.backlog))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    report(results)
     return 0
 
 

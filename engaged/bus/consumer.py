@@ -2,7 +2,8 @@
 
 Every `events` node binds the same durable pull consumer ([bus] consumer), so JetStream hands each
 message to one of them. A fetched batch is appended to the store in one call (idempotent by event_id:
-a redelivered or twice-published event is stored once), and only then acknowledged. A store failure
+a redelivered or twice-published event is stored once), and only then acknowledged; the next batch is
+fetched meanwhile. A store failure
 leaves the batch unacknowledged and is retried with backoff; whatever a killed node had fetched is
 redelivered to another after [bus] ack_wait.
 """
@@ -99,14 +100,23 @@ class BusConsumer:
                                        config=config)
 
     async def _follow(self, js: JetStreamContext, subscription: JetStreamContext.PullSubscription) -> None:
-        while not self._stopping.is_set():
-            try:
-                messages = await subscription.fetch(self._batch, timeout=FETCH_WAIT)
-            except nats.errors.TimeoutError:
-                messages = []
-            if messages:
-                await self._store_batch(messages)
-            await self._check_pending(subscription, idle=not messages)
+        # the next batch is fetched while the last one is stored: at most two batches unacknowledged
+        storing: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    messages = await subscription.fetch(self._batch, timeout=FETCH_WAIT)
+                except nats.errors.TimeoutError:
+                    messages = []
+                if storing is not None:
+                    await storing
+                    storing = None
+                if messages:
+                    storing = asyncio.get_running_loop().create_task(self._store_batch(messages))
+                await self._check_pending(subscription, idle=not messages)
+        finally:
+            if storing is not None:
+                await storing
 
     async def _store_batch(self, messages: list[Msg]) -> None:
         events: list[Event] = []

@@ -164,6 +164,22 @@ async def _rows(dsn: str) -> list[tuple[str, str, str, str]]:
     return [(r["event_id"], r["type"], r["message_id"], r["rcpt_to"]) for r in records]
 
 
+def cut_connections(dsn: str) -> int:
+    """Terminate every connection to the test database: a PostgreSQL restart as the nodes see it."""
+    name = dsn.rsplit("/", 1)[1]
+
+    async def cut() -> int:
+        connection = await asyncpg.connect(dsn)
+        try:
+            return int(await connection.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 "
+                "AND pid <> pg_backend_pid()", name) or 0)
+        finally:
+            await connection.close()
+
+    return asyncio.run(cut())
+
+
 def stored_rows(dsn: str) -> list[tuple[str, str, str, str]]:
     """(event_id, type, message_id, rcpt_to) of every event in the store."""
     try:
