@@ -159,4 +159,9 @@ def segments(directory: Path) -> list[Path]:
 
 def journal_bytes(directory: Path) -> bytes:
     """Everything a journal directory holds, segment after segment."""
-    return b"".join(path.read_bytes() for path in segments(directory))
+    return b"".join(segment_bytes(path) for path in segments(directory))
+
+
+def segment_bytes(path: Path) -> bytes:
+    """The events of one journal segment: its bytes before the zeros its writer keeps written ahead."""
+    return path.read_bytes().partition(b"\0")[0]

@@ -189,7 +189,10 @@ class JournalLoader:
                 budget = self._batch_bytes - batch.size
                 if size <= offset or budget <= 0:
                     continue
-                chunk = _read(path, offset, min(size - offset, budget))
+                read = _read(path, offset, min(size - offset, budget))
+                chunk = _events(read)
+                if len(chunk) < len(read):
+                    lag -= size - offset - len(chunk)  # the zeros written ahead are no lag
                 cut = chunk.rfind(b"\n") + 1
                 if not cut:
                     continue  # a line still being written, a line longer than the budget, or a torn end
@@ -224,7 +227,8 @@ class JournalLoader:
                 size = os.stat(path).st_size
             except FileNotFoundError:
                 continue
-            if size - follower.offsets.get(last, 0) > 64 * 1024:
+            offset = follower.offsets.get(last, 0)
+            if size - offset > 64 * 1024 and len(_events(_read(path, offset, size - offset))) > 64 * 1024:
                 continue  # still loading; check once caught up
             follower.checked = now
             self._remove_if_writer_gone(follower, last, path)
@@ -309,9 +313,11 @@ def _is_loaded(path: Path, offset: int, stats: LoaderStats) -> bool:
         return False
     if size <= offset:
         return True
-    rest = _read(path, offset, size - offset)
+    rest = _events(_read(path, offset, size - offset))
     if b"\n" in rest:
         return False
+    if not rest:
+        return True
     stats.corrupt_lines += 1
     log.warning("tracker journal: skipping %d torn byte(s) at the end of %s", len(rest), path)
     return True
@@ -321,6 +327,12 @@ def _read(path: Path, offset: int, size: int) -> bytes:
     with open(path, "rb") as handle:
         handle.seek(offset)
         return handle.read(size)
+
+
+def _events(data: bytes) -> bytes:
+    """What a read of a segment holds before the zeros its writer wrote ahead (engaged.tracker.journal)."""
+    end = data.find(b"\0")
+    return data if end < 0 else data[:end]
 
 
 def _unlink(path: Path) -> None:

@@ -173,3 +173,17 @@ def test_a_line_that_is_not_a_tracker_event_is_refused() -> None:
         row_of_line(event_line(1).replace(b'"type":"open"', b'"type":"delivery"').rstrip(b"\n"))
     with pytest.raises(ValueError):
         row_of_line(b'{"type":"open","event_id":"1"}')
+
+
+async def test_a_dead_writers_segment_is_read_up_to_the_zeros_written_ahead(tmp_path: Path) -> None:
+    directory = worker_directory(tmp_path, 0)
+    directory.mkdir(parents=True)
+    (directory / "000000000001.jsonl").write_bytes(event_line(1) + event_line(2) + bytes(4096))
+    (directory / "000000000002.jsonl").write_bytes(event_line(3) + event_line(4)[:40] + bytes(4096))  # torn
+    store = MemoryStore()
+    loader = JournalLoader(tmp_path, store)
+    await loader.stop()
+    assert sorted(store.events) == ["1000001", "1000002", "1000003"]
+    assert loader.stats.corrupt_lines == 1
+    assert loader.lag_bytes == 0
+    assert segments(directory) == []
