@@ -172,7 +172,7 @@ class WorkerApp:
         if self.tracker is not None:
             self.tracker.reload_tls()
 
-    async def _accepted(self, record: SpoolRecord, announced: bool) -> None:
+    async def _accepted(self, record: SpoolRecord, announced: asyncio.Task[bool]) -> None:
         await self.delivery.submit(record, announced)
 
     async def start(self) -> None:

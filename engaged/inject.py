@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import random
@@ -93,16 +94,18 @@ def new_message_id(now: float, rng: random.Random) -> str:
 class Injector:
     """Turns a finished SMTP transaction into a spooled message (or a refusal).
 
-    After the spool commit the injector stores the message's injection events, then `on_accepted`
-    hands the message to delivery (with whether those events were stored). Nothing here answers
-    before the spool has made the message durable.
+    After the spool commit `on_accepted` hands the message to delivery together with the task that
+    stores its injection events, and the injector answers without waiting for that commit: the spool
+    record holds everything the events say (delivery awaits the task before its first attempt, and
+    stores the events itself if the task failed, or after a crash). Nothing here answers before the
+    spool has made the message durable.
     """
 
     def __init__(
         self,
         config: Config,
         spool: FileSpool,
-        on_accepted: Callable[[SpoolRecord, bool], Awaitable[None]],
+        on_accepted: Callable[[SpoolRecord, asyncio.Task[bool]], Awaitable[None]],
         ids: EventIdGenerator | None = None,
         events: EventSink | None = None,
         suppression: SuppressionCheck | None = None,
@@ -146,7 +149,9 @@ class Injector:
         except SpoolError as error:
             log.error("message from %s not accepted: %s", txn.peer, error)
             return Rejected(Refusal.SPOOL_UNAVAILABLE)
-        await self._on_accepted(record, await self._announce(record))
+        # The injection events' commit (an fsync, and SQLite's write lock shared by every worker) stays off
+        # the 250's path.
+        await self._on_accepted(record, asyncio.get_running_loop().create_task(self._announce(record)))
         return Accepted(record)
 
     async def _announce(self, record: SpoolRecord) -> bool:

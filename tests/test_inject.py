@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,14 +36,14 @@ class Sink:
 
 
 class Handoff:
-    """on_accepted: records what delivery was handed, and what the store held at that moment."""
+    """on_accepted: records what delivery was handed, what its announcement task says, and what the store held then."""
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self.calls: list[tuple[SpoolRecord, bool, int]] = []
 
-    async def __call__(self, record: SpoolRecord, announced: bool) -> None:
-        self.calls.append((record, announced, len(self.sink.events)))
+    async def __call__(self, record: SpoolRecord, announced: asyncio.Task[bool]) -> None:
+        self.calls.append((record, await announced, len(self.sink.events)))
 
 
 def transaction(content: bytes = MESSAGE, rcpt_tos: list[str] | None = None) -> Transaction:
@@ -102,7 +103,7 @@ async def test_injection_events_are_stored_right_after_the_spool_commit(tmp_path
     assert entry.record == outcome.record
     assert [type(event) for event in sink.events] == [InjectionEvent, InjectionEvent]
     assert [event.event_id for event in sink.events] == [r.injection_event_id for r in outcome.record.recipients]
-    assert handoff.calls == [(outcome.record, True, 2)]  # delivery got the message after its events were stored
+    assert handoff.calls == [(outcome.record, True, 2)]  # delivery learns the events were stored
 
 
 async def test_a_failing_event_store_does_not_undo_the_accept(tmp_path: Path, spool: FileSpool) -> None:

@@ -85,6 +85,7 @@ class DeliveryQueue:
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._fresh: set[str] = set()
+        self._announcing: dict[str, asyncio.Task[bool]] = {}  # injectors storing a message's injection events
         self._resumed: set[str] = set()  # found in the spool at startup: adopt stored outcomes first
         self._logged: dict[str, int] = {}  # state lines of a message already in its state log
         self._unstored: dict[str, list[Event]] = {}  # decided events whose store append failed
@@ -104,14 +105,17 @@ class DeliveryQueue:
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
         return resumed
 
-    async def submit(self, record: SpoolRecord, announced: bool) -> None:
+    async def submit(self, record: SpoolRecord, announced: bool | asyncio.Task[bool]) -> None:
         """A newly accepted (already durable) message: queue it.
 
-        `announced` says the injector stored its injection events; when it could not, they are stored
-        here before the first delivery attempt.
+        `announced` says whether the injector stored its injection events, or is the task storing them
+        (awaited before the first delivery attempt, so they precede every outcome); when they were not
+        stored, they are stored here before that attempt.
         """
         self._state[record.message_id] = []
-        if not announced:
+        if isinstance(announced, asyncio.Task):
+            self._announcing[record.message_id] = announced
+        elif not announced:
             self._fresh.add(record.message_id)
         self._queue.put_nowait(record)
 
@@ -178,6 +182,9 @@ class DeliveryQueue:
         done = finished_recipients(state)
         now = time.time()
         pending = [i for i in range(len(record.recipients)) if i not in done and self._due(state, i, now)]
+        announcing = self._announcing.pop(record.message_id, None)
+        if announcing is not None and not await announcing:
+            self._fresh.add(record.message_id)
         if record.message_id in self._fresh:
             await self._announce(record, state)
             self._fresh.discard(record.message_id)
@@ -371,6 +378,7 @@ class DeliveryQueue:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._announcing.values(), return_exceptions=True)  # the store closes after us
         await self._transport.close()
         self._compose_executor.shutdown(wait=False, cancel_futures=True)
         if self._sandbox is not self._transport:

@@ -9,6 +9,7 @@ from pathlib import Path
 from engaged.delivery.compose import Copy
 from engaged.delivery.outcome import Delivered, OutboundMessage, Outcome
 from engaged.delivery.queue import DeliveryQueue
+from engaged.events.message import injection_events
 from engaged.events.model import DeliveryEvent, Event, InjectionEvent
 from engaged.recipient import TrackingPlan
 from engaged.spool.record import SpoolRecord
@@ -103,4 +104,36 @@ async def test_a_message_resumed_from_the_spool_is_announced_again_under_the_sam
     await eventually_delivered(sink, 2)
     injections = [event.event_id for event in sink.events if isinstance(event, InjectionEvent)]
     assert injections == [recipient.injection_event_id for recipient in record.recipients]
+    await queue.stop()
+
+
+async def test_a_message_whose_announcement_failed_gets_its_injection_events_from_delivery(tmp_path: Path) -> None:
+    queue, spool, sink, _ = await queue_with(tmp_path)
+    record = await spool.store(two_recipients(), b"Subject: x\r\n\r\nbody\r\n")
+
+    async def failed() -> bool:
+        return False
+
+    await queue.submit(record, asyncio.get_running_loop().create_task(failed()))
+    await eventually_delivered(sink, 2)
+    assert [type(event) for event in sink.events] == [InjectionEvent, InjectionEvent, DeliveryEvent, DeliveryEvent]
+    await queue.stop()
+
+
+async def test_delivery_waits_for_the_injectors_announcement_before_any_attempt(tmp_path: Path) -> None:
+    queue, spool, sink, transport = await queue_with(tmp_path)
+    record = await spool.store(two_recipients(), b"Subject: x\r\n\r\nbody\r\n")
+    release = asyncio.Event()
+
+    async def announce() -> bool:
+        await release.wait()
+        await sink.append(injection_events(record))
+        return True
+
+    await queue.submit(record, asyncio.get_running_loop().create_task(announce()))
+    await asyncio.sleep(0.05)
+    assert transport.copies == []  # a condition that must hold while the announcement is pending
+    release.set()
+    await eventually_delivered(sink, 2)
+    assert [type(event) for event in sink.events] == [InjectionEvent, InjectionEvent, DeliveryEvent, DeliveryEvent]
     await queue.stop()
