@@ -123,7 +123,7 @@ class WorkerApp:
     """
 
     def __init__(self, config: Config, *, index: int = 0, ids: EventIdGenerator | None = None,
-                 smtp_sockets: dict[str, socket.socket] | None = None,
+                 smtp_sockets: dict[str, list[socket.socket]] | None = None,
                  tracker_socket: socket.socket | None = None, smtp_gate: ConnectionGate | None = None) -> None:
         self.config = config
         self.index = index

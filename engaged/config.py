@@ -64,10 +64,21 @@ class SmtpUser(_Section, frozen=True):
     customer_id: str = ""
 
 
-class SmtpConfig(_Section, frozen=True):
-    """[smtp]: injection listeners and their limits."""
+class SmtpListen(_Section, frozen=True):
+    """An [smtp] listen entry written as a table: its address and what this listener overrides."""
 
-    listen: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1:2525"])
+    address: str
+    proxy_protocol: bool | None = None  # unset: [smtp] proxy_protocol
+
+
+class SmtpConfig(_Section, frozen=True):
+    """[smtp]: injection listeners and their limits.
+
+    A `listen` entry is a "host:port" string or a table with `address` (and `proxy_protocol`);
+    `listeners()` gives every entry as a table with the global defaults filled in.
+    """
+
+    listen: list[str | SmtpListen] = msgspec.field(default_factory=lambda: ["127.0.0.1:2525"])
     hostname: str = ""
     max_message_size: int = 26214400
     max_recipients: int = 1000
@@ -91,6 +102,18 @@ class SmtpConfig(_Section, frozen=True):
     auth_hash_threads: int = 2
     proxy_protocol: bool = False  # expect a PROXY v1/v2 header first (HAProxy, cloud load balancers)
     sync: Literal["syncfs", "fsync", "none"] = "syncfs"
+
+    def listeners(self) -> list[SmtpListen]:
+        """Every listen entry, with `proxy_protocol` resolved (the entry's own, else the [smtp] one)."""
+        return [SmtpListen(address=entry, proxy_protocol=self.proxy_protocol) if isinstance(entry, str)
+                else SmtpListen(address=entry.address,
+                                proxy_protocol=self.proxy_protocol if entry.proxy_protocol is None
+                                else entry.proxy_protocol)
+                for entry in self.listen]
+
+    def addresses(self) -> list[str]:
+        """The address of every listen entry (how per-listener settings name a listener)."""
+        return [entry if isinstance(entry, str) else entry.address for entry in self.listen]
 
 
 class EngagementTrackerConfig(_Section, frozen=True):
@@ -372,8 +395,13 @@ def _check(config: Config) -> list[tuple[str, str]]:
             key = "inbound.bounce_domain" if index == 0 else f"inbound.domains[{index - 1}]"
             problems.append((key, f"{domain!r} is not a lower-case domain name"))
     smtp = config.smtp
-    for index, listen in enumerate(smtp.listen):
-        _check_hostport(problems, f"smtp.listen[{index}]", listen)
+    seen: set[str] = set()
+    for index, listen in enumerate(smtp.addresses()):
+        key = f"smtp.listen[{index}]" if isinstance(smtp.listen[index], str) else f"smtp.listen[{index}].address"
+        _check_hostport(problems, key, listen)
+        if listen in seen:
+            problems.append((key, f"{listen} is listed twice"))
+        seen.add(listen)
     if not smtp.listen:
         problems.append(("smtp.listen", "at least one listener is needed"))
     for index, network in enumerate(smtp.relay_networks):
@@ -410,7 +438,7 @@ def _check(config: Config) -> list[tuple[str, str]]:
                              "expected pbkdf2_sha256$<iterations>$<salt>$<hash> (make one with "
                              "`engaged hash-password`)"))
     for listen, override in smtp.overrides.items():
-        if listen not in smtp.listen:
+        if listen not in smtp.addresses():
             problems.append((f"smtp.overrides.{listen}", "names no address in smtp.listen"))
         problems.extend(_check_smtpapi(f"smtp.overrides.{listen}", override))
     problems.extend(_check_smtpapi("smtpapi", config.smtpapi))
@@ -608,7 +636,7 @@ def _to_toml(data: dict[str, Any]) -> str:
         lines.append(f"\n[{name}]")
         nested = []
         for key, item in value.items():
-            if isinstance(item, dict) or (isinstance(item, list) and item and isinstance(item[0], dict)):
+            if isinstance(item, dict) or (isinstance(item, list) and item and all(isinstance(i, dict) for i in item)):
                 nested.append((key, item))
             else:
                 lines.append(f"{key} = {_toml_value(item)}")
@@ -616,7 +644,7 @@ def _to_toml(data: dict[str, Any]) -> str:
             if isinstance(item, list):
                 for entry in item:
                     lines.append(f"\n[[{name}.{key}]]")
-                    lines.extend(f"{k} = {_toml_value(v)}" for k, v in entry.items())
+                    lines.extend(f"{k} = {_toml_value(v)}" for k, v in entry.items() if v is not None)
             else:
                 for sub, entry in item.items():
                     lines.append(f'\n[{name}.{key}."{sub}"]')
@@ -631,4 +659,6 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None) + "}"
     return msgspec.json.encode(str(value)).decode()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engaged.config import ConfigError, effective_smtpapi, load_config, parse_hostport
+from engaged.config import ConfigError, effective_smtpapi, load_config, parse_hostport, render_config
 
 
 def test_defaults_apply_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,3 +167,42 @@ def test_webhook_entries_are_checked_by_load_config_so_check_config_and_serve_ag
     result = subprocess.run([sys.executable, "-m", "engaged", "check-config", "--config", str(path)],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 2 and result.stderr.splitlines() == caught.value.problems
+
+
+def test_a_listen_entry_may_be_a_table_with_its_own_proxy_protocol(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[smtp]\nproxy_protocol = true\nlisten = ["127.0.0.1:2525", '
+        '{ address = "0.0.0.0:2526", proxy_protocol = false }, { address = "0.0.0.0:2527" }]\n'
+        '[smtp.overrides."0.0.0.0:2526"]\nclick_tracking_enabled = true\n'
+    )
+    config = load_config(str(path), {})
+    assert [(entry.address, entry.proxy_protocol) for entry in config.smtp.listeners()] == [
+        ("127.0.0.1:2525", True), ("0.0.0.0:2526", False), ("0.0.0.0:2527", True)]
+    assert config.smtp.addresses() == ["127.0.0.1:2525", "0.0.0.0:2526", "0.0.0.0:2527"]
+    rendered = tmp_path / "rendered.toml"
+    rendered.write_text(render_config(config))
+    assert load_config(str(rendered), {}).smtp == config.smtp
+
+
+def test_the_array_of_tables_form_and_the_environment_work_too(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[[smtp.listen]]\naddress = "127.0.0.1:2526"\nproxy_protocol = true\n')
+    assert [e.proxy_protocol for e in load_config(str(path), {}).smtp.listeners()] == [True]
+    env = {"ENGAGED_SMTP_LISTEN": '["127.0.0.1:25", { address = "127.0.0.1:26", proxy_protocol = true }]'}
+    assert [e.proxy_protocol for e in load_config(None, env).smtp.listeners()] == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("listen", "key"),
+    [('[{ address = "nowhere" }]', "smtp.listen[0].address"),
+     ('[{ proxy_protocol = true }]', "smtp.listen[0]"),
+     ('[{ address = "127.0.0.1:25", proxy = true }]', "smtp.listen[0].proxy"),
+     ('["127.0.0.1:25", { address = "127.0.0.1:25" }]', "smtp.listen[1].address")],
+)
+def test_bad_listen_tables_name_the_entry(tmp_path: Path, listen: str, key: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[smtp]\nlisten = {listen}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {})
+    assert f":{key}:" in info.value.problems[0], info.value.problems

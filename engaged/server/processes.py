@@ -108,7 +108,7 @@ def run_worker(config: Config, index: int, reservation: Reservation, id_node: in
     """Worker `index`: binds its own sockets on the reserved endpoints, serves until SIGTERM; the exit code."""
 
     async def main() -> None:
-        smtp = {listen: bind(endpoint) for listen, endpoint in reservation.smtp.items()}
+        smtp = {listen: [bind(endpoint) for endpoint in endpoints] for listen, endpoints in reservation.smtp.items()}
         tracker = bind(reservation.tracker) if reservation.tracker is not None else None
         smtp_config = config.smtp
         gate = counts.gate(index, smtp_config.max_connections, smtp_config.max_connections_per_ip,

@@ -8,8 +8,10 @@ same address and listens; the kernel spreads new connections over the listening 
 
 from __future__ import annotations
 
+import errno
 import socket
 from dataclasses import dataclass, field
+from typing import cast
 
 from engaged.config import Config, parse_hostport
 
@@ -30,9 +32,13 @@ class Endpoint:
 
 @dataclass
 class Reservation:
-    """The supervisor's placeholder sockets and the endpoints they hold, per listen setting."""
+    """The supervisor's placeholder sockets and the endpoints they hold, per listen setting.
 
-    smtp: dict[str, Endpoint] = field(default_factory=dict)
+    An SMTP listen setting holds every address its host resolves to ("localhost:2525": 127.0.0.1 and
+    ::1), all on one port; the tracker holds the first.
+    """
+
+    smtp: dict[str, list[Endpoint]] = field(default_factory=dict)
     tracker: Endpoint | None = None
     placeholders: list[socket.socket] = field(default_factory=list)
 
@@ -64,12 +70,13 @@ def bind_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket
     return sock
 
 
-def new_socket(family: int) -> socket.socket:
-    """A TCP socket (IPPROTO_TCP, so asyncio sets TCP_NODELAY on accepted sockets) with SO_REUSEPORT."""
+def new_socket(family: int, *, reuse_port: bool = True) -> socket.socket:
+    """A TCP socket (IPPROTO_TCP, so asyncio sets TCP_NODELAY on accepted sockets), SO_REUSEPORT by default."""
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     except BaseException:
@@ -78,24 +85,58 @@ def new_socket(family: int) -> socket.socket:
     return sock
 
 
-def _reserve(listen: str, placeholders: list[socket.socket]) -> Endpoint:
-    """The first address `listen` resolves to (as the API listener), held by a placeholder socket."""
+def bind_every(listen: str, *, reuse_port: bool = True, first_only: bool = False) -> list[socket.socket]:
+    """Bound, non-blocking sockets on every IPv4/IPv6 address `listen`'s host resolves to, all on one port.
+
+    Port 0 takes a free port on the first address and the same port on the others (a few tries when
+    another program holds it there). OSError when nothing resolves or an address is taken.
+    """
     host, port = parse_hostport(listen)
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP,
                                flags=socket.AI_PASSIVE)
+    addresses: list[tuple[int, SockAddr]] = []
     for family, _, _, _, address in infos:
-        if int(family) not in (socket.AF_INET, socket.AF_INET6):
-            continue
-        sock = new_socket(family)
+        entry = (int(family), cast(SockAddr, address))
+        if int(family) in (socket.AF_INET, socket.AF_INET6) and entry not in addresses:
+            addresses.append(entry)
+    if not addresses:
+        raise OSError(f"{listen}: no IPv4 or IPv6 address")
+    if first_only:
+        addresses = addresses[:1]
+    for _ in range(9 if port == 0 and len(addresses) > 1 else 0):
         try:
-            sock.bind(address)
-        except BaseException:
+            return _bind_on_one_port(addresses, port, reuse_port)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+    return _bind_on_one_port(addresses, port, reuse_port)
+
+
+def _bind_on_one_port(addresses: list[tuple[int, SockAddr]], port: int, reuse_port: bool) -> list[socket.socket]:
+    bound: list[socket.socket] = []
+    try:
+        for family, address in addresses:
+            sock = new_socket(family, reuse_port=reuse_port)
+            bound.append(sock)
+            sock.bind((address[0], port, *address[2:]))
+            sock.setblocking(False)
+            port = sock.getsockname()[1]
+    except BaseException:
+        for sock in bound:
             sock.close()
-            raise
-        placeholders.append(sock)
+        raise
+    return bound
+
+
+def _reserve(listen: str, placeholders: list[socket.socket], *, first_only: bool = False) -> list[Endpoint]:
+    """The addresses `listen` resolves to, each held by a placeholder socket."""
+    held = bind_every(listen, first_only=first_only)
+    placeholders.extend(held)
+    endpoints = []
+    for sock in held:
         bound = sock.getsockname()
-        return Endpoint(family, (bound[0], bound[1], *bound[2:]))
-    raise OSError(f"{listen}: no IPv4 or IPv6 address")
+        endpoints.append(Endpoint(sock.family, (bound[0], bound[1], *bound[2:])))
+    return endpoints
 
 
 def reserve(config: Config) -> Reservation:
@@ -103,7 +144,7 @@ def reserve(config: Config) -> Reservation:
     reservation = Reservation()
     roles = config.server.roles
     try:
-        for listen in config.smtp.listen if "smtp" in roles else []:
+        for listen in config.smtp.addresses() if "smtp" in roles else []:
             try:
                 reservation.smtp[listen] = _reserve(listen, reservation.placeholders)
             except OSError as error:
@@ -111,7 +152,7 @@ def reserve(config: Config) -> Reservation:
         listen = config.engagement_tracker.listen
         try:
             if "tracker" in roles:
-                reservation.tracker = _reserve(listen, reservation.placeholders)
+                reservation.tracker = _reserve(listen, reservation.placeholders, first_only=True)[0]
         except OSError as error:
             raise OSError(error.errno, f"cannot listen on {listen}: {error.strerror or error}") from None
     except BaseException:

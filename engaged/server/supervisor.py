@@ -290,8 +290,9 @@ class Supervisor:
                      child.index, child.pid, child.index, detail or "0", child.index)
         if not self._announced and not self._pending and all(c.ready for c in self._children.values()):
             self._announced = True
-            for listen, endpoint in self._reservation.smtp.items():
-                log.info("smtp listening on %s (configured %s)", endpoint.describe(), listen)
+            for listen, endpoints in self._reservation.smtp.items():
+                for endpoint in endpoints:
+                    log.info("smtp listening on %s (configured %s)", endpoint.describe(), listen)
             if self._reservation.tracker is not None:
                 log.info("tracker listening on %s", self._reservation.tracker.describe())
             log.info("api listening on %s", self._node.api)

@@ -13,9 +13,10 @@ from typing import Protocol
 
 import msgspec
 
-from engaged.config import Config, format_hostport, parse_hostport
+from engaged.config import Config, format_hostport
 from engaged.inject import Injector
 from engaged.policy.engine import PolicyEngine
+from engaged.server.sockets import bind_every
 from engaged.smtp import replies
 from engaged.smtp.auth import UserAuthenticator
 from engaged.smtp.gate import ConnectionGate
@@ -331,25 +332,33 @@ class SmtpConnection(asyncio.Protocol):
 
 
 class Servers:
-    """The asyncio servers of a set of SMTP listeners; `addresses` are (configured, bound) pairs."""
+    """The asyncio servers of a set of SMTP listeners; `addresses` are (configured, bound) pairs.
+
+    A listen address whose host resolves to several addresses ("localhost": 127.0.0.1 and ::1) is
+    served on each, on one port: one server per socket, one pair per bound address.
+    """
 
     def __init__(self) -> None:
         self._servers: list[asyncio.AbstractServer] = []
         self.addresses: list[tuple[str, str]] = []
 
-    async def open(self, listener: Listener, listen: str, *, sock: socket.socket | None = None,
+    async def open(self, listener: Listener, listen: str, *, sockets: list[socket.socket] | None = None,
                    reuse_port: bool = False) -> None:
-        """Accept connections for `listener` on `listen`, or on `sock` when it is bound for it already."""
+        """Accept connections for `listener` on `listen`, or on `sockets` when they are bound for it already."""
         loop = asyncio.get_running_loop()
         factory = functools.partial(SmtpConnection, listener)
-        if sock is not None:
-            server = await loop.create_server(factory, sock=sock)
-        else:
-            host, port = parse_hostport(listen)
-            server = await loop.create_server(factory, host=host, port=port, reuse_port=reuse_port or None)
-        self._servers.append(server)
-        name = server.sockets[0].getsockname()
-        self.addresses.append((listen, format_hostport(str(name[0]), int(name[1]))))
+        pending = list(sockets) if sockets is not None else bind_every(listen, reuse_port=reuse_port)
+        while pending:
+            try:
+                server = await loop.create_server(factory, sock=pending[0])
+            except BaseException:
+                for sock in pending:
+                    sock.close()
+                raise
+            pending.pop(0)
+            self._servers.append(server)
+            name = server.sockets[0].getsockname()
+            self.addresses.append((listen, format_hostport(str(name[0]), int(name[1]))))
 
     async def close(self) -> None:
         """Stop accepting; return once every server is closed."""
@@ -388,7 +397,7 @@ class SmtpListeners:
     """
 
     def __init__(self, config: Config, injector: Injector, policy: PolicyEngine | None = None, *,
-                 reuse_port: bool = False, sockets: dict[str, socket.socket] | None = None,
+                 reuse_port: bool = False, sockets: dict[str, list[socket.socket]] | None = None,
                  gate: ConnectionGate | None = None) -> None:
         self._config = config
         # SO_REUSEPORT: several worker processes bind the same addresses. Or a parent binds once and hands
@@ -412,14 +421,16 @@ class SmtpListeners:
         settings = Settings(hostname=smtp.hostname or socket.getfqdn(), max_message_size=smtp.max_message_size,
                             max_commands=smtp.max_commands, max_errors=smtp.max_errors,
                             tls_available=self._tls is not None)
-        for listen in smtp.listen:
+        for entry in smtp.listeners():
+            listen = entry.address
             handler = InjectionHandler(self._injector, listener=listen, relay_networks=self._networks,
                                        max_recipients=smtp.max_recipients, authenticator=self._authenticator)
             shared = Listener(handler, self._gate, settings=settings, tls=self._tls,
                               command_timeout=smtp.command_timeout, first_command_timeout=smtp.first_command_timeout,
-                              data_timeout=smtp.data_timeout, proxy_protocol=smtp.proxy_protocol,
+                              data_timeout=smtp.data_timeout, proxy_protocol=bool(entry.proxy_protocol),
                               policy=self._policy, name=listen)
-            await self._listening.open(shared, listen, sock=self._sockets.get(listen), reuse_port=self._reuse_port)
+            await self._listening.open(shared, listen, sockets=self._sockets.get(listen),
+                                       reuse_port=self._reuse_port)
 
     @property
     def addresses(self) -> list[tuple[str, str]]:

@@ -1,11 +1,30 @@
-"""bind_tcp: the one way an HTTP listener (API, tracker) gets its socket."""
+"""bind_tcp: the one way an HTTP listener (API, tracker) gets its socket; reserve/bind_every for SMTP listeners."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
-from engaged.server.sockets import bind_tcp
+import pytest
+
+from engaged.config import Config, EngagementTrackerConfig, SmtpConfig
+from engaged.server.sockets import bind, bind_every, bind_tcp, reserve
+
+_getaddrinfo = socket.getaddrinfo
+
+
+def resolve_dual_to_both_loopbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dual.test` resolves to 127.0.0.1 and ::1 (as `localhost` does where /etc/hosts lists both)."""
+
+    def fake(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "dual.test":
+            return _getaddrinfo(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", int(port))),
+                (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("::1", int(port), 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", int(port)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
 
 
 async def test_connections_accepted_on_a_bound_socket_have_tcp_nodelay() -> None:
@@ -36,3 +55,41 @@ def test_reuse_port_lets_two_sockets_bind_one_address() -> None:
         second.close()
     finally:
         first.close()
+
+
+def test_a_listen_host_with_two_addresses_is_reserved_and_bound_on_both_at_one_port(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    resolve_dual_to_both_loopbacks(monkeypatch)
+    config = Config(smtp=SmtpConfig(listen=["dual.test:0"]),
+                    engagement_tracker=EngagementTrackerConfig(listen="127.0.0.1:0"))
+    reservation = reserve(config)
+    try:
+        endpoints = reservation.smtp["dual.test:0"]
+        assert [(e.family, e.address[0]) for e in endpoints] == [(socket.AF_INET, "127.0.0.1"),
+                                                                 (socket.AF_INET6, "::1")]
+        port = endpoints[0].address[1]
+        assert port != 0 and endpoints[1].address[1] == port
+        assert reservation.tracker is not None and len(reservation.placeholders) == 3
+        workers = [bind(endpoint) for endpoint in endpoints for _ in range(2)]  # two workers, SO_REUSEPORT
+        for sock in workers:
+            sock.listen()
+        for host in ("127.0.0.1", "::1"):
+            socket.create_connection((host, port), timeout=10).close()
+        for sock in workers:
+            sock.close()
+    finally:
+        reservation.close()
+
+
+def test_bind_every_without_reuse_port_refuses_a_taken_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    resolve_dual_to_both_loopbacks(monkeypatch)
+    first = bind_every("dual.test:0", reuse_port=False)
+    try:
+        port = first[0].getsockname()[1]
+        assert [s.getsockname()[1] for s in first] == [port, port]
+        first[1].listen()
+        with pytest.raises(OSError):
+            bind_every(f"dual.test:{port}", reuse_port=False)
+    finally:
+        for sock in first:
+            sock.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+
+import pytest
 
 from engaged.smtp import replies
 from engaged.smtp.listener import ConnectionGate
@@ -93,7 +96,7 @@ async def test_listeners_share_a_port_with_reuse_port_or_take_a_bound_socket() -
     await shared.start()
     assert shared.addresses == [(f"127.0.0.1:{port}", f"127.0.0.1:{port}")]
     await shared.stop()
-    handed = SmtpListeners(Config(smtp=SmtpConfig(listen=["127.0.0.1:0"])), injector, sockets={"127.0.0.1:0": first})
+    handed = SmtpListeners(Config(smtp=SmtpConfig(listen=["127.0.0.1:0"])), injector, sockets={"127.0.0.1:0": [first]})
     await handed.start()
     assert handed.addresses == [("127.0.0.1:0", f"127.0.0.1:{port}")]
     await handed.stop()
@@ -130,3 +133,27 @@ def test_gate_keeps_a_reserve_for_trusted_clients_and_makes_room_for_them() -> N
     assert not idle.evicted
     assert gate.admit("local", trusted=True)  # full: the oldest idle untrusted session makes room
     assert idle.evicted
+
+
+async def test_a_listen_host_with_two_addresses_is_served_on_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typing import cast
+
+    from engaged.config import Config, SmtpConfig
+    from engaged.inject import Injector
+    from engaged.smtp.listener import SmtpListeners
+    from tests.server.test_sockets import resolve_dual_to_both_loopbacks
+
+    resolve_dual_to_both_loopbacks(monkeypatch)
+    listeners = SmtpListeners(Config(smtp=SmtpConfig(listen=["dual.test:0"])), cast(Injector, None))
+    await listeners.start()
+    try:
+        (_, v4), (_, v6) = listeners.addresses
+        port = int(v4.rpartition(":")[2])
+        assert (v4, v6) == (f"127.0.0.1:{port}", f"[::1]:{port}")
+        for host in ("127.0.0.1", "::1"):
+            client = await asyncio.to_thread(RawSmtp, (host, port))
+            assert client.greeting.startswith("220 ")
+            assert (await asyncio.to_thread(client.command, "QUIT")).startswith("221")
+            client.close()
+    finally:
+        await listeners.stop()
