@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 sysdeps:
 	@missing=""; \
 	command -v swaks >/dev/null || missing="$$missing swaks"; \
+	perl -MNet::SSLeay -e1 2>/dev/null || missing="$$missing libnet-ssleay-perl"; \
 	command -v smtp-sink >/dev/null || [ -x /usr/sbin/smtp-sink ] || missing="$$missing postfix"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
