@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import http.server
 import socket
 import sqlite3
 from email.message import Message
@@ -165,3 +166,38 @@ def journal_bytes(directory: Path) -> bytes:
 def segment_bytes(path: Path) -> bytes:
     """The events of one journal segment: its bytes before the zeros its writer keeps written ahead."""
     return path.read_bytes().partition(b"\0")[0]
+
+
+LANDED = "landed-here"
+"""Text of the landing page, so a test can tell that a browser followed a tracked link to it."""
+
+
+class LandingSite(http.server.ThreadingHTTPServer):
+    """The page tracked links point to, on 127.0.0.1: remembers each request's path and User-Agent."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _LandingHandler)
+        self.hits: list[str] = []
+        self.requests: list[tuple[str, str]] = []
+
+    @property
+    def base(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+class _LandingHandler(http.server.BaseHTTPRequestHandler):
+    server: LandingSite
+
+    def do_GET(self) -> None:
+        self.server.hits.append(self.path)
+        self.server.requests.append((self.path, self.headers.get("User-Agent", "")))
+        body = f"<!doctype html><title>landed</title><p id='landed'>{LANDED}</p>".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,45 +12,16 @@ import pytest
 
 from engaged.events.model import ClickEvent, InitialOpenEvent, OpenEvent
 from tests.conftest import require_tool
+from tests.helpers import LANDED, LandingSite
 from tests.tracker.conftest import RunningTracker
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
-LANDED = "landed-marker-7f3a"
-
-
-class TargetSite(http.server.ThreadingHTTPServer):
-    """The page a tracked link points to; remembers every request (path, User-Agent)."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _TargetHandler)
-        self.requests: list[tuple[str, str]] = []
-
-    @property
-    def base(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-
-class _TargetHandler(http.server.BaseHTTPRequestHandler):
-    server: TargetSite
-
-    def do_GET(self) -> None:
-        self.server.requests.append((self.path, self.headers.get("User-Agent", "")))
-        body = f"<!doctype html><title>landed</title><p id='landed'>{LANDED}</p>".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return None
 
 
 @pytest.fixture
-def target_site() -> Iterator[TargetSite]:
-    site = TargetSite()
+def target_site() -> Iterator[LandingSite]:
+    site = LandingSite()
     thread = threading.Thread(target=site.serve_forever, daemon=True)
     thread.start()
     yield site
@@ -74,7 +44,7 @@ def message_html(top_pixel: str, link: str, bottom_pixel: str) -> str:
 
 
 async def test_chromium_records_both_opens_with_its_user_agent_and_a_click_lands_on_the_target(
-        tracker: RunningTracker, target_site: TargetSite, tmp_path: Path) -> None:
+        tracker: RunningTracker, target_site: LandingSite, tmp_path: Path) -> None:
     chromium = require_tool("chromium", "/usr/bin/chromium")
     links = tracker.links(message_id="browser-0001")
     target = f"{target_site.base}/landing?from=mail&campaign=spring"
