@@ -350,16 +350,29 @@ async def follow(loader: JournalLoader, stop: asyncio.Event, metrics_path: Path 
     The node process's entry point: the store must be open, and stays open until this returns.
     """
     loader.start()
+    failing = False
     try:
         while not stop.is_set():
             if metrics_path is not None:
-                await asyncio.to_thread(write_metrics, metrics_path, loader.metrics())
+                failing = await asyncio.to_thread(_publish, metrics_path, loader.metrics(), failing)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), METRICS_EVERY)
     finally:
         await loader.stop()
         if metrics_path is not None:
-            write_metrics(metrics_path, loader.metrics())
+            _publish(metrics_path, loader.metrics(), failing)
+
+
+def _publish(path: Path, values: dict[str, float], failing: bool) -> bool:
+    """write_metrics, logged instead of raised: a full disk must not stop the loading (issue 15); True if it
+    failed. Only the first failure of a run of them is logged."""
+    try:
+        write_metrics(path, values)
+    except OSError as error:
+        if not failing:
+            log.warning("tracker loader: cannot write its metrics to %s (%s); loading goes on", path, error)
+        return True
+    return False
 
 
 def write_metrics(path: Path, values: dict[str, float]) -> None:
