@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from engaged.config import Config, SmtpapiSettings, effective_smtpapi
-from engaged.errors import SpoolError, StoreError
+from engaged.errors import SpoolError, SpoolFull, StoreError
 from engaged.events.ids import EventIdGenerator
 from engaged.events.message import injection_events, policy_rejection_event
 from engaged.events.model import Event
@@ -67,6 +67,7 @@ class Refusal(enum.Enum):
     EMPTY_MESSAGE = "empty_message"
     SMTPAPI = "smtpapi"  # detail: the X-MSYS-API or smtpapi context problem, in Momentum's wording
     SPOOL_UNAVAILABLE = "spool_unavailable"
+    SPOOL_FULL = "spool_full"
     POLICY_FAILURE = "policy_failure"  # a script failed: temporary
     POLICY = "policy"  # detail: the reply the policy script chose
     SUPPRESSED = "suppressed"  # every recipient is on the suppression list
@@ -148,7 +149,7 @@ class Injector:
             record = await self._spool.store(record, steered.block.content)
         except SpoolError as error:
             log.error("message from %s not accepted: %s", txn.peer, error)
-            return Rejected(Refusal.SPOOL_UNAVAILABLE)
+            return Rejected(Refusal.SPOOL_FULL if isinstance(error, SpoolFull) else Refusal.SPOOL_UNAVAILABLE)
         # The injection events' commit (an fsync, and SQLite's write lock shared by every worker) stays off
         # the 250's path.
         await self._on_accepted(record, asyncio.get_running_loop().create_task(self._announce(record)))

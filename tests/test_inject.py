@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from engaged.config import Config
 from engaged.errors import StoreError
 from engaged.events.model import Event, InjectionEvent, PolicyRejectionEvent
 from engaged.inject import Accepted, Injector, Refusal, Rejected, Transaction
+from engaged.smtp.replies import injection_reply
 from engaged.spool.record import SpoolRecord
 from engaged.spool.store import FileSpool
 from engaged.suppression.check import SuppressionCheck
@@ -118,6 +120,19 @@ async def test_a_spool_that_cannot_store_refuses_temporarily(tmp_path: Path) -> 
     inject, handoff = injector(tmp_path, spool, Sink())
     assert await inject.inject(transaction()) == Rejected(Refusal.SPOOL_UNAVAILABLE)
     assert handoff.calls == []
+
+
+async def test_a_full_spool_filesystem_refuses_with_its_own_refusal(tmp_path: Path, spool: FileSpool,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool, "_write", full)
+    inject, handoff = injector(tmp_path, spool, Sink())
+    outcome = await inject.inject(transaction())
+    assert outcome == Rejected(Refusal.SPOOL_FULL)
+    assert injection_reply(outcome) == "452 4.3.1 Insufficient system storage, try again later"
+    assert handoff.calls == [] and list(spool.scan()) == []
 
 
 LISTED = (b"From: app@example.org\r\nCc: Old <old@example.com>\r\nSubject: s\r\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from engaged.errors import NO_SPACE
 from engaged.inbound.processor import InboundProcessor
 from engaged.inbound.spool import InboundSpool
 from engaged.smtp import replies
@@ -64,6 +65,6 @@ class InboundHandler:
                                            content=step.content)
         except OSError as error:
             log.error("inbound message from %s not accepted: %s", session.ip, error)
-            return replies.R451_SPOOL_UNAVAILABLE
+            return replies.R452_SPOOL_FULL if error.errno in NO_SPACE else replies.R451_SPOOL_UNAVAILABLE
         self._processor.submit(item)
         return R250_RECEIVED

@@ -13,6 +13,7 @@ R250_RESET = "250 2.0.0 Reset"
 R421_TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 R421_DATA_TIMEOUT = "421 4.4.2 Timeout waiting for data, closing connection"
 R451_SPOOL_UNAVAILABLE = "451 4.3.0 Temporary failure storing the message, try again later"
+R452_SPOOL_FULL = "452 4.3.1 Insufficient system storage, try again later"
 R451_INTERNAL = "451 4.3.0 Internal error, try again later"
 R451_POLICY_FAILURE = "451 4.3.0 Policy error, try again later"
 R452_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
@@ -87,6 +88,7 @@ def injection_reply(outcome: Accepted | Rejected) -> str:
 _REFUSALS = {
     Refusal.EMPTY_MESSAGE: R554_EMPTY_MESSAGE,
     Refusal.SPOOL_UNAVAILABLE: R451_SPOOL_UNAVAILABLE,
+    Refusal.SPOOL_FULL: R452_SPOOL_FULL,
     Refusal.POLICY_FAILURE: R451_POLICY_FAILURE,
     Refusal.SUPPRESSED: NONE_QUEUED,
     Refusal.SUPPRESSION_UNAVAILABLE: R451_INTERNAL,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from engaged.errors import SpoolError
+from engaged.errors import NO_SPACE, SpoolError, SpoolFull
 from engaged.spool.record import RecipientDone, SpoolRecord, StateLine, decode_record
 from engaged.spool.sync import Durability
 
@@ -80,6 +80,8 @@ class FileSpool:
                 await loop.run_in_executor(self._accept, self._write, record, body, recycled)
             await self._durability.commit(self.directory)
         except OSError as error:
+            if error.errno in NO_SPACE:
+                raise SpoolFull(f"spool write failed: {error}") from error
             raise SpoolError(f"spool write failed: {error}") from error
         return record
 

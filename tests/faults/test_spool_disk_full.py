@@ -1,4 +1,4 @@
-"""A full spool disk: the server answers 4xx, never a 250 for a message that is not on disk, and recovers.
+"""A full spool disk: the server answers 452 4.3.1, never a 250 for a message that is not on disk, and recovers.
 
 The hostile run of issue 15 used a 20 MB tmpfs as `data_dir`. Here the test mounts its own, fills it to the
 last byte while the server runs, injects, gives the space back and injects again. Every message that got a
@@ -65,6 +65,8 @@ def test_a_full_spool_disk_answers_4xx_loses_no_250_and_recovers(small_disk: Sma
                   f"{len(other)} other ({other[:3]}), {len(unbacked)} accepted but not on disk")
         assert not unbacked and not other, counts
         assert refused, counts  # the disk was full: at least the later messages cannot have been stored
+        # RFC 5321's "insufficient system storage", not an internal error: the client knows to wait or go elsewhere
+        assert all(reply.startswith("452 4.3.1 ") for reply in refused), f"{counts}: {sorted(set(refused))}"
 
         filler.unlink()
         after = [send(server, n) for n in range(40, 45)]
