@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from starlette.middleware import Middleware
 
 from engaged.api.service import ApiService
+from engaged.bus.claim import NodeClaim
 from engaged.bus.connection import BusConnection
 from engaged.bus.consumer import BusConsumer
 from engaged.bus.exposition import MetricsListener
@@ -305,6 +306,9 @@ class NodeApp:
         self.suppressions = build_suppressions(config)
         self.suppression_rules = SuppressionRules(self.store, self.suppressions) if "events" in roles else None
         owner = f"{socket.gethostname()}:{data}"
+        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # cannot go on: stop
+        self.claim = (NodeClaim(self.bus, config.bus.node_id, owner, self._taken)
+                      if self.bus is not None and config.bus.node_id >= 0 else None)
         self.api = (ApiApp(config, self.store, metrics=self.metrics, suppressions=self.suppressions, owner=owner,
                            dispatch="events" in roles) if "api" in roles else None)
         self.networks = parse_networks(config.api.webhook_private_networks)
@@ -324,6 +328,11 @@ class NodeApp:
                                                  **(self.loader.metrics() if self.loader else {})})
         if self.bus is not None:
             self.metrics.registry.register(BusCollector(self._bus_metrics))
+
+    def _taken(self, error: ConfigError) -> None:
+        log.error("%s; stopping", "; ".join(error.problems))
+        if not self.failed.done():
+            self.failed.set_exception(error)
 
     def _bus_metrics(self) -> dict[str, float]:
         values: dict[str, float] = dict(summed(self.config.data_path / RUN_DIR, "bus-"))
@@ -351,6 +360,8 @@ class NodeApp:
         log.info("events store %s", describe_store(self.config))
         if self.bus is not None:
             self.bus.start()
+        if self.claim is not None:
+            await self.claim.start()  # another node holding this node_id: ConfigError, before anything else
         if self.events is not None:
             await self.events.start()
         if self.loader is not None:
@@ -388,6 +399,8 @@ class NodeApp:
             await self._loader_task
         if self.consumer is not None:
             await self.consumer.stop()
+        if self.claim is not None:
+            await self.claim.stop()
         if self.bus is not None:
             await self.bus.stop()
         if self.events is not None:

@@ -43,7 +43,8 @@ class _Startable(Protocol):
 
 
 async def _run(app: _Startable, ready: Callable[[], str], ready_fd: int,
-               hangup: Callable[[], object] = lambda: None) -> None:
+               hangup: Callable[[], object] = lambda: None, failed: asyncio.Future[None] | None = None) -> None:
+    """Start `app`, say it is ready, serve until a stop signal (or until `failed` holds an error: stop, raise it)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in STOP_SIGNALS:
@@ -63,10 +64,13 @@ async def _run(app: _Startable, ready: Callable[[], str], ready_fd: int,
     if not stop.is_set():
         with contextlib.suppress(OSError):
             os.write(ready_fd, ready().encode() + b"\n")
-        await stop.wait()
+        waits: set[asyncio.Future[Any]] = {stopping} if failed is None else {stopping, failed}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     log.info("shutting down")
     await app.stop()
+    if failed is not None and failed.done():
+        failed.result()
 
 
 _PR_SET_PDEATHSIG = 1
@@ -133,6 +137,6 @@ def run_node(config: Config, ready_fd: int, id_node: int) -> int:
             listeners = {"api": app.api_address, "inbound": app.inbound.addresses if app.inbound else []}
             return "ready " + msgspec.json.encode(listeners).decode()
 
-        await _run(app, ready, ready_fd)
+        await _run(app, ready, ready_fd, failed=app.failed)
 
     return _exit_code(main)

@@ -330,8 +330,9 @@ class Supervisor:
                 log.warning("%s (pid %d) %s while draining", child.name, child.pid, how)
                 self._exit = self._exit or 1
             return
-        if not self._announced:
-            log.error("%s (pid %d) %s during startup; stopping", child.name, child.pid, how)
+        if not self._announced or code == processes.EXIT_CONFIG:  # a restart would fail the same way
+            log.error("%s (pid %d) %s %s; stopping", child.name, child.pid, how,
+                      "during startup" if not self._announced else "(its configuration cannot serve)")
             self._exit = code if code > 0 else 1
             self._stopping = True
             self._pending.clear()
