@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 from engaged.recipient import TrackingPlan
 from engaged.spool.record import RecipientAttempt, RecipientDone, SpoolRecord
@@ -113,4 +116,28 @@ async def test_a_recycled_file_still_holding_its_old_message_is_never_delivered(
     os.rename(tmp_path / f"{old.message_id}.msg", tmp_path / "bbbbbbbbbbbbbbbbbbbb.msg")
     assert list(spool.scan()) == []
     assert [p.name for p in (tmp_path / "quarantine").iterdir()] == ["bbbbbbbbbbbbbbbbbbbb.msg"]
+    spool.close()
+
+
+async def test_a_large_body_written_a_few_octets_at_a_time_reads_back_exactly(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    body = b"Subject: big\r\n\r\n" + bytes(range(256)) * 8192  # 2 MiB: stored off the event loop
+    real_writev = os.writev
+    calls = 0
+
+    def stingy(fd: int, buffers: Sequence[bytes | memoryview]) -> int:
+        nonlocal calls
+        calls += 1
+        first = memoryview(buffers[0])
+        return real_writev(fd, [first[: 7 + calls % 5000]])  # a short write every time, across part boundaries
+
+    monkeypatch.setattr(os, "writev", stingy)
+    spool = FileSpool(tmp_path)
+    spool.open()
+    stored = await spool.store(record(), body)
+    monkeypatch.undo()
+    assert stored.body_length == len(body) and calls > 2
+    [entry] = list(spool.scan())
+    assert entry.record == stored
+    assert await spool.load_body(stored.message_id) == body
     spool.close()
