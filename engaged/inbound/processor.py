@@ -13,10 +13,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 from email.utils import parseaddr
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from engaged.errors import StoreError
 from engaged.events.ids import EventIdGenerator
 from engaged.events.message import format_timestamp
 from engaged.events.model import (
@@ -49,23 +51,32 @@ class Unmatched(Exception):
 
 
 class InboundProcessor:
-    """Turns spooled inbound mail into events; one message at a time, in arrival order."""
+    """Turns spooled inbound mail into events; one message at a time, in arrival order.
+
+    The queue holds spool paths, not contents, so a backlog costs memory only for the message being
+    processed. While the event store cannot be read or written the message being processed is retried
+    (`retry` seconds, doubling up to `retry_max`) and the rest wait behind it; nothing is skipped.
+    """
 
     def __init__(self, spool: InboundSpool, store: EventLog, keys: SigningKeys, domains: tuple[str, ...], *,
-                 ids: EventIdGenerator, outcome: Outcome | None = None) -> None:
+                 ids: EventIdGenerator, outcome: Outcome | None = None, retry: float = 0.5,
+                 retry_max: float = 30.0) -> None:
         self._spool = spool
         self._store = store
         self._keys = keys
         self._domains = domains
         self._ids = ids
         self._outcome = outcome
-        self._queue: asyncio.Queue[InboundItem] = asyncio.Queue()
+        self._retry = retry
+        self._retry_max = retry_max
+        self._queue: asyncio.Queue[Path] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.processed = 0
+        self.retries = 0
 
     async def start(self) -> None:
-        for item in self._spool.pending():
-            self._queue.put_nowait(item)
+        for path in self._spool.pending():
+            self._queue.put_nowait(path)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -76,7 +87,7 @@ class InboundProcessor:
             self._task = None
 
     def submit(self, item: InboundItem) -> None:
-        self._queue.put_nowait(item)
+        self._queue.put_nowait(item.path)
 
     async def idle(self) -> None:
         """Return once everything submitted so far is processed (tests)."""
@@ -84,13 +95,32 @@ class InboundProcessor:
 
     async def _run(self) -> None:
         while True:
-            item = await self._queue.get()
+            path = await self._queue.get()
             try:
-                await self.process(item)
-            except Exception as error:  # a store outage: keep the file in new/ for the next start
-                log.error("inbound %s not processed, kept for a retry: %s", item.envelope.id, error)
+                await self._settle(path)
             finally:
                 self._queue.task_done()
+
+    async def _settle(self, path: Path) -> None:
+        """Process one spooled message, retrying while the store is unavailable."""
+        delay = self._retry
+        while True:
+            item = await asyncio.to_thread(self._spool.read, path)
+            if item is None:  # gone (processed by an earlier run) or not an inbound spool file
+                return
+            try:
+                await self.process(item)
+                return
+            except StoreError as error:
+                self.retries += 1
+                log.warning("inbound %s: event store unavailable (%s); retrying in %.1f s", item.envelope.id,
+                            error, delay)
+            except Exception as error:  # a bug: keep the file in new/ for the next start, go on with the rest
+                log.error("inbound %s not processed, kept in %s for the next start: %r", item.envelope.id,
+                          path.parent, error)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry_max)
 
     async def process(self, item: InboundItem) -> list[Event]:
         """Store the events an inbound message makes; or keep it in unmatched/ with the reason."""

@@ -65,14 +65,9 @@ class InboundSpool:
         _fsync_dir(self.new)
         return InboundItem(final, envelope, content)
 
-    def pending(self) -> list[InboundItem]:
+    def pending(self) -> list[Path]:
         """Everything accepted but not processed yet (after a restart), oldest first."""
-        items = []
-        for path in sorted(self.new.glob("*.eml")):
-            item = self.read(path)
-            if item is not None:
-                items.append(item)
-        return items
+        return sorted(self.new.glob("*.eml"))
 
     def read(self, path: Path) -> InboundItem | None:
         try:
