@@ -117,7 +117,7 @@ def spool_depth(data_dir: Path) -> int:
 class WorkerApp:
     """One worker process of `engaged serve`: SMTP in, spool shard `index`, its delivery queue, tracker worker `index`.
 
-    `smtp_sockets` and `tracker_socket` are sockets bound already (SO_REUSEPORT, shared port with the
+    `smtp_sockets` and `tracker_sockets` are sockets bound already (SO_REUSEPORT, shared port with the
     other workers); without them the worker binds [smtp] listen and [engagement_tracker] listen itself.
     `smtp_gate` counts connections against the caps across every worker. Started in dependency order
     and stopped in reverse.
@@ -125,7 +125,7 @@ class WorkerApp:
 
     def __init__(self, config: Config, *, index: int = 0, ids: EventIdGenerator | None = None,
                  smtp_sockets: dict[str, list[socket.socket]] | None = None,
-                 tracker_socket: socket.socket | None = None, smtp_gate: ConnectionGate | None = None) -> None:
+                 tracker_sockets: list[socket.socket] | None = None, smtp_gate: ConnectionGate | None = None) -> None:
         self.config = config
         self.index = index
         data = config.data_path
@@ -161,7 +161,7 @@ class WorkerApp:
         roles = config.server.roles
         self.smtp = (SmtpListeners(config, self.injector, self.policy, sockets=smtp_sockets, gate=smtp_gate)
                      if "smtp" in roles else None)
-        self.tracker = (TrackerService(config, self.keyring, ids=self.ids, worker=index, sock=tracker_socket)
+        self.tracker = (TrackerService(config, self.keyring, ids=self.ids, worker=index, sockets=tracker_sockets)
                         if "tracker" in roles else None)
         self.counters = [CounterFile(data / RUN_DIR, f"tracker-{index}", self.tracker.metrics)] if self.tracker else []
         if self.publisher is not None:

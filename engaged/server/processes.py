@@ -113,12 +113,12 @@ def run_worker(config: Config, index: int, reservation: Reservation, id_node: in
 
     async def main() -> None:
         smtp = {listen: [bind(endpoint) for endpoint in endpoints] for listen, endpoints in reservation.smtp.items()}
-        tracker = bind(reservation.tracker) if reservation.tracker is not None else None
+        tracker = [bind(endpoint) for endpoint in reservation.tracker] if reservation.tracker else None
         smtp_config = config.smtp
         gate = counts.gate(index, smtp_config.max_connections, smtp_config.max_connections_per_ip,
                            reserved=smtp_config.reserved_connections, max_idle_per_ip=smtp_config.max_idle_per_ip)
         app = WorkerApp(config, index=index, ids=EventIdGenerator(id_node), smtp_sockets=smtp,
-                        tracker_socket=tracker, smtp_gate=gate)
+                        tracker_sockets=tracker, smtp_gate=gate)
         await _run(app, lambda: f"ready {app.resumed}", ready_fd, hangup=app.reload_tls)
 
     return _exit_code(main)

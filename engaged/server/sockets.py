@@ -34,12 +34,12 @@ class Endpoint:
 class Reservation:
     """The supervisor's placeholder sockets and the endpoints they hold, per listen setting.
 
-    An SMTP listen setting holds every address its host resolves to ("localhost:2525": 127.0.0.1 and
-    ::1), all on one port; the tracker holds the first.
+    A listen setting holds every address its host resolves to ("localhost:2525": 127.0.0.1 and ::1),
+    all on one port: each SMTP listen setting, and the tracker's (empty when the node has no tracker).
     """
 
     smtp: dict[str, list[Endpoint]] = field(default_factory=dict)
-    tracker: Endpoint | None = None
+    tracker: list[Endpoint] = field(default_factory=list)
     placeholders: list[socket.socket] = field(default_factory=list)
 
     def close(self) -> None:
@@ -85,7 +85,7 @@ def new_socket(family: int, *, reuse_port: bool = True) -> socket.socket:
     return sock
 
 
-def bind_every(listen: str, *, reuse_port: bool = True, first_only: bool = False) -> list[socket.socket]:
+def bind_every(listen: str, *, reuse_port: bool = True) -> list[socket.socket]:
     """Bound, non-blocking sockets on every IPv4/IPv6 address `listen`'s host resolves to, all on one port.
 
     Port 0 takes a free port on the first address and the same port on the others (a few tries when
@@ -101,8 +101,6 @@ def bind_every(listen: str, *, reuse_port: bool = True, first_only: bool = False
             addresses.append(entry)
     if not addresses:
         raise OSError(f"{listen}: no IPv4 or IPv6 address")
-    if first_only:
-        addresses = addresses[:1]
     for _ in range(9 if port == 0 and len(addresses) > 1 else 0):
         try:
             return _bind_on_one_port(addresses, port, reuse_port)
@@ -128,9 +126,9 @@ def _bind_on_one_port(addresses: list[tuple[int, SockAddr]], port: int, reuse_po
     return bound
 
 
-def _reserve(listen: str, placeholders: list[socket.socket], *, first_only: bool = False) -> list[Endpoint]:
+def _reserve(listen: str, placeholders: list[socket.socket]) -> list[Endpoint]:
     """The addresses `listen` resolves to, each held by a placeholder socket."""
-    held = bind_every(listen, first_only=first_only)
+    held = bind_every(listen)
     placeholders.extend(held)
     endpoints = []
     for sock in held:
@@ -140,7 +138,7 @@ def _reserve(listen: str, placeholders: list[socket.socket], *, first_only: bool
 
 
 def reserve(config: Config) -> Reservation:
-    """Hold every [smtp] listen address and the tracker's; OSError (with the address) if one is taken."""
+    """Hold every [smtp] listen address and every tracker address; OSError (with the address) if one is taken."""
     reservation = Reservation()
     roles = config.server.roles
     try:
@@ -152,7 +150,7 @@ def reserve(config: Config) -> Reservation:
         listen = config.engagement_tracker.listen
         try:
             if "tracker" in roles:
-                reservation.tracker = _reserve(listen, reservation.placeholders, first_only=True)[0]
+                reservation.tracker = _reserve(listen, reservation.placeholders)
         except OSError as error:
             raise OSError(error.errno, f"cannot listen on {listen}: {error.strerror or error}") from None
     except BaseException:

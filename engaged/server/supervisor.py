@@ -293,8 +293,9 @@ class Supervisor:
             for listen, endpoints in self._reservation.smtp.items():
                 for endpoint in endpoints:
                     log.info("smtp listening on %s (configured %s)", endpoint.describe(), listen)
-            if self._reservation.tracker is not None:
-                log.info("tracker listening on %s", self._reservation.tracker.describe())
+            for endpoint in self._reservation.tracker:
+                log.info("tracker listening on %s (configured %s)", endpoint.describe(),
+                         self.config.engagement_tracker.listen)
             log.info("api listening on %s", self._node.api)
             for configured, bound in self._node.inbound:
                 log.info("inbound listening on %s (configured %s)", bound, configured)

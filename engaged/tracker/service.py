@@ -15,12 +15,13 @@ import logging
 import resource
 import socket
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from engaged.config import Config, parse_hostport
+from engaged.config import Config
 from engaged.events.ids import EventIdGenerator
-from engaged.server.sockets import bind_tcp
+from engaged.server.sockets import bind_every
 from engaged.tokens import SigningKeys
 from engaged.tracker.classify import Classifier
 from engaged.tracker.geo import GeoIp
@@ -37,19 +38,20 @@ BACKLOG: Final = 4096
 class TrackerService:
     """Tracker worker `worker` of `engaged serve`: answers at [engagement_tracker] listen.
 
-    `sock` is a socket bound already (the supervisor's, SO_REUSEPORT), else start() binds [engagement_tracker]
-    listen itself (port 0 allowed). start() opens the journal `tracker-journal/<worker>/`, listens and logs
-    `tracker listening on host:port`;
+    `sockets` are bound already (on the supervisor's reserved addresses, SO_REUSEPORT), else start() binds
+    [engagement_tracker] listen itself, on every address its host resolves to, all on one port (port 0
+    allowed), as the SMTP listeners do. start() opens the journal `tracker-journal/<worker>/`, listens
+    and logs `tracker listening on host:port` for each address;
     stop() stops accepting, lets answered requests finish, closes idle connections and the journal.
     reload_tls() re-reads tls_cert and tls_key (SIGHUP); connections already open keep their session.
     `durable=False` (no fdatasync) exists only to measure what the disk costs; never serve with it.
     """
 
     def __init__(self, config: Config, keyring: SigningKeys, *, ids: EventIdGenerator, worker: int = 0,
-                 reuse_port: bool = False, sock: socket.socket | None = None, durable: bool = True) -> None:
+                 reuse_port: bool = False, sockets: Sequence[socket.socket] | None = None,
+                 durable: bool = True) -> None:
         tracker = config.engagement_tracker
         self._config = tracker
-        self._host, self._port = parse_hostport(tracker.listen)
         self._geo_path = Path(tracker.geoip_database) if tracker.geoip_database else None
         self._geo: GeoIp | None = None
         self.worker = worker
@@ -57,17 +59,19 @@ class TrackerService:
         self._keyring = keyring
         self._ids = ids
         self._reuse_port = reuse_port
-        self._bound = sock
+        self._bound = list(sockets) if sockets is not None else None
         self._tracker: Tracker | None = None
         self._state: HttpServerState | None = None
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._tls: ssl.SSLContext | None = None
-        self._address = ""
+        self.addresses: list[str] = []
+        """Every bound `host:port` (`[v6]:port` for IPv6), in the order the listen host resolved; empty before
+        start()."""
 
     @property
     def address(self) -> str:
-        """The bound `host:port` (`[v6]:port` for IPv6); empty before start()."""
-        return self._address
+        """The first bound address (see `addresses`); empty before start()."""
+        return self.addresses[0] if self.addresses else ""
 
     @property
     def scheme(self) -> str:
@@ -102,18 +106,24 @@ class TrackerService:
         state = self._state = HttpServerState(self._tracker, self.journal, limits)
         state.start()
         shared = self._reuse_port or self._bound is not None
-        sock, self._bound = self._bound or bind_tcp(self._host, self._port, reuse_port=self._reuse_port), None
-        try:
-            self._server = await asyncio.get_running_loop().create_server(
-                lambda: TrackerProtocol(state), sock=sock, ssl=self._tls, backlog=BACKLOG,
-                ssl_handshake_timeout=self._config.header_timeout if self._tls else None)
-        except BaseException:
-            sock.close()
-            raise
-        host, port = sock.getsockname()[:2]
-        self._address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        pending, self._bound = self._bound or bind_every(self._config.listen, reuse_port=self._reuse_port), None
+        loop = asyncio.get_running_loop()
+        while pending:
+            try:
+                server = await loop.create_server(
+                    lambda: TrackerProtocol(state), sock=pending[0], ssl=self._tls, backlog=BACKLOG,
+                    ssl_handshake_timeout=self._config.header_timeout if self._tls else None)
+            except BaseException:
+                for sock in pending:
+                    sock.close()
+                raise
+            sock = pending.pop(0)
+            self._servers.append(server)
+            host, port = sock.getsockname()[:2]
+            self.addresses.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         suffix = f" (worker {self.worker}, {self.scheme})" if shared or self._tls else ""
-        log.info("tracker listening on %s%s", self._address, suffix)
+        for address in self.addresses:
+            log.info("tracker listening on %s%s", address, suffix)
 
     def reload_tls(self) -> bool:
         """Load tls_cert and tls_key again into the live context; False (and logged) when they do not load."""
@@ -128,9 +138,12 @@ class TrackerService:
         return True
 
     async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
+        servers, self._servers = self._servers, []
+        for server in servers:
             server.close()
+        for sock in self._bound or []:  # handed over but never served (start failed before listening)
+            sock.close()
+        self._bound = None
         state = self._state
         if state is not None:
             state.close_idle()
@@ -141,7 +154,7 @@ class TrackerService:
             for connection in list(state.connections):
                 connection.abort()
             state.stop()
-        if server is not None:
+        for server in servers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         await self.journal.close()

@@ -69,7 +69,7 @@ def test_a_listen_host_with_two_addresses_is_reserved_and_bound_on_both_at_one_p
                                                                  (socket.AF_INET6, "::1")]
         port = endpoints[0].address[1]
         assert port != 0 and endpoints[1].address[1] == port
-        assert reservation.tracker is not None and len(reservation.placeholders) == 3
+        assert len(reservation.tracker) == 1 and len(reservation.placeholders) == 3
         workers = [bind(endpoint) for endpoint in endpoints for _ in range(2)]  # two workers, SO_REUSEPORT
         for sock in workers:
             sock.listen()
@@ -93,3 +93,18 @@ def test_bind_every_without_reuse_port_refuses_a_taken_port(monkeypatch: pytest.
     finally:
         for sock in first:
             sock.close()
+
+
+def test_the_tracker_listen_host_is_reserved_on_every_address_it_resolves_to(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    resolve_dual_to_both_loopbacks(monkeypatch)
+    config = Config(smtp=SmtpConfig(listen=["127.0.0.1:0"]),
+                    engagement_tracker=EngagementTrackerConfig(listen="dual.test:0"))
+    reservation = reserve(config)
+    try:
+        endpoints = reservation.tracker
+        assert [(e.family, e.address[0]) for e in endpoints] == [(socket.AF_INET, "127.0.0.1"),
+                                                                 (socket.AF_INET6, "::1")]
+        assert endpoints[0].address[1] != 0 and endpoints[1].address[1] == endpoints[0].address[1]
+    finally:
+        reservation.close()

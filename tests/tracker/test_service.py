@@ -43,6 +43,23 @@ async def test_start_binds_port_zero_and_logs_the_line_the_test_harness_reads(
     assert f"tracker listening on {tracker.service.address}" in caplog.messages
 
 
+async def test_a_listen_host_with_two_addresses_is_answered_on_both(
+        start_tracker: TrackerFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.server.test_sockets import resolve_dual_to_both_loopbacks
+
+    resolve_dual_to_both_loopbacks(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="engaged"):
+        tracker = await start_tracker(listen="dual.test:0")
+    v4, v6 = tracker.service.addresses
+    port = v4.rpartition(":")[2]
+    assert (v4, v6) == (f"127.0.0.1:{port}", f"[::1]:{port}") and tracker.service.address == v4
+    assert {f"tracker listening on {v4}", f"tracker listening on {v6}"} <= set(caplog.messages)
+    for number, address in enumerate((v4, v6)):
+        url = RecipientLinks(tracker.keyring, *link_data(address, message_id=f"dual{number}")).open_url(True)
+        assert (await tracker.get(url)).status_code == 200
+    assert len(await tracker.events()) == 2
+
+
 async def test_every_answered_event_is_stored_and_the_journal_empties_after_stop(tmp_path: Path) -> None:
     store = MemoryStore()
     config = Config(data_dir=str(tmp_path), engagement_tracker=EngagementTrackerConfig(listen="127.0.0.1:0"))
