@@ -15,6 +15,7 @@ from typing import cast
 from engaged.delivery import bounce
 from engaged.delivery.compose import Copy, release_memory
 from engaged.delivery.outcome import Bounced, Delivered, OutboundMessage, Transport
+from engaged.errors import SpoolError, StoreError
 from engaged.events.ids import EventIdGenerator
 from engaged.events.message import bounce_event, delay_event, delivery_event, injection_events
 from engaged.events.model import (
@@ -144,8 +145,10 @@ class DeliveryQueue:
             except Exception as again:
                 error = again
         delay = retry_delay(failures, self._retry_base)
+        # A store or spool outage is a line per pass; anything else (a bug) shows its traceback once per message.
+        trace = failures == 1 and not isinstance(error, StoreError | SpoolError)
         log.error("delivery of %s failed (%d in a row, next try in %.0f s): %s",
-                  record.message_id, failures, delay, error, exc_info=error)
+                  record.message_id, failures, delay, error, exc_info=error if trace else None)
         self._schedule(record, delay)
 
     async def _give_up(self, record: SpoolRecord, error: Exception) -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 from engaged.delivery.compose import Copy
 from engaged.delivery.outcome import Delivered, OutboundMessage, Outcome
 from engaged.delivery.queue import DeliveryQueue
+from engaged.errors import StoreError
 from engaged.events.message import injection_events
 from engaged.events.model import DeliveryEvent, Event, InjectionEvent
 from engaged.recipient import TrackingPlan
@@ -137,3 +142,35 @@ async def test_delivery_waits_for_the_injectors_announcement_before_any_attempt(
     await eventually_delivered(sink, 2)
     assert [type(event) for event in sink.events] == [InjectionEvent, InjectionEvent, DeliveryEvent, DeliveryEvent]
     await queue.stop()
+
+
+@pytest.mark.parametrize(("failure", "tracebacks"), [(StoreError("store: connection refused"), 0),
+                                                     (RuntimeError("a bug"), 1)])
+async def test_a_failing_pass_logs_a_line_each_time_and_a_bugs_traceback_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, failure: Exception, tracebacks: int) -> None:
+    failures_left = 3
+
+    def flaky(body: bytes, record: SpoolRecord, index: int) -> Copy:
+        nonlocal failures_left
+        if failures_left:
+            failures_left -= 1
+            raise failure
+        return compose(body, record, index)
+
+    spool = FileSpool(tmp_path / "spool")
+    spool.open()
+    sink = Sink()
+    queue = DeliveryQueue(spool, sink, Capture(), flaky, workers=1, retry_base=0.01)
+    await queue.start()
+    try:
+        fresh = spool_record((recipient_identity("a@example.com"), TrackingPlan()),
+                             (recipient_identity("b@example.com"), TrackingPlan()), received_at=time.time())
+        record = await spool.store(fresh, b"Subject: x\r\n\r\nbody\r\n")
+        with caplog.at_level(logging.ERROR, logger="engaged"):
+            await queue.submit(record, announced=True)
+            await eventually_delivered(sink, 2)
+    finally:
+        await queue.stop()
+    lines = [entry for entry in caplog.records if entry.getMessage().startswith(f"delivery of {record.message_id}")]
+    assert len(lines) == 3, [entry.getMessage() for entry in lines]  # one per failed pass, with its count
+    assert sum(entry.exc_info is not None for entry in lines) == tracebacks
