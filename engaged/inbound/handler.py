@@ -17,7 +17,6 @@ log = logging.getLogger("engaged.inbound")
 R550_NOT_OURS = "550 5.7.1 Relay access denied: this server only receives mail for its bounce domains"
 R452_TOO_MANY = "452 4.5.3 Too many recipients"
 R250_RECEIVED = "250 2.0.0 OK received"
-R503_NO_AUTH = "503 5.5.1 AUTH is not offered here"
 
 
 class InboundHandler:
@@ -55,7 +54,7 @@ class InboundHandler:
         return None
 
     async def authenticate(self, session: Session, step: Authenticate) -> str:
-        return R503_NO_AUTH
+        return replies.R502_AUTH_NOT_OFFERED  # the listener offers no AUTH; never reached
 
     async def message(self, session: Session, step: Message) -> str:
         envelope = step.envelope

@@ -45,7 +45,8 @@ class InboundService:
         await self.processor.start()
         smtp, inbound = self._config.smtp, self._config.inbound
         settings = Settings(hostname=smtp.hostname or socket.getfqdn(), max_message_size=inbound.max_message_size,
-                            max_commands=smtp.max_commands, max_errors=smtp.max_errors, tls_available=False)
+                            max_commands=smtp.max_commands, max_errors=smtp.max_errors, tls_available=False,
+                            auth=False)
         for listen in inbound.listen:
             shared = Listener(self._handler, self._gate, settings=settings, tls=None,
                               command_timeout=smtp.command_timeout, first_command_timeout=smtp.first_command_timeout,

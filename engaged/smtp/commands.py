@@ -57,7 +57,7 @@ def hello_answered(core: ServerProtocol, step: Hello, refusal: str | None) -> No
              "ENHANCEDSTATUSCODES"]
     if settings.tls_available and not core.tls:
         lines.append("STARTTLS")
-    if core.tls or not settings.auth_requires_tls:
+    if settings.auth and (core.tls or not settings.auth_requires_tls):
         lines.append("AUTH LOGIN PLAIN")
     lines.append("HELP")
     for line in lines[:-1]:
@@ -268,6 +268,8 @@ def _auth_refusal(core: ServerProtocol, arg: str | None) -> str | None:
         return "503 Error: send EHLO first"
     if not core.extended:
         return "500 Error: command 'AUTH' not recognized"
+    if not core.settings.auth:
+        return replies.R502_AUTH_NOT_OFFERED
     if core.settings.auth_requires_tls and not core.tls:
         return replies.R538_AUTH_NEEDS_TLS
     if core.authenticated:

@@ -40,6 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_errors: int = 20  # unknown or malformed commands before the connection is closed
     tls_available: bool = False
     auth_requires_tls: bool = True
+    auth: bool = True  # offer AUTH at all (the inbound listener does not: nobody logs in there)
     smtputf8: bool = True  # advertise SMTPUTF8 (RFC 6531)
     dsn: bool = True  # advertise DSN (RFC 3461)
 

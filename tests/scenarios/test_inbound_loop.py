@@ -118,6 +118,8 @@ def test_the_inbound_listener_is_never_a_relay(engaged_server: ServerFactory) ->
     host, port = server.address("inbound")
     with smtplib.SMTP(host, port, timeout=30) as client:
         client.ehlo("client.example")
+        assert not client.has_extn("auth")  # nobody logs in here, not even from loopback
+        assert client.docmd("AUTH", "PLAIN AGFwcABwdw==")[0] == 502
         client.mail("")
         code, text = client.rcpt("victim@elsewhere.example")
         assert code == 550 and b"Relay access denied" in text

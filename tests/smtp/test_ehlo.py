@@ -22,6 +22,15 @@ def test_auth_is_offered_only_over_tls_where_required() -> None:
     assert "AUTH LOGIN PLAIN" in offered and "STARTTLS" not in offered
 
 
+def test_a_listener_without_auth_neither_offers_nor_accepts_it() -> None:
+    talk = Conversation(auth=False)
+    assert "AUTH" not in talk.command("EHLO x")
+    assert talk.command("AUTH PLAIN AGFwcABwdw==") == replies.R502_AUTH_NOT_OFFERED
+    talk.command("STARTTLS")
+    assert "AUTH" not in talk.command("EHLO x")
+    assert talk.command("MAIL FROM:<a@example.org>") == "250 2.1.0 Sender OK"
+
+
 def test_helo_gets_a_plain_reply_and_no_enhanced_codes() -> None:
     talk = Conversation()
     assert talk.command("HELO client.test") == "250 mx.test"
