@@ -71,16 +71,16 @@ async def test_a_stopped_node_gives_its_id_back_and_a_crashed_one_keeps_it_until
         nats_factory: Callable[[int], NatsCluster]) -> None:
     cluster = nats_factory(1)
     async with connected(cluster) as first, connected(cluster) as second:
-        stopped = NodeClaim(first, 1, "host-a:/d", Clashes(), ttl=2.0)
+        stopped = NodeClaim(first, 1, "host-a:/d", Clashes(), ttl=5.0)
         await stopped.start()
         await stopped.stop()
-        successor = NodeClaim(second, 1, "host-b:/d", Clashes(), ttl=2.0)
+        successor = NodeClaim(second, 1, "host-b:/d", Clashes(), ttl=5.0)
         await successor.start()  # at once: the key was deleted
-        crashed = NodeClaim(first, 2, "host-a:/d", Clashes(), ttl=2.0)
+        crashed = NodeClaim(first, 2, "host-a:/d", Clashes(), ttl=5.0)
         await crashed.start()
         assert crashed._task is not None
         crashed._task.cancel()  # it stops refreshing without giving the key back, as a SIGKILL would
-        late = NodeClaim(second, 2, "host-b:/d", Clashes(), ttl=2.0)
+        late = NodeClaim(second, 2, "host-b:/d", Clashes(), ttl=5.0)
         with pytest.raises(ConfigError):
             await late.start()
         refused_until_expiry = 0
@@ -88,7 +88,7 @@ async def test_a_stopped_node_gives_its_id_back_and_a_crashed_one_keeps_it_until
         async def try_claim() -> bool:
             nonlocal refused_until_expiry
             try:
-                await NodeClaim(second, 2, "host-b:/d", Clashes(), ttl=2.0).start()
+                await NodeClaim(second, 2, "host-b:/d", Clashes(), ttl=5.0).start()
             except ConfigError:
                 refused_until_expiry += 1
                 return False
