@@ -10,6 +10,7 @@ from engaged.
 from __future__ import annotations
 
 import re
+from email.errors import HeaderParseError
 from email.header import decode_header
 from typing import NamedTuple
 
@@ -116,7 +117,8 @@ def unfold(value: bytes) -> bytes:
 
 
 def decode_words(text: str) -> str | None:
-    """`text` with its RFC 2047 encoded-words decoded; None when one cannot be (unknown charset, bad bytes).
+    """`text` with its RFC 2047 encoded-words decoded; None when one cannot be (unknown charset, bad bytes,
+    base64 that does not decode: `=?utf-8?b?A?=` raises HeaderParseError, which is no ValueError).
 
     Whitespace between adjacent encoded-words is dropped (RFC 2047 §6.2); everything else is kept as it is.
     """
@@ -125,5 +127,5 @@ def decode_words(text: str) -> str | None:
     try:
         return "".join(part.decode(charset or "ascii") if isinstance(part, bytes) else part
                        for part, charset in decode_header(text))
-    except (LookupError, UnicodeDecodeError, ValueError):
+    except (LookupError, UnicodeDecodeError, ValueError, HeaderParseError):
         return None

@@ -35,6 +35,7 @@ def test_text_is_unfolded_decoded_and_single_spaced() -> None:
 def test_text_replaces_bytes_that_are_not_utf8_and_keeps_undecodable_words() -> None:
     block = HeaderBlock(b"Subject: caf\xe9 =?x-unknown?q?a?=\r\n\r\n")
     assert block.text(b"subject") == "caf\ufffd =?x-unknown?q?a?="
+    assert HeaderBlock(b"Subject: =?utf-8?b?A?= sale\r\n\r\n").text(b"subject") == "=?utf-8?b?A?= sale"
 
 
 def test_without_removes_exactly_that_field_and_returns_the_same_object_when_absent() -> None:
@@ -66,6 +67,8 @@ def test_decode_words_drops_whitespace_between_encoded_words_only() -> None:
     assert decode_words('{"c": "=?utf-8?q?caf=C3=A9?="}') == '{"c": "café"}'
     assert decode_words("plain") == "plain"
     assert decode_words("=?x-unknown?q?a?=") is None
+    assert decode_words("=?utf-8?b?A?=") is None  # base64 of an impossible length: HeaderParseError
+    assert decode_words("=?utf-8?b?QQ=?= =?x?b?]a{=?=") is None
 
 
 def _reference_fields(content: bytes) -> tuple[list[tuple[bytes, int, int, int]], int, int]:

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from email.header import decode_header
 from typing import Any, Final
 
 import msgspec
 
+from engaged.headers import decode_words
 from engaged.smtpapi.header import MAX_HEADER_BYTES, MAX_TAGS, HeaderError, XMsysApi, parse_flag
 
 __all__ = ["PEERS", "PeerHeaders", "is_peer_field", "merge_peers", "read_peer_headers", "strip_peer_headers"]
@@ -150,13 +150,10 @@ def _text(name: str, value: str) -> str | HeaderError:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return HeaderError(f"{name} header is not valid UTF-8; use RFC 2047")
-    if "=?" not in value:
-        return value
-    try:
-        return "".join(part.decode(charset or "ascii") if isinstance(part, bytes) else part
-                       for part, charset in decode_header(value))
-    except (LookupError, UnicodeDecodeError, ValueError):
+    decoded = decode_words(value)
+    if decoded is None:
         return HeaderError(f"{name} header has an undecodable RFC 2047 encoded-word")
+    return decoded
 
 
 def _json_object(name: str, value: str) -> dict[str, Any] | HeaderError:
@@ -276,6 +273,8 @@ def _postmark(fields: list[tuple[str, str]]) -> PeerHeaders | HeaderError:
     for name, value in fields:
         key = name.lower()
         if key.startswith("x-pm-metadata-"):
+            if len(key) == len("x-pm-metadata-"):
+                return HeaderError("X-PM-Metadata- needs a key name after the prefix")
             text = _text(name, value)
             if isinstance(text, HeaderError):
                 return text

@@ -115,6 +115,10 @@ def test_mailgun_specific_switches_override_x_mailgun_track() -> None:
         ("mailgun", "X-Mailgun-Tag: " + "t" * 129, "X-Mailgun-Tag must be a tag of 1 to 128 characters"),
         ("postmark", "X-PM-TrackLinks: Everything", "X-PM-TrackLinks must be one of None, HtmlAndText, HtmlOnly"),
         ("postmark", "X-PM-TrackOpens: 1", "X-PM-TrackOpens must be one of true, false"),
+        ("postmark", "X-PM-Tag: =?utf-8?b?A?=", "X-PM-Tag header has an undecodable RFC 2047 encoded-word"),
+        ("postmark", "X-PM-Metadata-: blue", "X-PM-Metadata- needs a key name after the prefix"),
+        ("sendgrid", 'X-SMTPAPI: {"category": "=?x?b?]a{=?="}',
+         "X-SMTPAPI header has an undecodable RFC 2047 encoded-word"),
         ("ses", "X-SES-MESSAGE-TAGS: a=b, broken", "X-SES-MESSAGE-TAGS must be name=value pairs"),
         ("ses", "X-SES-CONFIGURATION-SET: two words", "X-SES-CONFIGURATION-SET must be a name of letters"),
     ],
@@ -158,6 +162,12 @@ def test_a_message_with_peers_headers_is_tracked_as_its_sender_meant(engaged_ser
         assert injection["rcpt_meta"] == expected["metadata"] and injection["rcpt_tags"] == expected["tags"]
     refused = inject(server, message('X-SMTPAPI: {"to": ["x@example.com"]}'))
     assert refused.startswith("550 5.6.0 X-SMTPAPI 'to' lists are not accepted")
+    # Base64 that cannot decode raised email.errors.HeaderParseError: 451 4.3.0, retried by the client forever.
+    undecodable = inject(server, message("X-Mailgun-Tag: =?utf-8?b?A?="))
+    assert undecodable == "550 5.6.0 X-Mailgun-Tag header has an undecodable RFC 2047 encoded-word"
+    subject = BASE.replace(b"Subject: peers", b"Subject: =?utf-8?b?A?= sale")
+    events = wait_events(server, queued_id(inject(server, subject + BODY)), {"injection"})
+    assert [e["subject"] for e in events if e["type"] == "injection"] == ["=?utf-8?b?A?= sale"]
 
 
 def test_without_accept_headers_peers_headers_are_forwarded_untouched(shared_server: ServerProcess) -> None:
