@@ -152,6 +152,8 @@ class DkimSigner:
             return Signed(message)
         if isinstance(key, str):
             return Signed(message, warnings=(key,))
+        if message[:1] in (b" ", b"\t"):  # dkimpy's parser raises IndexError on a first line that is a continuation
+            return Signed(message, warnings=("DKIM: the header block starts with a folded line; copy sent unsigned",))
         rsa_key = self._rsa.get(key.name)
         try:
             signer = dkim.DKIM(message) if rsa_key is None else _OpenSslDkim(message, rsa_key)

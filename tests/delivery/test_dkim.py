@@ -12,6 +12,8 @@ from pathlib import Path
 import dkim
 import dns.resolver
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engaged.config import DkimConfig, load_config
 from engaged.delivery.compose import CopyComposer
@@ -30,7 +32,7 @@ from engaged.testing.dns import DnsServer
 from engaged.testing.server import wait_until
 from engaged.testing.sink import SinkServer
 from tests.conftest import ServerFactory
-from tests.helpers import RawSmtp, queued_id
+from tests.helpers import RawSmtp, queued_id, wait_events
 from tests.records import recipient_identity, spool_record
 
 CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"
@@ -114,6 +116,11 @@ def verify(dns_server: DnsServer) -> Verify:
 def signer(keys: dict[str, Path], algorithm: str, domain: str = "example.com", name: str = "") -> DkimSigner:
     return DkimSigner.from_config([DkimConfig(domain=domain, selector=algorithm, private_key=str(keys[algorithm]),
                                               name=name)])
+
+
+@pytest.fixture(scope="module")
+def signers(keys: dict[str, Path]) -> dict[str, DkimSigner]:
+    return {algorithm: signer(keys, algorithm) for algorithm in ALGORITHMS}
 
 
 def record(plan: TrackingPlan) -> SpoolRecord:
@@ -204,6 +211,30 @@ def test_a_from_with_several_addresses_or_none_goes_unsigned_with_a_warning(
     assert signed.data == message
     [warning] = signed.warnings
     assert warning.startswith("DKIM: ") and reason in warning and warning.endswith("copy sent unsigned")
+
+
+_PIECES = [b"From: ", b"a@example.com", b"\r\n", b"\n", b"\r", b":", b" ", b"\t", b"\xff", b"\x00", b"Subject",
+           b"To", b"=?utf-8?q?=FF?=", b"<", b">", b",", b'"', b"(", b")", b"@", b".", b"\r\n\r\n", b"\r\n "]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lead=st.sampled_from([b"", b" x\r\n", b"\t\r\n", b"To: b@example.net\r\n"]),
+       pieces=st.lists(st.sampled_from(_PIECES), max_size=40))
+def test_signing_never_raises_and_what_it_signs_verifies(
+    pieces: list[bytes], lead: bytes, signers: dict[str, DkimSigner], verify: Verify
+) -> None:
+    message = lead + b"From: a@example.com\r\n" + b"".join(pieces)
+    for algorithm in ALGORITHMS:
+        signed = signers[algorithm].sign(message)
+        assert signed.data == message if not signed.domain else verify(signed.data)
+        assert all(warning.startswith("DKIM: ") for warning in signed.warnings)
+
+
+def test_a_header_block_starting_with_a_folded_line_goes_unsigned_with_a_warning(keys: dict[str, Path]) -> None:
+    message = b" leading: x\r\nFrom: a@example.com\r\n\r\nbody\r\n"  # dkimpy's parser raised IndexError
+    signed = signer(keys, "rsa").sign(message)
+    assert signed.data == message
+    assert signed.warnings == ("DKIM: the header block starts with a folded line; copy sent unsigned",)
 
 
 def test_folded_and_encoded_from_fields_are_read() -> None:
@@ -323,5 +354,29 @@ def test_a_copy_relayed_through_engaged_verifies(
         [received] = sink.received()
         assert received.data.startswith(b"DKIM-Signature: ") and b"/f/a/" in received.data
         assert verify(received.data)
+    finally:
+        sink.stop()
+
+
+def test_a_copy_dkimpy_cannot_parse_is_relayed_unsigned_with_the_warning_in_its_delivery_event(
+    engaged_server: ServerFactory, keys: dict[str, Path]
+) -> None:
+    sink = SinkServer().start()
+    try:
+        server = engaged_server(
+            f'[delivery]\nmode = "relay"\nrelay = "{sink.address}"\nretry_base = 0.2\n'
+            f'[[dkim]]\ndomain = "example.com"\nselector = "rsa"\nprivate_key = "{keys["rsa"]}"\n'
+        )
+        message = b" leading: x\r\nFrom: shop@example.com\r\nTo: bob@example.net\r\nSubject: folded\r\n\r\nbody\r\n"
+        client = RawSmtp(server.smtp)
+        client.transaction(["bob@example.net"])
+        client.command("DATA")
+        client.send(message + b".\r\n")
+        message_id = queued_id(client.reply())
+        client.close()
+        [delivery] = [e for e in wait_events(server, message_id, {"delivery"}) if e["type"] == "delivery"]
+        assert delivery["warnings"] == ["DKIM: the header block starts with a folded line; copy sent unsigned"]
+        [received] = sink.received()
+        assert received.data == message
     finally:
         sink.stop()
