@@ -51,11 +51,16 @@ def summarize(event: Event) -> str:
         return f"subject: {data.get('subject', '')}"
     if kind == "delivery":
         return f"accepted by {data.get('ip_address') or data.get('routing_domain', '')}"
-    if kind in ("delay", "bounce"):
+    if kind in ("delay", "bounce", "out_of_band"):
         code = str(data.get("bounce_class", ""))
         return f"class {code} ({BOUNCE_CLASSES.get(code, 'unknown')}): {data.get('reason', '')}"
     if kind == "policy_rejection":
         return str(data.get("reason", ""))
+    if kind == "spam_complaint":
+        by = data.get("report_by", "")
+        return f"{data.get('fbtype', '') or 'abuse'} complaint" + (f" reported by {by}" if by else "")
+    if kind == "list_unsubscribe" and not data.get("user_agent"):
+        return f"by mail from {data.get('mailfrom', '')}"
     if kind in ("click", "link_unsubscribe"):
         name = data.get("target_link_name", "")
         return f"{name} → {data.get('target_link_url', '')}" if name else str(data.get("target_link_url", ""))

@@ -154,14 +154,16 @@ class DashboardQueries:
                 ordered[:limit]]
 
     async def bounce_classes(self, campaign: str, span: TimeRange) -> list[Breakdown]:
-        """Per bounce_class: bounces in `human`, delays in `machine` (the template names the columns)."""
-        tallies = await self._store.tally(_scope(campaign, span, "bounce", "delay"), ("bounce_class", "type"))
+        """Per bounce_class: bounces (in-band and out-of-band) in `human`, delays in `machine` (the template names
+        the columns)."""
+        tallies = await self._store.tally(_scope(campaign, span, "bounce", "out_of_band", "delay"),
+                                          ("bounce_class", "type"))
         classes: dict[str, Counter[str]] = {}
         for tally in tallies:
             code, kind = tally.values
             classes.setdefault(code or "", Counter())[kind or ""] += tally.events
-        return [Breakdown(label=code, detail=BOUNCE_CLASSES.get(code, "unknown"), human=counts["bounce"],
-                          machine=counts["delay"])
+        return [Breakdown(label=code, detail=BOUNCE_CLASSES.get(code, "unknown"),
+                          human=counts["bounce"] + counts["out_of_band"], machine=counts["delay"])
                 for code, counts in sorted(classes.items(), key=lambda item: -sum(item[1].values()))]
 
     async def agents(self, campaign: str, span: TimeRange) -> tuple[list[Breakdown], list[Breakdown]]:

@@ -117,3 +117,10 @@ async def test_lookup_says_when_the_newest_events_cut_older_ones_off(store: Even
     await store.append(events)
     timelines, truncated = await DashboardQueries(store).lookup("many@x.org")
     assert truncated and len(timelines) == LOOKUP_LIMIT
+
+
+async def test_out_of_band_bounces_count_with_the_bounces_of_their_class(queries: DashboardQueries,
+                                                                         store: EventStore) -> None:
+    late = make_event("out_of_band", 900, rcpt="dan@x.org", ts=NOW - 200)  # spring, class 10
+    await store.append([late, make_event("spam_complaint", 901, rcpt="ann@x.org", ts=NOW - 100)])
+    assert counts(await queries.bounce_classes("spring", ALL)) == {"10": (2, 0), "22": (0, 1)}

@@ -43,11 +43,16 @@
       case "injection": return "subject: " + (ev.subject || "");
       case "delivery": return "accepted by " + (ev.ip_address || ev.routing_domain || "");
       case "delay":
-      case "bounce": {
+      case "bounce":
+      case "out_of_band": {
         const code = String(ev.bounce_class || "");
         return "class " + code + " (" + (BOUNCE[code] || "unknown") + "): " + (ev.reason || "");
       }
       case "policy_rejection": return ev.reason || "";
+      case "spam_complaint":
+        return (ev.fbtype || "abuse") + " complaint" + (ev.report_by ? " reported by " + ev.report_by : "");
+      case "list_unsubscribe":
+        return ev.user_agent || "by mail from " + (ev.mailfrom || "");
       case "click":
       case "link_unsubscribe":
         return ev.target_link_name ? ev.target_link_name + " → " + (ev.target_link_url || "") : (ev.target_link_url || "");
