@@ -5,7 +5,8 @@ the whole document. So every start tag is first marked with its position, the ma
 `style` attributes that changed are spliced back into the original text: every other byte stays as it was, and a
 document nothing applied to comes back as the same object. The `<style>` blocks stay (media queries and pseudo-classes
 cannot be inlined). CSS that fails a syntax check (unbalanced braces, an unterminated string or comment) leaves the
-document untouched with a warning, as does anything css-inline refuses.
+document untouched with a warning, as does anything css-inline refuses and markup html.parser cannot read (a marked
+section it does not know, `<![ if mso ]>`).
 """
 
 from __future__ import annotations
@@ -83,8 +84,11 @@ def inline_css(html: str) -> CssResult:
             return CssResult(html, warnings=(f"inline_css: <style> block {number} is not valid CSS ({problem}); "
                                              "left untouched",))
     scanner = _StartTags(html)
-    scanner.feed(html)
-    scanner.close()
+    try:
+        scanner.feed(html)
+        scanner.close()
+    except AssertionError as error:  # _markupbase raises it (explicitly, so also under -O) for `<![ if …]>` & co.
+        return CssResult(html, warnings=(f"inline_css: markup not readable ({error}); left untouched",))
     marked = _mark(html, scanner.tags)
     try:
         inlined = _INLINER.inline(marked)

@@ -7,10 +7,14 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engaged.rewrite.css import inline_css
 from engaged.rewrite.mime import RewriteOptions, rewrite_message
+from engaged.testing.server import ServerProcess
 from engaged.types import LinkMinter
+from tests.helpers import RawSmtp, queued_id, wait_captured, wait_events
 
 CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus"
 _STYLE = re.compile(r"""[\t\n\f\r ]style[\t\n\f\r ]*=[\t\n\f\r ]*("[^"]*"|'[^']*'|[^\t\n\f\r >]*)""", re.IGNORECASE)
@@ -104,3 +108,48 @@ def test_a_message_whose_css_is_rejected_goes_out_untouched_with_the_warning(min
     assert result.data is raw
     assert result.warnings == ("text/html part: inline_css: <style> block 1 is not valid CSS (a { without its }); "
                                "left untouched",)
+
+
+@pytest.mark.parametrize("section", ["<![ if !mso ]>", "<![>", "<![p{color:red}]]>", "<![<body>]]>"])
+def test_markup_html_parser_cannot_read_leaves_the_document_untouched_with_a_warning(section: str) -> None:
+    html = f"<html><head><style>p {{ color: red }}</style></head><body>{section}<p>x</p></body></html>"
+    result = inline_css(html)  # html.parser raised AssertionError here
+    assert result.text is html and result.elements == 0
+    [warning] = result.warnings
+    assert warning.startswith("inline_css: markup not readable (") and warning.endswith("); left untouched")
+
+
+_MARKUP = ["<style>", "</style>", "p{color:red}", "a { color: blue }", "{", "}", "/*", "*/", '"', "'", "<p>", "</p>",
+           "<a href='x'>", "<![", "<!--", "-->", "<!", "<?", "]]>", "<!DOCTYPE", "&", "&#x110000;", "\x00", "<p style='",
+           "'>", "@media (x){", "<div class=a>", ".a{margin:0}", "<svg>", "<template>", "<textarea>", "<title>",
+           "<plaintext>", "<table>", "<td>", "<", ">", " ", "\n", "<br/>", "<P STYLE=color:red>", "&quot;"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(st.sampled_from(_MARKUP), max_size=30))
+def test_inlining_never_raises_and_changes_nothing_but_style_attributes(pieces: list[str]) -> None:
+    html = "<style>p{color:red} .a{margin:0} a{color:blue}</style>" + "".join(pieces)
+    result = inline_css(html)
+    assert all(warning.startswith("inline_css: ") for warning in result.warnings)
+    assert result.text is html or without_styles(result.text) == without_styles(html)
+
+
+def test_an_html_part_html_parser_cannot_read_is_delivered_untouched_with_the_warning(
+    shared_server: ServerProcess,
+) -> None:
+    html = b"<html><head><style>p{color:red}</style></head><body><![ if !mso ]><p>x</p><![endif]></body></html>"
+    raw = (b"From: a@example.com\r\nTo: b@example.net\r\nSubject: css\r\nContent-Type: text/html\r\n"
+           b'X-MSYS-API: {"options": {"inline_css": true}}\r\n\r\n' + html + b"\r\n")
+    client = RawSmtp(shared_server.smtp)
+    try:
+        client.transaction(["b@example.net"])
+        client.command("DATA")
+        client.send(raw + b".\r\n")
+        message_id = queued_id(client.reply())
+    finally:
+        client.close()
+    [copy] = wait_captured(shared_server, message_id)  # composing raised, and delivery failed on every attempt
+    assert html in copy
+    [delivery] = [e for e in wait_events(shared_server, message_id, {"delivery"}) if e["type"] == "delivery"]
+    [warning] = delivery["warnings"]
+    assert warning.startswith("text/html part: inline_css: markup not readable")
