@@ -92,3 +92,16 @@ async def test_the_api_listener_serves_the_text_exposition_format(tmp_path: Path
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=")
     assert "engaged_events_store_write_seconds_count 1.0" in response.text
+
+
+def test_the_loops_events_are_counted_under_their_own_types() -> None:
+    metrics = Metrics()
+    for n, kind in enumerate(("out_of_band", "spam_complaint", "list_unsubscribe", "link_unsubscribe")):
+        metrics.observe_event(make_event(kind, n))
+    metrics.observe_inbound("matched")
+    got = samples(metrics)
+    assert got[("engaged_events_messages_total", (("type", "out_of_band"),))] == 1
+    assert got[("engaged_events_messages_total", (("type", "spam_complaint"),))] == 1
+    for kind in ("list_unsubscribe", "link_unsubscribe"):
+        assert got[("engaged_events_engagements_total", (("machine", "human"), ("type", kind)))] == 1
+    assert got[("engaged_inbound_messages_total", (("outcome", "matched"),))] == 1

@@ -10,6 +10,7 @@ from engaged.events.model import BounceEvent, ClickEvent, Event, LinkUnsubscribe
 from engaged.suppression.model import SuppressionSearch, SuppressionStore
 from engaged.suppression.rules import SuppressionRules, entry_for
 from engaged.types import EventStore
+from tests.sample_events import make_event
 
 BASE = {"message_id": "m1", "transmission_id": "t1", "campaign_id": "c", "customer_id": "", "rcpt_to": "a@x.io",
         "raw_rcpt_to": "A@x.io", "rcpt_meta": {}, "rcpt_tags": []}
@@ -67,3 +68,17 @@ async def test_the_follower_adds_entries_and_keeps_its_place(store: EventStore, 
     assert restarted.cursor == await store.head()
     await restarted.stop()
     assert await entries() == []  # a deleted entry is not brought back by its old event
+
+
+def test_out_of_band_list_unsubscribe_and_complaints_make_their_entries() -> None:
+    hard = msgspec.structs.replace(make_event("out_of_band", 1), transactional="1")
+    entry = entry_for(hard)
+    assert entry is not None and (entry.source, entry.type) == ("Bounce Rule", "transactional")
+    assert entry.description.startswith("out-of-band bounce class 10: 550 5.1.1")
+    assert entry_for(msgspec.structs.replace(hard, bounce_class="22")) is None
+    listed = entry_for(make_event("list_unsubscribe", 2))
+    assert listed is not None and (listed.source, listed.type) == ("List Unsubscribe", "non_transactional")
+    complaint = entry_for(make_event("spam_complaint", 3))
+    assert complaint is not None and (complaint.source, complaint.type) == ("Spam Complaint", "non_transactional")
+    assert complaint.description == "Spam complaint (abuse) reported by fbl.example.org"
+    assert complaint.recipient == "ann@example.com"
