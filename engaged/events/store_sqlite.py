@@ -172,7 +172,7 @@ class SqliteEventStore(StoreQueries, ReportQueries):
     def _read_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, check_same_thread=False)
+            conn = sqlite3.connect(self._path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=10000")
             self._local.conn = conn
         return conn

@@ -42,7 +42,7 @@ class SqliteSuppressionStore:
         conn.execute("PRAGMA busy_timeout=10000")
         conn.executescript(sql.SCHEMA.format(real="REAL"))
         self._conn = conn
-        lookup = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, check_same_thread=False)
+        lookup = sqlite3.connect(self._path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False)
         lookup.execute("PRAGMA busy_timeout=1000")
         self._lookup = lookup
 
