@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from email.utils import parseaddr
 from pathlib import Path
@@ -50,17 +51,25 @@ class Unmatched(Exception):
     """Why a message could not be turned into events."""
 
 
+class NotInStore(Unmatched):
+    """A genuine return path or header names a copy the event store does not hold: forged from a real
+    address, or (with a bus, whose consumer may lag) not stored yet."""
+
+
 class InboundProcessor:
     """Turns spooled inbound mail into events; one message at a time, in arrival order.
 
     The queue holds spool paths, not contents, so a backlog costs memory only for the message being
     processed. While the event store cannot be read or written the message being processed is retried
     (`retry` seconds, doubling up to `retry_max`) and the rest wait behind it; nothing is skipped.
+    A message naming a copy the store does not hold is looked at again, behind the others, until
+    `wait_for_copy` seconds after its receipt, then kept as unmatched (0: at once, right for one node,
+    whose copies' events are stored before they are sent).
     """
 
     def __init__(self, spool: InboundSpool, store: EventLog, keys: SigningKeys, domains: tuple[str, ...], *,
                  ids: EventIdGenerator, outcome: Outcome | None = None, retry: float = 0.5,
-                 retry_max: float = 30.0) -> None:
+                 retry_max: float = 30.0, wait_for_copy: float = 0.0) -> None:
         self._spool = spool
         self._store = store
         self._keys = keys
@@ -69,6 +78,8 @@ class InboundProcessor:
         self._outcome = outcome
         self._retry = retry
         self._retry_max = retry_max
+        self._wait_for_copy = wait_for_copy
+        self._later: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[Path] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.processed = 0
@@ -80,6 +91,8 @@ class InboundProcessor:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        for task in list(self._later):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -92,6 +105,18 @@ class InboundProcessor:
     async def idle(self) -> None:
         """Return once everything submitted so far is processed (tests)."""
         await self._queue.join()
+        while self._later:
+            await asyncio.gather(*self._later, return_exceptions=True)
+            await self._queue.join()
+
+    def _look_again(self, path: Path) -> None:
+        async def later() -> None:
+            await asyncio.sleep(min(5.0, self._wait_for_copy / 10))
+            self._queue.put_nowait(path)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
 
     async def _run(self) -> None:
         while True:
@@ -111,6 +136,9 @@ class InboundProcessor:
             try:
                 await self.process(item)
                 return
+            except NotInStore:
+                self._look_again(path)
+                return
             except StoreError as error:
                 self.retries += 1
                 log.warning("inbound %s: event store unavailable (%s); retrying in %.1f s", item.envelope.id,
@@ -127,19 +155,24 @@ class InboundProcessor:
         try:
             events = await self._events_of(item)
         except Unmatched as why:
-            path = await asyncio.to_thread(self._spool.keep_unmatched, item, str(why))
-            log.info("inbound %s from <%s> unmatched (%s), kept in %s", item.envelope.id, item.envelope.mail_from,
-                     why, path)
-            self.processed += 1
-            if self._outcome is not None:
-                self._outcome("unmatched")
-            return []
+            if isinstance(why, NotInStore) and time.time() - item.envelope.received_at < self._wait_for_copy:
+                raise  # _settle looks at it again later
+            return await self._unmatched(item, str(why))
         await self._store.append(events)
         self._spool.done(item)
         self.processed += 1
         if self._outcome is not None:
             self._outcome("matched")
         return events
+
+    async def _unmatched(self, item: InboundItem, why: str) -> list[Event]:
+        path = await asyncio.to_thread(self._spool.keep_unmatched, item, why)
+        log.info("inbound %s from <%s> unmatched (%s), kept in %s", item.envelope.id, item.envelope.mail_from,
+                 why, path)
+        self.processed += 1
+        if self._outcome is not None:
+            self._outcome("unmatched")
+        return []
 
     async def _events_of(self, item: InboundItem) -> list[Event]:
         envelope = item.envelope
@@ -162,7 +195,7 @@ class InboundProcessor:
             event = stored.event
             if isinstance(event, InjectionEvent | DeliveryEvent) and pick(event.rcpt_to):
                 return event
-        raise Unmatched(f"no copy of message {message_id} for that recipient was sent from this store")
+        raise NotInStore(f"no copy of message {message_id} for that recipient was sent from this store")
 
     async def _from_headers(self, headers: bytes) -> InjectionEvent | DeliveryEvent:
         """The copy the quoted headers are of: their X-MSFBL, else their Return-Path."""

@@ -29,8 +29,10 @@ MID = "0123456789abcdef0123"
 RCPT = "unknown@dest.example"
 
 
-def processor_of(spool: InboundSpool, store: EventStore, *, retry: float = 0.5) -> InboundProcessor:
-    return InboundProcessor(spool, store, KEYS, (DOMAIN,), ids=EventIdGenerator(), retry=retry, retry_max=retry * 4)
+def processor_of(spool: InboundSpool, store: EventStore, *, retry: float = 0.5,
+                 wait_for_copy: float = 0.0) -> InboundProcessor:
+    return InboundProcessor(spool, store, KEYS, (DOMAIN,), ids=EventIdGenerator(), retry=retry, retry_max=retry * 4,
+                            wait_for_copy=wait_for_copy)
 
 
 def spooled(tmp_path: Path) -> InboundSpool:
@@ -92,6 +94,31 @@ async def test_a_plain_bounce_reply_to_a_return_path_is_out_of_band(store: Event
     [event] = await processor_of(spool, store).process(item)
     assert isinstance(event, OutOfBandEvent) and event.rcpt_to == "ann@example.net"
     assert (event.bounce_class, event.error_code) == ("10", "550")
+
+
+async def test_a_bounce_that_arrives_before_its_copys_events_waits_for_them(
+        store: EventStore, tmp_path: Path) -> None:
+    spool = spooled(tmp_path)
+    processor = processor_of(spool, store, wait_for_copy=3.0)  # as with a bus whose consumer lags
+    await processor.start()
+    try:
+        item = spool.store(peer="192.0.2.1", helo="mx", mail_from="", content=dsn(),
+                           rcpt_tos=[verp.address(KEYS, "b", MID, RCPT, DOMAIN)])
+        processor.submit(item)
+        await asyncio.sleep(0.5)
+        assert item.path.exists() and not list(spool.unmatched.glob("*"))
+        await store.append([make_event("delivery", 1, message_id=MID, rcpt=RCPT)])  # the consumer caught up
+        await asyncio.wait_for(processor.idle(), 30)
+        [event] = await events_of(store, "out_of_band")
+        assert isinstance(event, OutOfBandEvent) and event.rcpt_to == RCPT
+        late = spool.store(peer="192.0.2.1", helo="mx", mail_from="", content=dsn(),
+                           rcpt_tos=[verp.address(KEYS, "b", "f" * 20, RCPT, DOMAIN)])  # a copy never sent
+        processor.submit(late)
+        await asyncio.wait_for(processor.idle(), 30)
+    finally:
+        await processor.stop()
+    [reason] = spool.unmatched.glob("*.reason")  # kept once the wait is over, never dropped
+    assert "no copy of message ffffffffffffffffffff" in reason.read_text()
 
 
 @pytest.fixture
