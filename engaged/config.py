@@ -193,6 +193,7 @@ class InboundConfig(_Section, frozen=True):
     domains: list[str] = msgspec.field(default_factory=list)
     max_message_size: int = 20 * 1024 * 1024
     max_recipients: int = 100
+    wait_for_copy: float = 600.0  # seconds a message naming a copy not (yet) in the event store is looked at again
 
 
 class WebhookConfig(_Section, frozen=True):
@@ -388,6 +389,8 @@ def _check(config: Config) -> list[tuple[str, str]]:
     inbound = config.inbound
     for index, listen in enumerate(inbound.listen):
         _check_hostport(problems, f"inbound.listen[{index}]", listen)
+    if not 0 <= inbound.wait_for_copy <= 86400:
+        problems.append(("inbound.wait_for_copy", "must be from 0 to 86400 seconds"))
     if inbound.listen and not inbound.bounce_domain:
         problems.append(("inbound.bounce_domain", "an inbound listener needs the bounce domain it receives for"))
     for index, domain in enumerate([inbound.bounce_domain, *inbound.domains]):

@@ -132,17 +132,19 @@ def test_check_config_prints_settings_and_fails_on_errors(tmp_path: Path) -> Non
 
 def test_an_inbound_listener_needs_a_bounce_domain_and_domains_must_be_names(tmp_path: Path) -> None:
     path = tmp_path / "engaged.toml"
-    path.write_text('[inbound]\nlisten = ["127.0.0.1:0"]\ndomains = ["Not A Domain"]\n')
+    path.write_text('[inbound]\nlisten = ["127.0.0.1:0"]\ndomains = ["Not A Domain"]\nwait_for_copy = -1\n')
     with pytest.raises(ConfigError) as info:
         load_config(str(path))
     text = str(info.value)
     assert "inbound.bounce_domain: an inbound listener needs the bounce domain" in text
     assert "inbound.domains[0]: 'Not A Domain' is not a lower-case domain name" in text
+    assert "inbound.wait_for_copy: must be from 0 to 86400 seconds" in text
     path.write_text('[inbound]\nlisten = ["127.0.0.1:0"]\nbounce_domain = "bounces.example.com"\n'
                     "[unsubscribe]\nlist_unsubscribe = true\n[suppression]\nenabled = false\n")
     config = load_config(str(path))
     assert config.inbound.bounce_domain == "bounces.example.com" and config.unsubscribe.list_unsubscribe
     assert not config.suppression.enabled
+    assert config.inbound.wait_for_copy == 600.0
 
 
 def test_accept_headers_names_only_known_peers(tmp_path: Path) -> None:

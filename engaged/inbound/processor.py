@@ -63,8 +63,8 @@ class InboundProcessor:
     processed. While the event store cannot be read or written the message being processed is retried
     (`retry` seconds, doubling up to `retry_max`) and the rest wait behind it; nothing is skipped.
     A message naming a copy the store does not hold is looked at again, behind the others, until
-    `wait_for_copy` seconds after its receipt, then kept as unmatched (0: at once, right for one node,
-    whose copies' events are stored before they are sent).
+    `wait_for_copy` seconds after its receipt, then kept as unmatched: a copy can leave before its
+    events are stored (delivery does not wait for a failing store, and a bus's consumer lags).
     """
 
     def __init__(self, spool: InboundSpool, store: EventLog, keys: SigningKeys, domains: tuple[str, ...], *,

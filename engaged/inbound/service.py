@@ -15,9 +15,6 @@ from engaged.smtp.protocol import Settings
 from engaged.tokens import SigningKeys
 from engaged.types import EventLog
 
-WAIT_FOR_COPY = 600.0
-"""Seconds (with a [bus]) a message naming a copy the store does not hold yet is looked at again."""
-
 
 def inbound_domains(config: Config) -> tuple[str, ...]:
     """The domains the inbound listener receives for: the bounce domain, then [inbound] domains."""
@@ -33,10 +30,8 @@ class InboundService:
         self._config = config
         self.spool = InboundSpool(config.data_path / "inbound")
         domains = inbound_domains(config)
-        # With a bus the copies' events reach the store through its consumer, which may lag (or catch up after
-        # an outage): a bounce can arrive first.
         self.processor = InboundProcessor(self.spool, store, keys, domains, ids=ids, outcome=outcome,
-                                          wait_for_copy=WAIT_FOR_COPY if config.bus.servers else 0.0)
+                                          wait_for_copy=config.inbound.wait_for_copy)
         self._handler = InboundHandler(self.spool, self.processor, domains,
                                        max_recipients=config.inbound.max_recipients)
         smtp = config.smtp

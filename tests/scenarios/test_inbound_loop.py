@@ -97,7 +97,7 @@ def test_a_mail_to_the_unsubscribe_mailto_is_a_list_unsubscribe(engaged_server: 
 
 
 def test_forged_and_unknown_reports_are_kept_unmatched_and_counted(engaged_server: ServerFactory) -> None:
-    server = engaged_server(CONFIG)
+    server = engaged_server(CONFIG + "wait_for_copy = 1.0\n")  # the copy never sent is given 1 s to appear
     dsn = (SAMPLES / "postfix-5.1.1-user-unknown.eml").read_bytes()
     forged = verp.address(load_keyring(data_dir(server)), "b", "0" * 20, "unknown@dest.example", DOMAIN)
     send_back(server, forged, dsn)  # genuine signature, but a message this store never sent
