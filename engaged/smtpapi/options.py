@@ -17,7 +17,7 @@ HONOURED_OPTIONS = frozenset({
     "open_tracking", "click_tracking", "transactional", "sandbox", "ip_pool",
     "skip_suppression",  # inject.py skips the suppression check for the message
     "inline_css",  # <style> rules inlined before tracking (rewrite/)
-    "dkim_key",  # the [[dkim]] key to sign with (delivery/dkim.py); an unknown key is refused there
+    "dkim_key",  # the [[dkim]] key to sign with (delivery/dkim.py); an unknown key: sent unsigned, warned
 })
 REFUSED_OPTIONS: dict[str, str] = {}
 """SparkPost options engaged does not implement yet (move each to HONOURED_OPTIONS with its implementation)."""
