@@ -80,6 +80,7 @@ class InboundProcessor:
         self._retry_max = retry_max
         self._wait_for_copy = wait_for_copy
         self._later: set[asyncio.Task[None]] = set()
+        self._waiting: set[Path] = set()
         self._queue: asyncio.Queue[Path] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.processed = 0
@@ -135,8 +136,13 @@ class InboundProcessor:
                 return
             try:
                 await self.process(item)
+                self._waiting.discard(path)
                 return
-            except NotInStore:
+            except NotInStore as why:
+                if path not in self._waiting:
+                    self._waiting.add(path)
+                    log.info("inbound %s: %s yet; looking again for up to %.0f s", item.envelope.id, why,
+                             self._wait_for_copy)
                 self._look_again(path)
                 return
             except StoreError as error:
