@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -378,5 +379,51 @@ def test_a_copy_dkimpy_cannot_parse_is_relayed_unsigned_with_the_warning_in_its_
         assert delivery["warnings"] == ["DKIM: the header block starts with a folded line; copy sent unsigned"]
         [received] = sink.received()
         assert received.data == message
+    finally:
+        sink.stop()
+
+
+POLICY = '''require("msys.core")
+local mod = {}
+function mod:validate_data_spool_each_rcpt(msg, accept, vctx)
+  if vctx:get(msys.core.VCTX_MESS, "rcptto_domain") == "policy.example" then
+    vctx:set(msys.core.VCTX_MESS, "smtpapi_dkim_key", "brand")
+  end
+  return msys.core.VALIDATE_CONT
+end
+msys.registerModule("dkim_policy", mod)
+'''
+
+
+def test_policy_names_the_key_over_x_msys_api_and_each_copy_verifies(
+    engaged_server: ServerFactory, keys: dict[str, Path], verify: Verify, tmp_path: Path
+) -> None:
+    script = tmp_path / "dkim_policy.lua"
+    script.write_text(POLICY)
+    sink = SinkServer().start()
+    try:
+        server = engaged_server(
+            f'[delivery]\nmode = "relay"\nrelay = "{sink.address}"\nretry_base = 0.2\n'
+            f'[policy]\nscripts = ["{script}"]\n'
+            f'[[dkim]]\ndomain = "example.com"\nselector = "rsa"\nprivate_key = "{keys["rsa"]}"\n'
+            f'[[dkim]]\ndomain = "example.com"\nselector = "ed25519"\nprivate_key = "{keys["ed25519"]}"\n'
+            'name = "brand"\n'
+        )
+        message = (b"From: Shop <shop@news.example.com>\r\nTo: list@example.net\r\nSubject: Keys\r\n"
+                   b'X-MSYS-API: {"options": {"dkim_key": "example.com"}}\r\n\r\nbody\r\n')
+        client = RawSmtp(server.smtp)
+        client.transaction(["bob@header.example", "ann@policy.example"])
+        client.command("DATA")
+        client.send(message + b".\r\n")
+        queued_id(client.reply())
+        client.close()
+        wait_until(lambda: len(sink.received()) == 2, 15)
+        selectors = {}
+        for received in sink.received():
+            assert verify(received.data) and received.data.count(b"DKIM-Signature:") == 1
+            [rcpt] = received.rcpt_tos
+            head = received.data.split(b"\r\n\r\n")[0].replace(b"\r\n ", b" ")
+            selectors[rcpt] = re.findall(rb"[ ;]s=([a-z0-9]+);", head)
+        assert selectors == {"bob@header.example": [b"rsa"], "ann@policy.example": [b"ed25519"]}
     finally:
         sink.stop()

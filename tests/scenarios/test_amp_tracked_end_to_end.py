@@ -1,4 +1,5 @@
-"""An AMP for Email message through engaged: its AMP part tracked with amp-img pixels, a click records amp_click."""
+"""An AMP for Email message through engaged: its AMP part tracked with amp-img pixels, which record amp_initial_open
+and amp_open, and a click on its link records amp_click."""
 
 from __future__ import annotations
 
@@ -49,3 +50,10 @@ def test_amp_part_is_tracked_and_a_click_on_its_link_records_amp_click(engaged_s
                if event["type"] == "amp_click"]
     assert click["target_link_url"] == "https://shop.example/amp-offer"
     assert click["target_link_name"] == "offer" and click["campaign_id"] == "amp"
+    # The pixels carry https URLs (amp-img needs them); the test tracker answers the same paths over http.
+    for pixel in re.findall(rb'<amp-img src="https://localhost:8080(/q/[A-Za-z0-9_-]+)"', amp):
+        assert httpx.get(f"http://{host}:{port}{pixel.decode()}").status_code == 200
+    opens = wait_events(server, message_id, {"amp_initial_open", "amp_open"}, timeout=30)
+    assert sorted(e["type"] for e in opens if str(e["type"]).startswith("amp_")) == [
+        "amp_click", "amp_initial_open", "amp_open"]
+    assert not [e for e in opens if e["type"] in ("open", "initial_open", "click")]
