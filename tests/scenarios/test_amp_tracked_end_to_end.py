@@ -54,6 +54,6 @@ def test_amp_part_is_tracked_and_a_click_on_its_link_records_amp_click(engaged_s
     for pixel in re.findall(rb'<amp-img src="https://localhost:8080(/q/[A-Za-z0-9_-]+)"', amp):
         assert httpx.get(f"http://{host}:{port}{pixel.decode()}").status_code == 200
     opens = wait_events(server, message_id, {"amp_initial_open", "amp_open"}, timeout=30)
-    assert sorted(e["type"] for e in opens if str(e["type"]).startswith("amp_")) == [
+    assert sorted(str(e["type"]) for e in opens if str(e["type"]).startswith("amp_")) == [
         "amp_click", "amp_initial_open", "amp_open"]
     assert not [e for e in opens if e["type"] in ("open", "initial_open", "click")]
