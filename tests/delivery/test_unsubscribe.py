@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import email
+import re
 from email.policy import compat32
+from pathlib import Path
 
+import dkim
 import msgspec
 
+from engaged.config import DkimConfig
+from engaged.delivery.compose import CopyComposer
+from engaged.delivery.dkim import DkimSigner, generate_key, read_private_key, txt_record
 from engaged.delivery.unsubscribe import ReturnHeaders, add_list_unsubscribe, has_header, list_unsubscribe_url
 from engaged.inbound import verp
 from engaged.keys import Keyring
 from engaged.recipient import TrackingPlan, identify
 from engaged.tokens import CLICK_KINDS, RecipientLinks, TokenKind, decode_token
+from tests.records import recipient_identity, spool_record
 
 KEYS = Keyring(current_id=1, keys={1: b"k" * 32})
 MID = "0123456789abcdef0123"
@@ -78,3 +85,24 @@ def test_the_url_is_the_unsubscribe_links_token_under_lu_and_headers_are_found_i
     assert not has_header(b"Subject: x\r\n\r\nList-Unsubscribe: in the body\r\n", b"list-unsubscribe")
     added = add_list_unsubscribe(MESSAGE, url)
     assert added.startswith(f"List-Unsubscribe: <{url}>\r\nList-Unsubscribe-Post: ".encode())
+
+
+def test_a_dkim_signed_copy_covers_both_list_unsubscribe_fields(tmp_path: Path) -> None:
+    """Gmail honours one-click only when List-Unsubscribe and List-Unsubscribe-Post are DKIM-signed."""
+    key = tmp_path / "ed.key"
+    key.write_bytes(generate_key("ed25519"))
+    signer = DkimSigner.from_config([DkimConfig(domain="example.org", selector="s1", private_key=str(key))])
+    material = read_private_key(str(key))
+    assert not isinstance(material, str)
+    name, strings = txt_record("example.org", "s1", material)
+    compose = CopyComposer(KEYS, ReturnHeaders(KEYS, list_unsubscribe=True, bounce_domain=DOMAIN), dkim=signer)
+    record = spool_record((recipient_identity("bob@example.com"), PLAN))
+    copy = compose(MESSAGE, record, 0).data
+    signature = header(copy, "DKIM-Signature")
+    assert signature is not None and header(copy, "List-Unsubscribe") is not None
+    signed = re.search(r"\bh=([^;]+)", signature)
+    assert signed is not None
+    names = [field.strip().lower() for field in signed.group(1).split(":")]
+    assert "list-unsubscribe" in names and "list-unsubscribe-post" in names
+    assert dkim.verify(copy, dnsfunc=lambda qname, timeout=5: "".join(strings).encode()
+                       if qname.decode().rstrip(".") == name.rstrip(".") else None)
