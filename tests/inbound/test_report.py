@@ -32,6 +32,26 @@ def test_postfix_dsns_give_their_status_class_and_the_original_headers(name: str
     assert original_header(report.original_headers, "Return-Path") == "<b-verp@bounces.example.com>"
 
 
+def corpus_messages() -> list[object]:
+    root = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "mime"
+    files = sorted(root.rglob("*.eml"))
+    if not files:
+        return [pytest.param(None, id="corpus-missing")]
+    return [pytest.param(path, id=str(path.relative_to(root))) for path in files]
+
+
+@pytest.mark.parametrize("path", corpus_messages())
+def test_every_corpus_message_parses_and_only_its_dsn_is_a_report(path: Path | None) -> None:
+    if path is None:
+        corpus_dir("mime")  # skips, or fails under CI=true
+        return
+    report = parse(path.read_bytes())
+    if path.name == "delivery-status.eml":
+        assert isinstance(report, Bounce)
+    else:
+        assert isinstance(report, NotAReport), report  # ordinary mail sent to a bounce address is kept, not an event
+
+
 def test_the_corpus_dsn_parses() -> None:
     report = parse((corpus_dir("mime") / "mailparser" / "delivery-status.eml").read_bytes())
     assert isinstance(report, Bounce)
@@ -51,6 +71,19 @@ def test_rfc_5965s_example_is_an_abuse_complaint() -> None:
     assert report.reported_domain == "example.net" and report.source_ip == "192.0.2.1"
     assert original_header(report.original_headers, "Subject") == "Earn money"
     assert report.msfbl == ""
+
+
+def test_an_arf_report_with_only_the_required_fields_and_quoted_headers_is_a_complaint() -> None:
+    raw = (b"From: staff@hotmail.example\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n"
+           b'Content-Type: multipart/report; report-type=feedback-report; boundary="b1"\r\n\r\n'
+           b"--b1\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n"
+           b"--b1\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nUser-Agent: FBL/1\r\n"
+           b"Version: 1\r\n\r\n"
+           b"--b1\r\nContent-Type: text/rfc822-headers\r\n\r\nX-MSFBL: c2ln|\r\n ZGF0YQ==\r\nTo: redacted@example.com\r\n"
+           b"Subject: Spring sale\r\n\r\n--b1--\r\n")
+    report = parse(raw)
+    assert isinstance(report, Complaint) and report.feedback_type == "abuse" and report.user_agent == "FBL/1"
+    assert report.msfbl == "c2ln| ZGF0YQ==" and original_header(report.original_headers, "Subject") == "Spring sale"
 
 
 def test_a_plain_bounce_reply_is_a_bounce_with_the_quoted_reply() -> None:
