@@ -157,6 +157,8 @@ class BurstDetector:
         seen[key] = now  # newest last
         if len(seen) > self._max_links:
             del seen[next(iter(seen))]
+        elif len(seen) == 1:  # the message's first click (the common case): only the one just recorded
+            return 1
         window = self._window
         return sum(1 for (address, _), at in seen.items() if address == ip_address and 0 <= now - at <= window)
 

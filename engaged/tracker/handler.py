@@ -219,8 +219,9 @@ class Tracker:
         if now > payload.expires:
             self.stats.expired += 1
             return verified.answer
-        return verified.answer._replace(
-            event=self._event_line(verified, method, now, user_agent, accept_language, forwarded, peer))
+        answer = verified.answer
+        return Answer(answer.head, answer.body,
+                      self._event_line(verified, method, now, user_agent, accept_language, forwarded, peer))
 
     def _route(self, path: str, get: bool) -> Answer | _Verified:
         if path.startswith(("/q/", "/o/")):

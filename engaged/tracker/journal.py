@@ -3,8 +3,9 @@
 Layout: `<data_dir>/tracker-journal/<worker>/<n>.jsonl`, numbered segments of one SparkPost JSON event
 per line, and a `.lock` that the worker holds while it writes (one writer per directory). Only the
 flusher writes: it takes every line queued since its last write and writes them with one `write` +
-`fdatasync` on the journal's own thread (group commit), then wakes all their requests at once; a
-request is answered only after that. A segment that reaches `segment_bytes` is closed and the next
+`fdatasync` on the journal's own thread (group commit), then wakes all their requests at once (the
+lines of one batch share one future: one result to set, whatever the batch's size); a request is
+answered only after that. A segment that reaches `segment_bytes` is closed and the next
 batch opens a new one. A failed write is truncated back, so no torn line is left for later lines to
 run into, and the next batch opens a fresh segment.
 
@@ -89,7 +90,7 @@ class Journal:
         self.stats = JournalStats()
         self._segment_bytes = segment_bytes
         self._lines: list[bytes] = []
-        self._waiters: list[asyncio.Future[bool]] = []
+        self._waiter: asyncio.Future[bool] | None = None  # the future of the lines queued since the last write
         self._flushing = False
         self._broken = False
         self._number = 0
@@ -101,7 +102,7 @@ class Journal:
         self._idle = asyncio.Event()
         self._idle.set()
         self._thread_lock = threading.Lock()
-        self._batches: queue.SimpleQueue[tuple[bytes, list[asyncio.Future[bool]]] | None] = queue.SimpleQueue()
+        self._batches: queue.SimpleQueue[tuple[bytes, int, asyncio.Future[bool]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     async def open(self) -> None:
@@ -149,13 +150,16 @@ class Journal:
         return self._fd >= 0
 
     def append(self, line: bytes) -> asyncio.Future[bool]:
-        """Queue one newline-terminated line; the future is True once it is durable, False if the write failed."""
+        """Queue one newline-terminated line; the future is True once it is durable, False if the write failed.
+
+        Every line of one batch gets the same future (callers must not cancel it)."""
         loop = self._loop
         if loop is None or self._fd < 0:
             raise JournalError("the journal is not open")
-        waiter = loop.create_future()
         self._lines.append(line)
-        self._waiters.append(waiter)
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = loop.create_future()
         if not self._flushing:
             self._flushing = True
             self._idle.clear()
@@ -163,16 +167,17 @@ class Journal:
         return waiter
 
     def _flush(self) -> None:
-        lines, waiters = self._lines, self._waiters
-        self._lines, self._waiters = [], []
-        self._batches.put((b"".join(lines), waiters))
+        lines, waiter = self._lines, self._waiter
+        self._lines, self._waiter = [], None
+        if waiter is not None:
+            self._batches.put((b"".join(lines), len(lines), waiter))
 
     def _write_batches(self) -> None:
         """The writer thread: one batch at a time (a plain queue: an executor's submit cost more per batch)."""
         while (item := self._batches.get()) is not None:
             self._write_batch(*item)
 
-    def _write_batch(self, data: bytes, waiters: list[asyncio.Future[bool]]) -> None:
+    def _write_batch(self, data: bytes, count: int, waiter: asyncio.Future[bool]) -> None:
         """On the writer thread: write and fdatasync one batch, then hand the outcome back to the loop."""
         ok = True
         with self._thread_lock:
@@ -184,10 +189,10 @@ class Journal:
             except OSError as error:
                 self._broken = True
                 ok = False
-                log.error("tracker journal write failed; %d answered event(s) not recorded: %s", len(waiters), error)
+                log.error("tracker journal write failed; %d answered event(s) not recorded: %s", count, error)
         loop = self._loop
         if loop is not None:
-            loop.call_soon_threadsafe(self._written, waiters, ok)
+            loop.call_soon_threadsafe(self._written, count, waiter, ok)
         if ok and self._sync:
             self._zero_ahead()
 
@@ -205,15 +210,14 @@ class Journal:
                 return
             self._zeroed = start + len(_ZEROS)
 
-    def _written(self, waiters: list[asyncio.Future[bool]], ok: bool) -> None:
+    def _written(self, count: int, waiter: asyncio.Future[bool], ok: bool) -> None:
         self.stats.batches += 1
         if ok:
-            self.stats.appended += len(waiters)
+            self.stats.appended += count
         else:
-            self.stats.failed += len(waiters)
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(ok)
+            self.stats.failed += count
+        if not waiter.done():
+            waiter.set_result(ok)
         if self._lines:
             self._flush()
         else:
