@@ -79,7 +79,8 @@ def test_an_arf_report_with_only_the_required_fields_and_quoted_headers_is_a_com
            b"--b1\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n"
            b"--b1\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nUser-Agent: FBL/1\r\n"
            b"Version: 1\r\n\r\n"
-           b"--b1\r\nContent-Type: text/rfc822-headers\r\n\r\nX-MSFBL: c2ln|\r\n ZGF0YQ==\r\nTo: redacted@example.com\r\n"
+           b"--b1\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+           b"X-MSFBL: c2ln|\r\n ZGF0YQ==\r\nTo: redacted@example.com\r\n"
            b"Subject: Spring sale\r\n\r\n--b1--\r\n")
     report = parse(raw)
     assert isinstance(report, Complaint) and report.feedback_type == "abuse" and report.user_agent == "FBL/1"
