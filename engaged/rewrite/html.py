@@ -23,7 +23,7 @@ from engaged.rewrite import links
 from engaged.rewrite.entities import decode_attribute, encode_attribute
 from engaged.types import LinkMinter
 
-__all__ = ["AMP_PIXEL", "BOTTOM_PIXEL", "TOP_PIXEL", "HtmlResult", "rewrite_html"]
+__all__ = ["AMP_MAX_BYTES", "AMP_PIXEL", "BOTTOM_PIXEL", "TOP_PIXEL", "HtmlResult", "rewrite_html"]
 
 TOP_PIXEL = (
     '<div style="color:transparent;visibility:hidden;opacity:0;font-size:0;border:0;max-height:1px;'
@@ -41,6 +41,9 @@ BOTTOM_PIXEL = (
 AMP_PIXEL = '<amp-img src="{url}" width="1" height="1" layout="fixed" alt=""></amp-img>'
 """Both open pixels of an AMP for Email part (`amp_initial_open` after `<body…>`, `amp_open` before `</body>`):
 AMP allows no `<img>`, and `amp-img` needs its size, a layout, an https `src` and its end tag."""
+
+AMP_MAX_BYTES = 200_000
+"""The AMP for Email validator refuses a document over this many bytes (UTF-8); clients then show the HTML part."""
 
 _WS = "\t\n\f\r "
 _NAME_END = r"(?=[\t\n\f\r />]|\Z)"
@@ -135,7 +138,8 @@ def rewrite_html(
 
     `amp`: the document is an AMP for Email part. It must say so (`<html ⚡4email>` or `<html amp4email>`) and
     have `<body>` and `</body>`, else it is left untouched with a warning; pixels are AMP_PIXEL and need https
-    URLs (else they are left out, with a warning); links are tracked by the same rules as in HTML.
+    URLs (else they are left out, with a warning); links are tracked by the same rules as in HTML. A part the
+    tracking would take past AMP_MAX_BYTES is left untouched with a warning (it would no longer be valid AMP).
     """
     edits: list[tuple[int, int, str]] = []
     warnings: list[str] = []
@@ -178,8 +182,12 @@ def rewrite_html(
     if not edits:
         return HtmlResult(text=html, links_tracked=0, pixels=0, warnings=tuple(dict.fromkeys(warnings)))
     edits.sort(key=lambda edit: edit[0])
+    text = _splice(html, edits)
+    if amp and (size := len(text.encode("utf-8"))) > AMP_MAX_BYTES:
+        return HtmlResult(text=html, links_tracked=0, pixels=0, warnings=(
+            f"AMP part would be {size} bytes tracked, over AMP for Email's {AMP_MAX_BYTES}; left untouched",))
     return HtmlResult(
-        text=_splice(html, edits),
+        text=text,
         links_tracked=tracked,
         pixels=pixels,
         warnings=tuple(dict.fromkeys(warnings)),

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engaged.rewrite import html
-from engaged.rewrite.html import HtmlResult, rewrite_html
+from engaged.rewrite.html import AMP_MAX_BYTES, HtmlResult, rewrite_html
 from engaged.types import LinkMinter
 
 Click = tuple[str, str, str | None, bool]
@@ -534,6 +534,8 @@ def amp_problems(doc: str) -> list[str]:
         problems.append("head or body missing")
     if checker.open_amp_imgs:
         problems.append("amp-img without its end tag")
+    if len(doc.encode("utf-8")) > 200_000:
+        problems.append("larger than the 200,000 bytes AMP for Email allows")
     return problems
 
 
@@ -581,6 +583,21 @@ def test_amp_pixels_need_https_and_are_left_out_with_a_warning(
     result = amp_track(AMP_DOC, HttpMinter())
     assert result.pixels == 0 and "amp-img" in result.warnings[0] and "https" in result.warnings[0]
     assert result.links_tracked == 1 and amp_problems(result.text) == []
+
+
+def test_amp_part_that_tracking_would_take_past_the_size_limit_is_left_untouched(minter: LinkMinter) -> None:
+    link = '<a href="https://shop.example/p">p</a>\n'
+    body_at = AMP_DOC.index("</body>")
+    filler = "x" * (AMP_MAX_BYTES - len(AMP_DOC.encode()) - len(link) * 20)
+    under = AMP_DOC[:body_at] + link * 20 + filler + AMP_DOC[body_at:]
+    assert amp_problems(under) == []
+    result = amp_track(under, minter)  # each tracked link is longer than its target: the part would pass the limit
+    assert result.text is under and (result.links_tracked, result.pixels) == (0, 0)
+    [warning] = result.warnings
+    assert warning.startswith("AMP part would be ") and warning.endswith(
+        f"bytes tracked, over AMP for Email's {AMP_MAX_BYTES}; left untouched")
+    small = amp_track(AMP_DOC[:body_at] + link * 20 + AMP_DOC[body_at:], minter)
+    assert small.links_tracked == 21 and amp_problems(small.text) == []
 
 
 def test_amp_opt_outs_and_open_only_follow_the_html_rules(minter: LinkMinter) -> None:
