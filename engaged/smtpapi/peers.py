@@ -28,7 +28,7 @@ from typing import Any, Final
 import msgspec
 
 from engaged.headers import decode_words
-from engaged.smtpapi.header import MAX_HEADER_BYTES, MAX_TAGS, HeaderError, XMsysApi, parse_flag
+from engaged.smtpapi.header import MAX_CAMPAIGN_BYTES, MAX_HEADER_BYTES, MAX_TAGS, HeaderError, XMsysApi, parse_flag
 
 __all__ = ["PEERS", "PeerHeaders", "is_peer_field", "merge_peers", "read_peer_headers", "strip_peer_headers"]
 
@@ -248,6 +248,8 @@ def _mailgun(fields: list[tuple[str, str]]) -> PeerHeaders | HeaderError:
             text = _text("X-Mailgun-Campaign-Id", value)
             if isinstance(text, HeaderError):
                 return text
+            if len(text.encode("utf-8")) > MAX_CAMPAIGN_BYTES:
+                return HeaderError(f"X-Mailgun-Campaign-Id is limited to {MAX_CAMPAIGN_BYTES} bytes (campaign_id)")
             campaign = text
         else:
             choices = {**_YES_NO, "htmlonly": True} if key == "x-mailgun-track-clicks" else _YES_NO

@@ -112,6 +112,7 @@ def test_mailgun_specific_switches_override_x_mailgun_track() -> None:
         ("sendgrid", "X-SMTPAPI: " + "{" * 5 + " " * (1 << 20), "X-SMTPAPI header is longer than 65536 bytes"),
         ("mailgun", "X-Mailgun-Variables: not-json", "JSON parsing error in X-Mailgun-Variables"),
         ("mailgun", "X-Mailgun-Track: maybe", "X-Mailgun-Track must be one of yes, no, true, false"),
+        ("mailgun", "X-Mailgun-Campaign-Id: " + "c" * 65, "X-Mailgun-Campaign-Id is limited to 64 bytes (campaign_id)"),
         ("mailgun", "X-Mailgun-Tag: " + "t" * 129, "X-Mailgun-Tag must be a tag of 1 to 128 characters"),
         ("postmark", "X-PM-TrackLinks: Everything", "X-PM-TrackLinks must be one of None, HtmlAndText, HtmlOnly"),
         ("postmark", "X-PM-TrackOpens: 1", "X-PM-TrackOpens must be one of true, false"),
