@@ -333,7 +333,8 @@ class ValidationAnswer(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def ok(self) -> bool:
-        return 200 <= self.status < 300
+        """The target itself answered 2xx (a token URL's 2xx without a usable token is a failure)."""
+        return self.stage == "target" and 200 <= self.status < 300
 
 
 VALIDATION_BATCH = b'[{"msys":{}}]'

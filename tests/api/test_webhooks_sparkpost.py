@@ -161,6 +161,15 @@ async def test_oauth2_client_credentials_token_is_cached_and_renewed_after_a_401
     (problem,) = failed.json()["errors"]
     assert (problem["message"], problem["param"]) == ("POST to webhook tokens URL failed", "auth_request_details")
     assert problem["response"]["status"] == 502
+    token_server.behaviour, token_server.reply = always(200), b"{}"  # a 2xx without an access_token: no token
+    asked = len(receiver.requests)
+    failed = await api(service, "POST", "", json={"name": "w", "target": receiver.url, "auth_type": "oauth2",
+                                                   "auth_request_details": details, **FAST})
+    assert failed.status_code == 400, failed.text
+    (problem,) = failed.json()["errors"]
+    assert (problem["message"], problem["param"]) == ("POST to webhook tokens URL failed", "auth_request_details")
+    assert "without an access_token" in problem["description"]
+    assert len(receiver.requests) == asked  # the target was never sent the test POST
     assert [hook["name"] for hook in (await api(service, "GET", "")).json()["results"]] == ["crm"]
 
 
