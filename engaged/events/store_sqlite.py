@@ -49,6 +49,10 @@ CREATE INDEX IF NOT EXISTS events_type ON events (type, ts);
 """
 
 _MAX_BATCH = 1000
+WRITER_CACHE_KIB = 16 * 1024
+"""The writer connection's page cache. SQLite's default (2 MiB) is too small for the pages one batch of a
+few thousand rows touches in the message_id and rcpt_to indexes (inserted at scattered places): 16 MiB
+cut a 5,000-row batch insert from 39-45 to 21 us a row, CPU from 21-23 to 16 us (150k rows, bench under flock)."""
 _MACHINE_BACKFILL = (
     "UPDATE events SET machine = json_extract(CAST(body AS TEXT), '$.machine_engagement.kind')"
     f" WHERE type IN ({', '.join(repr(name) for name in TRACK_TYPES)})"
@@ -104,6 +108,7 @@ class SqliteEventStore(StoreQueries, ReportQueries):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
         if columns and "machine" not in columns:  # a store written before the machine column existed
             conn.execute("BEGIN IMMEDIATE")
