@@ -1,10 +1,26 @@
-"""SqliteEventStore beyond the shared contract (tests/events/test_store_contract.py): its writer's settings."""
+"""The SQLite event store: what only the file backend has to get right."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from engaged.events.store_sqlite import WRITER_CACHE_KIB, SqliteEventStore
+from engaged.types import EventQuery
+from tests.sample_events import make_event
+
+
+async def test_a_data_dir_with_uri_characters_in_its_name_is_read_where_it_is(tmp_path: Path) -> None:
+    directory = tmp_path / "mail #1 ?100% sure"
+    directory.mkdir()
+    store = SqliteEventStore(directory / "events.sqlite3")
+    await store.open()
+    try:
+        await store.append([make_event("delivery", 1)])
+        [stored] = await store.query(EventQuery(limit=10))
+        assert stored.event.event_id == make_event("delivery", 1).event_id
+    finally:
+        await store.close()
+    assert sorted(path.name for path in tmp_path.iterdir()) == [directory.name]
 
 
 async def test_the_writer_connection_keeps_a_page_cache_large_enough_for_a_loader_batch(tmp_path: Path) -> None:
