@@ -147,6 +147,7 @@ class DeliveryConfig(_Section, frozen=True):
     max_attempt_age: int = 259200
     tls: Literal["opportunistic", "required", "verify", "none"] = "opportunistic"
     helo_name: str = ""
+    source_address: str = ""  # local IP outgoing connections bind to; events carry it as sending_ip
     dns_servers: list[str] = msgspec.field(default_factory=list)
     mx_port: int = 25
     connect_timeout: float = 30.0
@@ -490,6 +491,11 @@ def _check(config: Config) -> list[tuple[str, str]]:
                                  else server)
         except ValueError:
             problems.append((f"delivery.dns_servers[{index}]", f"expected an IP address or ip:port, got {server!r}"))
+    if delivery.source_address:
+        try:
+            ipaddress.ip_address(delivery.source_address)
+        except ValueError:
+            problems.append(("delivery.source_address", f"expected an IP address, got {delivery.source_address!r}"))
     if bool(delivery.relay_username) != bool(delivery.relay_password):
         problems.append(("delivery.relay_username", "relay_username and relay_password must be set together"))
     store = config.events.store

@@ -261,8 +261,10 @@ class Injector:
             if isinstance(resolved, PlanError):
                 return resolved
             identity, plan = resolved
-            identity = msgspec.structs.replace(
-                identity, delv_method="capture" if capture or identity.sandbox else "esmtp")
+            captured = capture or identity.sandbox
+            identity = msgspec.structs.replace(  # sending_ip reaches the tokens, so opens and clicks carry it
+                identity, delv_method="capture" if captured else "esmtp",
+                sending_ip="" if captured else self._config.delivery.source_address)
             recipients.append(SpoolRecipient(identity=identity, plan=plan, injection_event_id=self._ids.next_id(now),
                                              headers=steered.headers[index],
                                              dsn_notify=_nth(txn.dsn_notify, index),

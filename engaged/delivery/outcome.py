@@ -27,6 +27,7 @@ class Delivered(msgspec.Struct, frozen=True, kw_only=True):
     """The next hop took responsibility for the copy."""
 
     ip_address: str = ""
+    sending_ip: str = ""  # our end of the connection
     outbound_tls: str = "0"
     delv_method: str = "esmtp"
     response: str = ""
@@ -38,6 +39,7 @@ class Deferred(msgspec.Struct, frozen=True, kw_only=True):
     error_code: str
     reason: str
     ip_address: str = ""
+    sending_ip: str = ""
 
 
 class Bounced(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,6 +48,7 @@ class Bounced(msgspec.Struct, frozen=True, kw_only=True):
     error_code: str
     reason: str
     ip_address: str = ""
+    sending_ip: str = ""
 
 
 Outcome = Delivered | Deferred | Bounced

@@ -332,7 +332,8 @@ class DeliveryQueue:
         if isinstance(outcome, Delivered):
             event = delivery_event(record, index, event_id=event_id, now=now, ip_address=outcome.ip_address,
                                    num_retries=retries, outbound_tls=outcome.outbound_tls,
-                                   delv_method=outcome.delv_method, warnings=list(warnings) or None)
+                                   delv_method=outcome.delv_method, warnings=list(warnings) or None,
+                                   sending_ip=outcome.sending_ip)
             line = RecipientDone(rcpt=index, event=encode_event(event))
         elif isinstance(outcome, Bounced) or now - record.received_at >= self._max_age:
             expired = not isinstance(outcome, Bounced)
@@ -341,12 +342,12 @@ class DeliveryQueue:
             bounce_class = bounce.TIMEOUT if expired else bounce.classify_bounce(outcome.error_code, outcome.reason)
             event = bounce_event(record, index, event_id=event_id, now=now, ip_address=outcome.ip_address,
                                  num_retries=retries, error_code=outcome.error_code, reason=_canonical(reason),
-                                 raw_reason=reason, bounce_class=bounce_class)
+                                 raw_reason=reason, bounce_class=bounce_class, sending_ip=outcome.sending_ip)
             line = RecipientDone(rcpt=index, event=encode_event(event))
         else:
             event = delay_event(record, index, event_id=event_id, now=now, ip_address=outcome.ip_address,
                                 num_retries=retries, error_code=outcome.error_code, reason=_canonical(outcome.reason),
-                                raw_reason=outcome.reason,
+                                raw_reason=outcome.reason, sending_ip=outcome.sending_ip,
                                 bounce_class=bounce.classify_bounce(outcome.error_code, outcome.reason))
             line = RecipientAttempt(rcpt=index, attempts=retries + 1,
                                     next_attempt=now + retry_delay(retries + 1, self._retry_base),

@@ -35,6 +35,7 @@ class _Connection:
         self.client = client
         self.tls = tls
         self.ip = ip
+        self.local = _own_ip(client)
         self.last_used = time.monotonic()
 
 
@@ -50,6 +51,7 @@ class SmtpTransport:
         self._config = config
         self._router = router
         self._helo = helo or socket.getfqdn()
+        self._source = (config.source_address, 0) if config.source_address else None
         self._idle: dict[tuple[str, int], list[_Connection]] = defaultdict(list)
         self._per_destination: dict[tuple[str, int], asyncio.Semaphore] = {}
         self._total = asyncio.Semaphore(config.max_connections)
@@ -105,7 +107,7 @@ class SmtpTransport:
     async def _connect(self, host: str, port: int) -> _Connection | Outcome:
         config = self._config
         client = aiosmtplib.SMTP(hostname=host, port=port, local_hostname=self._helo, start_tls=False,
-                                 timeout=config.command_timeout)
+                                 timeout=config.command_timeout, source_address=self._source)
         try:
             await client.connect(timeout=config.connect_timeout)
             await client.ehlo()
@@ -147,7 +149,7 @@ class SmtpTransport:
 
     async def _connect_plain(self, host: str, port: int) -> _Connection | Outcome:
         client = aiosmtplib.SMTP(hostname=host, port=port, local_hostname=self._helo, start_tls=False,
-                                 timeout=self._config.command_timeout)
+                                 timeout=self._config.command_timeout, source_address=self._source)
         try:
             await client.connect(timeout=self._config.connect_timeout)
             await client.ehlo()
@@ -163,13 +165,13 @@ class SmtpTransport:
         if not data.isascii():
             if not client.supports_extension("8bitmime"):
                 return Bounced(error_code="554", reason="5.6.3 the next hop does not accept 8-bit data (no 8BITMIME)",
-                               ip_address=connection.ip), True
+                               ip_address=connection.ip, sending_ip=connection.local), True
             options.append("BODY=8BITMIME")
         needs_utf8 = not (message.mail_from.isascii() and message.rcpt_to.isascii())
         if needs_utf8:
             if not client.supports_extension("smtputf8"):
                 return Bounced(error_code="553", reason="5.6.7 the next hop does not accept non-ASCII addresses"
-                               " (no SMTPUTF8)", ip_address=connection.ip), True
+                               " (no SMTPUTF8)", ip_address=connection.ip, sending_ip=connection.local), True
             options.append("SMTPUTF8")
         encoding = "utf-8" if needs_utf8 else "ascii"
         rcpt_options = _dsn_options(client, message, options)
@@ -182,11 +184,13 @@ class SmtpTransport:
             if reusable:
                 with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                     await client.rset()
-            return _failure(str(error.code), error.message, connection.ip), reusable and client.is_connected
+            return (_failure(str(error.code), error.message, connection.ip, connection.local),
+                    reusable and client.is_connected)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
             return Deferred(error_code="", reason=f"4.4.2 connection lost: {_describe(error)}",
-                            ip_address=connection.ip), False
-        return Delivered(ip_address=connection.ip, outbound_tls=connection.tls, delv_method="esmtp",
+                            ip_address=connection.ip, sending_ip=connection.local), False
+        return Delivered(ip_address=connection.ip, sending_ip=connection.local, outbound_tls=connection.tls,
+                         delv_method="esmtp",
                          response=f"{response.code} {response.message}"), True
 
     async def close(self) -> None:
@@ -209,16 +213,21 @@ def _dsn_options(client: aiosmtplib.SMTP, message: OutboundMessage, mail_options
     return rcpt + ([f"ORCPT={message.dsn_orcpt}"] if message.dsn_orcpt else [])
 
 
-def _failure(code: str, text: str, ip: str) -> Outcome:
+def _failure(code: str, text: str, ip: str, local: str = "") -> Outcome:
     reason = " ".join(text.split())
     if code.startswith("5"):
-        return Bounced(error_code=code, reason=reason, ip_address=ip)
-    return Deferred(error_code=code, reason=reason, ip_address=ip)
+        return Bounced(error_code=code, reason=reason, ip_address=ip, sending_ip=local)
+    return Deferred(error_code=code, reason=reason, ip_address=ip, sending_ip=local)
 
 
 def _peer_ip(client: aiosmtplib.SMTP) -> str:
     peer = client.get_transport_info("peername")
     return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+def _own_ip(client: aiosmtplib.SMTP) -> str:
+    own = client.get_transport_info("sockname")
+    return str(own[0]) if isinstance(own, tuple) and own else ""
 
 
 def _describe(error: BaseException) -> str:

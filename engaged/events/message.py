@@ -106,15 +106,20 @@ def _message_fields(identity: RecipientIdentity, plan: TrackingPlan, msg_size: i
     }
 
 
-def _common(record: SpoolRecord, index: int, event_id: str, now: float) -> dict[str, Any]:
+def _common(record: SpoolRecord, index: int, event_id: str, now: float, sending_ip: str = "") -> dict[str, Any]:
+    """Every event's fields for recipient `index`; `sending_ip`, when known, is the address a delivery
+    attempt actually left from (else the identity's: [delivery] source_address, or none)."""
     recipient = record.recipients[index]
-    return {
+    fields = {
         **_message_fields(recipient.identity, recipient.plan, record.body_length, event_id, now),
         "dsn_notify": recipient.dsn_notify or None,
         "dsn_orcpt": recipient.dsn_orcpt or None,
         "dsn_ret": record.dsn_ret or None,
         "dsn_envid": record.dsn_envid or None,
     }
+    if sending_ip:
+        fields["sending_ip"] = sending_ip
+    return fields
 
 
 def injection_events(record: SpoolRecord) -> list[InjectionEvent]:
@@ -134,12 +139,13 @@ def delivery_event(
     outbound_tls: str,
     delv_method: str,
     warnings: list[str] | None = None,
+    sending_ip: str = "",
 ) -> DeliveryEvent:
     """The delivery event of recipient `index`, with queue_time in milliseconds.
 
     `warnings` are what building this recipient's copy reported (a part left untracked, …).
     """
-    fields = _common(record, index, event_id, now)
+    fields = _common(record, index, event_id, now, sending_ip)
     if warnings:
         fields["warnings"] = warnings
     return DeliveryEvent(
@@ -154,11 +160,11 @@ def delivery_event(
 
 def delay_event(
     record: SpoolRecord, index: int, *, event_id: str, now: float, ip_address: str, num_retries: int,
-    error_code: str, reason: str, raw_reason: str, bounce_class: str,
+    error_code: str, reason: str, raw_reason: str, bounce_class: str, sending_ip: str = "",
 ) -> DelayEvent:
     """A temporary failure of recipient `index`."""
     return DelayEvent(
-        **_common(record, index, event_id, now),
+        **_common(record, index, event_id, now, sending_ip),
         delv_method="esmtp",
         ip_address=ip_address,
         num_retries=str(num_retries),
@@ -173,11 +179,11 @@ def delay_event(
 
 def bounce_event(
     record: SpoolRecord, index: int, *, event_id: str, now: float, ip_address: str, num_retries: int,
-    error_code: str, reason: str, raw_reason: str, bounce_class: str,
+    error_code: str, reason: str, raw_reason: str, bounce_class: str, sending_ip: str = "",
 ) -> BounceEvent:
     """A permanent failure of recipient `index`."""
     return BounceEvent(
-        **_common(record, index, event_id, now),
+        **_common(record, index, event_id, now, sending_ip),
         delv_method="esmtp",
         ip_address=ip_address,
         num_retries=str(num_retries),

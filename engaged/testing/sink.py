@@ -28,6 +28,7 @@ class Received(msgspec.Struct, frozen=True):
     mail_options: list[str]
     notify: list[str] = msgspec.field(default_factory=list)
     orcpt: list[str] = msgspec.field(default_factory=list)
+    peer: str = ""  # the client's address
 
 
 def free_port() -> int:
@@ -85,6 +86,7 @@ class _Handler:
             sink.messages.append(Received(
                 mail_from=envelope.mail_from, rcpt_tos=list(envelope.rcpt_tos), data=step.content, tls=session.tls,
                 mail_options=_mail_options(envelope), notify=list(envelope.notify), orcpt=list(envelope.orcpt),
+                peer=session.ip,
             ))
         return "250 2.0.0 OK sink"
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import trustme
 
+from engaged.config import load_config
+from engaged.errors import ConfigError
 from engaged.smtp.auth import hash_password
 from engaged.testing.server import wait_until
 from engaged.testing.sink import SinkServer, free_port
@@ -40,12 +44,43 @@ def test_relayed_message_arrives_byte_for_byte_as_captured(engaged_server: Serve
     assert received.data == DELIVERED
     assert received.mail_from == "app@example.org" and received.rcpt_tos == ["bob@example.com"]
     [delivery] = events_of(server, message_id, {"delivery"})["delivery"]
-    assert delivery["ip_address"] == "127.0.0.1"
+    assert delivery["ip_address"] == "127.0.0.1" and delivery["sending_ip"] == "127.0.0.1"  # both ends
     assert delivery["num_retries"] == "0"
     assert delivery["outbound_tls"] == "0"
     assert delivery["delv_method"] == "esmtp"
     assert delivery["campaign_id"] == "r"
     assert captured_files(server) == []
+
+
+TRACKED = (b"From: App <app@example.org>\r\nSubject: bound\r\nContent-Type: text/html\r\n"
+           b'X-MSYS-API: {"options": {"click_tracking": true}}\r\n\r\n'
+           b'<a href="https://shop.example/offer">offer</a>\r\n')
+
+
+def test_a_source_address_binds_delivery_and_is_the_sending_ip_of_its_events(engaged_server: ServerFactory,
+                                                                             sink: SinkServer) -> None:
+    server = engaged_server(relay_config(sink.address, 'source_address = "127.0.0.2"\n'))
+    message_id = inject(server, TRACKED)
+    wait_until(sink.received, 15)
+    [received] = sink.received()
+    assert received.peer == "127.0.0.2"  # the connection left from the configured address
+    [delivery] = events_of(server, message_id, {"delivery"})["delivery"]
+    assert delivery["sending_ip"] == "127.0.0.2" and delivery["ip_address"] == "127.0.0.1"
+    [path] = re.findall(rb'href="http://localhost:8080(/f/[A-Za-z0-9_/-]+)"', received.data)
+    host, port = server.tracker
+    answer = httpx.get(f"http://{host}:{port}{path.decode()}", follow_redirects=False)
+    assert answer.status_code == 302 and answer.headers["location"] == "https://shop.example/offer"
+    [click] = events_of(server, message_id, {"click"})["click"]
+    assert click["sending_ip"] == "127.0.0.2"  # carried by the link: opens and clicks say where the copy left from
+
+
+def test_a_source_address_must_be_an_ip_address(tmp_path: Path) -> None:
+    config = tmp_path / "engaged.toml"
+    config.write_text('[delivery]\nsource_address = "mail.example.com"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(config))
+    assert any("delivery.source_address: expected an IP address, got 'mail.example.com'" in line
+               for line in raised.value.problems)
 
 
 def test_temporary_failure_gives_delay_then_delivery(engaged_server: ServerFactory, sink: SinkServer) -> None:
@@ -72,7 +107,7 @@ def test_permanent_failure_bounces_with_its_class(engaged_server: ServerFactory,
     server = engaged_server(relay_config(sink.address))
     message_id = inject(server, rcpts=["nobody@example.com"])
     [bounce] = events_of(server, message_id, {"bounce"})["bounce"]
-    assert bounce["bounce_class"] == "10"
+    assert bounce["bounce_class"] == "10" and bounce["sending_ip"] == "127.0.0.1"
     assert bounce["error_code"] == "550"
     assert bounce["raw_reason"] == "5.1.1 <nobody@example.com>: user unknown"
     assert bounce["reason"] == "5.1.1 ...@...: user unknown"
