@@ -324,6 +324,9 @@ class NodeApp:
         self._loader_stop = asyncio.Event()
         self._loader_task: asyncio.Task[None] | None = None
         self.metrics.set_spool_depth_source(lambda: spool_depth(data))
+        if self.inbound is not None:
+            spool = self.inbound.spool
+            self.metrics.set_inbound_sources(pending=spool.pending_count, unmatched=spool.unmatched_count)
         self.metrics.set_tracker_source(lambda: {**summed(data / RUN_DIR, "tracker-"),
                                                  **(self.loader.metrics() if self.loader else {})})
         if self.bus is not None:

@@ -58,6 +58,12 @@ class Metrics:
         self.inbound = Counter(
             "engaged_inbound_messages_total", "Mail received by the inbound listener, by outcome (matched: it "
             "became events; unmatched: kept in data_dir/inbound/unmatched).", ["outcome"], registry=registry)
+        self.inbound_pending = Gauge(
+            "engaged_inbound_pending_messages", "Inbound mail in data_dir/inbound/new: received, not yet events "
+            "(the event store is down, or its copy's events are awaited).", registry=registry)
+        self.inbound_unmatched = Gauge(
+            "engaged_inbound_unmatched_messages", "Inbound mail kept in data_dir/inbound/unmatched (survives "
+            "restarts, unlike engaged_inbound_messages_total).", registry=registry)
         self.stream_clients = Gauge(
             "engaged_api_stream_clients", "Open Server-Sent Events connections.", registry=registry)
 
@@ -98,6 +104,11 @@ class Metrics:
     def set_spool_depth_source(self, source: Callable[[], float]) -> None:
         """Read the spool depth from `source` at every scrape."""
         self.spool_depth.set_function(source)
+
+    def set_inbound_sources(self, *, pending: Callable[[], float], unmatched: Callable[[], float]) -> None:
+        """Count the inbound spool's new/ and unmatched/ at every scrape."""
+        self.inbound_pending.set_function(pending)
+        self.inbound_unmatched.set_function(unmatched)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -105,3 +105,12 @@ def test_the_loops_events_are_counted_under_their_own_types() -> None:
     for kind in ("list_unsubscribe", "link_unsubscribe"):
         assert got[("engaged_events_engagements_total", (("machine", "human"), ("type", kind)))] == 1
     assert got[("engaged_inbound_messages_total", (("outcome", "matched"),))] == 1
+
+
+def test_the_inbound_spools_directories_are_counted_at_every_scrape() -> None:
+    metrics = Metrics()
+    counts = {"new": 2, "unmatched": 5}
+    metrics.set_inbound_sources(pending=lambda: counts["new"], unmatched=lambda: counts["unmatched"])
+    assert samples(metrics)[("engaged_inbound_pending_messages", ())] == 2
+    counts["unmatched"] = 6
+    assert samples(metrics)[("engaged_inbound_unmatched_messages", ())] == 6

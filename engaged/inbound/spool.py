@@ -95,4 +95,15 @@ class InboundSpool:
         return target
 
     def unmatched_count(self) -> int:
-        return sum(1 for _ in self.unmatched.glob("*.eml"))
+        return _count_eml(self.unmatched)
+
+    def pending_count(self) -> int:
+        return _count_eml(self.new)
+
+
+def _count_eml(directory: Path) -> int:
+    try:
+        with os.scandir(directory) as entries:
+            return sum(1 for entry in entries if entry.name.endswith(".eml"))
+    except FileNotFoundError:
+        return 0

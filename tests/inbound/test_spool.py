@@ -29,7 +29,7 @@ def test_pending_lists_new_mail_oldest_first_and_done_removes_it(tmp_path: Path)
     spool = spool_in(tmp_path)
     first = spool.store(peer="p", helo="h", mail_from="", rcpt_tos=["a@b.example"], content=b"1")
     second = spool.store(peer="p", helo="h", mail_from="", rcpt_tos=["a@b.example"], content=b"2")
-    assert spool.pending() == [first.path, second.path]
+    assert spool.pending() == [first.path, second.path] and spool.pending_count() == 2
     spool.done(first)
     assert spool.pending() == [second.path]
     assert spool.read(first.path) is None
@@ -41,7 +41,7 @@ def test_unmatched_mail_is_moved_with_its_reason_and_counted(tmp_path: Path) -> 
     kept = spool.keep_unmatched(item, "no copy of message 0 was sent")
     assert kept.parent == spool.unmatched and kept.read_bytes().endswith(b"hello")
     assert (spool.unmatched / f"{item.path.stem}.reason").read_text() == "no copy of message 0 was sent\n"
-    assert spool.pending() == [] and spool.unmatched_count() == 1
+    assert spool.pending() == [] and spool.pending_count() == 0 and spool.unmatched_count() == 1
 
 
 def test_a_file_that_is_not_an_inbound_spool_file_reads_as_nothing(tmp_path: Path) -> None:

@@ -110,6 +110,7 @@ def test_forged_and_unknown_reports_are_kept_unmatched_and_counted(engaged_serve
     host, port = server.address("api")
     metrics = httpx.get(f"http://{host}:{port}/metrics", timeout=30).text
     assert 'engaged_inbound_messages_total{outcome="unmatched"} 3.0' in metrics
+    assert "engaged_inbound_unmatched_messages 3.0" in metrics and "engaged_inbound_pending_messages 0.0" in metrics
     assert events_of(server, "out_of_band") == []
 
 
