@@ -18,6 +18,7 @@ from sparkpost.exceptions import SparkPostAPIException
 from engaged.app import ApiApp
 from engaged.config import ApiConfig, Config
 from engaged.prometheus import Metrics
+from engaged.suppression.store_sqlite import SqliteSuppressionStore
 from engaged.types import EventStore
 from tests.sample_events import make_event
 from tests.sinks.receiver import Receiver, always
@@ -38,12 +39,15 @@ async def https_service(store: EventStore, tmp_path: Path) -> Any:
     config = Config(data_dir=str(tmp_path / "data"), api=ApiConfig(
         listen="127.0.0.1:0", keys=[KEY], tls_cert=str(cert_path), tls_key=str(key_path),
         webhook_private_networks=["127.0.0.0/8"]))  # SparkPost's clients cannot send allow_private_targets
-    service = ApiApp(config, store, metrics=Metrics(), owner="node-1", keepalive=0.5)
+    suppressions = SqliteSuppressionStore(tmp_path / "suppression.sqlite3")
+    await suppressions.open()
+    service = ApiApp(config, store, metrics=Metrics(), owner="node-1", keepalive=0.5, suppressions=suppressions)
     await service.start()
     try:
         yield service, str(ca_path)
     finally:
         await service.stop()
+        await suppressions.close()
 
 
 def in_thread(call: Callable[[], Any]) -> Any:
@@ -106,3 +110,25 @@ async def test_plain_http_is_not_answered_when_tls_is_configured(https_service: 
     service, _ = https_service
     with pytest.raises(requests.exceptions.ConnectionError):
         await in_thread(lambda: requests.get(f"http://{service.address}/api/v1/webhooks", timeout=5))
+
+
+async def test_the_suppression_list_answers_sparkposts_client_unchanged_over_https(
+        https_service: tuple[ApiApp, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    service, ca = https_service
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)  # its suppression_list methods take no verify=: as a user sets it
+    sl = SparkPost(KEY, base_uri=service.address).suppression_list
+
+    def calls() -> tuple[Any, Any, Any, Any]:
+        created = sl.create({"email": "Bob@Example.com", "transactional": False, "non_transactional": True,
+                             "description": "asked to stop"})
+        return created, sl.get("bob@example.com"), sl.list(types=["non_transactional"], limit=10), sl.delete(
+            "bob@example.com")
+
+    created, got, listed, deleted = await in_thread(calls)
+    assert created == {"message": "Suppression List successfully updated"}
+    assert [(entry["recipient"], entry["type"], entry["source"]) for entry in got] == [
+        ("bob@example.com", "non_transactional", "Manually Added")]
+    assert [entry["recipient"] for entry in listed] == ["bob@example.com"] and deleted is True
+    with pytest.raises(SparkPostAPIException) as missing:
+        await in_thread(lambda: sl.get("bob@example.com"))
+    assert missing.value.status == 404
