@@ -82,6 +82,8 @@ _SUBLINK = re.compile(r"[A-Za-z0-9._~-]+")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _TAB_OR_NEWLINE = str.maketrans("", "", "\t\n\r")
+_XOR_INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))  # RFC 2104 ipad and opad, as translation tables
+_XOR_OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
 
 
 class TokenKind(enum.IntEnum):
@@ -316,12 +318,15 @@ class RecipientLinks:
         self._clicks = self._with_metadata if plan.include_metadata_in_clicks else self._without_metadata
         self._open_prefix = f"{plan.open_scheme}://{plan.tracking_domain}/q/"
         self._click_prefix = f"{plan.click_scheme}://{plan.tracking_domain}/f/"
+        self._default_click_prefix = f"{self._click_prefix}{DEFAULT_SUBLINK}/"
         self._amp = False
+        self._click_kind = TokenKind.CLICK
 
     def amp(self) -> RecipientLinks:
         """The same recipient's minter for its AMP part: amp_click, amp_open and amp_initial_open tokens."""
         links = copy.copy(self)
         links._amp = True
+        links._click_kind = TokenKind.AMP_CLICK
         return links
 
     def click_url(self, target_url: str, link_name: str, sublink: str | None, unsubscribe: bool) -> str:
@@ -330,17 +335,20 @@ class RecipientLinks:
         Control characters in the target are treated as a browser treats them: tab, CR and LF are
         removed, the others percent-encoded; so the tracker's Location never carries one.
         """
-        if _CONTROL.search(target_url):
-            target_url = _clean_target(target_url)
+        if not (target_url.isascii() and target_url.isprintable()) and _CONTROL.search(target_url):
+            target_url = _clean_target(target_url)  # (printable ASCII has no control: the common case, fast)
         _check_target(target_url)
-        kind = TokenKind.UNSUBSCRIBE if unsubscribe else TokenKind.AMP_CLICK if self._amp else TokenKind.CLICK
-        link = _encoder.encode(_LinkPart(target_url, None if link_name == target_url else link_name))
+        kind = TokenKind.UNSUBSCRIBE if unsubscribe else self._click_kind
+        # A tuple encodes as the array_like _LinkPart does, without building the Struct.
+        link = _encoder.encode((target_url, None if link_name == target_url else link_name))
         try:
             token = self._clicks.seal(kind, link)
         except TokenTooLong:
             if self._clicks is self._without_metadata:
                 raise
             token = self._without_metadata.seal(kind, link)
+        if sublink is None:
+            return self._default_click_prefix + token
         return f"{self._click_prefix}{sanitise_sublink(sublink)}/{token}"
 
     def open_url(self, initial: bool) -> str:
@@ -369,15 +377,15 @@ class _Sealer:
         self._part = part
         self._stored: bytes | None = None
         self._flags = 0
-        self._prefixes: dict[int, tuple[str, _Hash, _Hash]] = {}
+        self._prefixes: dict[int, tuple[str, _Hash, _Hash, int]] = {}
 
     def seal(self, kind: TokenKind, link: bytes, link_flag: int = 0) -> str:
         """The token of `kind` whose link part is `link` (already encoded); a link that does not fit is deflated."""
         prefixed = self._prefixes.get(kind | link_flag)
         if prefixed is None:
             prefixed = self._prefixes[kind | link_flag] = self._prefix(kind | link_flag)
-        text, inner, outer = prefixed
-        if len(text) // 4 * 3 + len(link) + TAG_BYTES > _MAX_RAW_BYTES:
+        text, inner, outer, room = prefixed
+        if len(link) > room:
             if link_flag or not link:
                 raise TokenTooLong(f"token would exceed {MAX_TOKEN_CHARS} characters")
             return self.seal(kind, zlib.compress(link, 9, -15), _FLAG_LINK_DEFLATE)
@@ -388,7 +396,7 @@ class _Sealer:
         tail = binascii.b2a_base64(link + finisher.digest()[:TAG_BYTES], newline=False)
         return text + tail.translate(_TO_URLSAFE_BASE64).rstrip(b"=").decode("ascii")
 
-    def _prefix(self, kind_flags: int) -> tuple[str, _Hash, _Hash]:
+    def _prefix(self, kind_flags: int) -> tuple[str, _Hash, _Hash, int]:
         if self._stored is None:
             body = _encoder.encode(self._part)
             if len(body) > MAX_BODY_BYTES:
@@ -408,7 +416,7 @@ class _Sealer:
         inner = inner.copy()
         inner.update(prefix)
         text = binascii.b2a_base64(prefix, newline=False).translate(_TO_URLSAFE_BASE64).decode("ascii")
-        return text, inner, outer
+        return text, inner, outer, _MAX_RAW_BYTES - len(prefix) - TAG_BYTES  # room left for the link part
 
 
 def _current_key(keyring: SigningKeys) -> _Key:
@@ -420,8 +428,8 @@ def _current_key(keyring: SigningKeys) -> _Key:
     if len(key) > _HMAC_BLOCK:
         key = hashlib.sha256(key).digest()
     key = key.ljust(_HMAC_BLOCK, b"\0")
-    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key))
-    outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
+    inner = hashlib.sha256(key.translate(_XOR_INNER_PAD))
+    outer = hashlib.sha256(key.translate(_XOR_OUTER_PAD))
     return key_id, inner, outer
 
 

@@ -31,8 +31,11 @@ _C1_REMAP = {
 
 def decode_attribute(value: str) -> str:
     """The value an HTML5 parser gives an attribute whose raw text (without quotes) is `value`."""
-    if "&" not in value:
+    ampersands = value.count("&")
+    if not ampersands:
         return value
+    if value.count("&amp;") == ampersands:  # the common case (query strings): one pass, nothing else to read
+        return value.replace("&amp;", "&")
     return _REFERENCE.sub(_replace, value)
 
 

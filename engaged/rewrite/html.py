@@ -96,6 +96,11 @@ _ATTRIBUTE_PARTS = re.compile(
     r"[\t\n\f\r /]*+(?P<name>[^\t\n\f\r />][^\t\n\f\r />=]*+)"
     rf"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?P<value>{_VALUE}))?"
 )
+_FIRST_HREF = re.compile(  # a link tag's first href attribute, found by the attribute rules of _ATTRIBUTE_PARTS
+    r"</?[^\t\n\f\r />]*+(?:[\t\n\f\r /]*+(?!(?i:href)[\t\n\f\r />=])[^\t\n\f\r />][^\t\n\f\r />=]*+"
+    rf"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+{_VALUE})?)*+[\t\n\f\r /]*+(?i:href)"
+    rf"(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?P<value>{_VALUE}))?"
+)
 _COMMENT_END = re.compile(r"--!?>")
 _DOCTYPE = re.compile(r"\ufeff?[\t\n\f\r ]*+<!(?i:doctype)[^>]*+>")
 _AMP_HTML = re.compile(r"<html(?=[\t\n\f\r />])[^>]*?[\t\n\f\r /](?:\u26a14email|amp4email)(?=[\t\n\f\r /=>])",
@@ -203,6 +208,9 @@ def _rewrite_link(
     warnings: list[str],
 ) -> int:
     """Queue the edits for one link start tag; 1 if its href was tracked."""
+    lowered = html[start:end].lower()  # (a case-insensitive regex search is ten times slower)
+    if "track" not in lowered and "data-msys-" not in lowered:  # in every opt-out name and every data-msys-* one
+        return _rewrite_plain_link(html, start, end, minter, edits, warnings)
     attributes: dict[str, _Attribute] = {}
     for name, attribute in _attributes(html, start, end):
         if name.startswith("data-msys-"):
@@ -229,6 +237,39 @@ def _rewrite_link(
     quote = href.raw_value[0] if href.raw_value[:1] in ('"', "'") else '"'  # unquoted values get quoted
     new_value = quote + encode_attribute(url, quote) + quote
     edits.append((href.value_start, href.end, new_value))
+    return 1
+
+
+def _rewrite_plain_link(
+    html: str,
+    start: int,
+    end: int,
+    minter: LinkMinter,
+    edits: list[tuple[int, int, str]],
+    warnings: list[str],
+) -> int:
+    """_rewrite_link for the common tag: no data-msys-* attribute and no opt-out, so only its href matters."""
+    match = _FIRST_HREF.match(html, start, end)
+    if match is None:
+        return 0
+    raw = match.group("value")
+    if not raw:
+        return 0
+    quote = raw[0]
+    if quote == '"' or quote == "'":
+        value = raw[1:-1] if len(raw) > 1 and raw[-1] == quote else raw[1:]
+    else:
+        value, quote = raw, '"'  # unquoted values get quoted
+    target = links.link_target(decode_attribute(value))
+    refused = links.refusal(target)
+    if refused is not None:
+        if refused:
+            warnings.append(refused)
+        return 0
+    url = links.mint_click(minter, target, target, None, False, warnings)
+    if url is None:
+        return 0
+    edits.append((match.start("value"), match.end(), quote + encode_attribute(url, quote) + quote))
     return 1
 
 

@@ -443,6 +443,33 @@ def test_markup_soup_never_fails_and_every_tracked_link_becomes_one_token(
     assert all(click[0].startswith(("http://x/", "https://y/")) for click in clicks(result.text))
 
 
+_TRACKED_VALUE = re.compile(r"([\"'])https://t\.example/f/a/[A-Za-z0-9_-]+\1")
+_ATTRIBUTE_SOUP = [
+    " href=", " HREF = ", " href", "\thref=", "/href=", " hrefx=", " =href=", " data-href=", " x-href=",
+    '"', "'", "http://x/a", "https://y/b?q=1&amp;r=2", "&#38;", " title='href=http://z/'", ' alt="a > b"',
+    " class=c", "=", " ", "\n", "/",
+]  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(attributes=st.lists(st.sampled_from(_ATTRIBUTE_SOUP), max_size=12).map("".join))
+def test_a_link_tag_without_data_msys_attributes_is_read_as_one_with_them(
+    attributes: str, minter: LinkMinter, clicks: Callable[[str], list[Click]]
+) -> None:
+    plain = f"<a{attributes}>x</a>"
+    marked = f"<a{attributes} data-msys-sublink=s>x</a>"  # a data-msys-* attribute: read attribute by attribute
+    result, reference = track(plain, minter), track(marked, minter)
+    assert result.links_tracked == reference.links_tracked
+    assert targets(result, clicks) == [click[0] for click in clicks(reference.text.replace("/f/s/", "/f/a/"))]
+    if result.links_tracked:  # only the href value changed (and got quotes): the bytes around it are kept
+        tracked = _TRACKED_VALUE.search(result.text)
+        assert tracked is not None
+        assert plain.startswith(result.text[: tracked.start()])
+        assert plain.endswith(result.text[tracked.end() :])
+    else:
+        assert result.text == plain
+
+
 class _NeverCalled:
     def click_url(self, target_url: str, link_name: str, sublink: str | None, unsubscribe: bool) -> str:
         raise AssertionError("click_url called with tracking off")
