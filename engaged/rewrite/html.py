@@ -52,6 +52,8 @@ _ATTRIBUTE = rf"[\t\n\f\r /]*+[^\t\n\f\r />][^\t\n\f\r />=]*+(?:[\t\n\f\r ]*+=[\
 _TAG_BODY = rf"[^\t\n\f\r />]*+(?:{_ATTRIBUTE})*+[\t\n\f\r /]*+"
 _TAG_REST = rf"{_TAG_BODY}(?:>|\Z)"
 _RAW_TEXT = ("script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes")
+_RAW_TEXT_NAMES = r"s(?:cript|tyle)|t(?:extarea|itle)|xmp|iframe|no(?:embed|frames)"  # _RAW_TEXT, factored
+_PLAIN_TAG_START = "C-HJ-MO-RUWYZc-hj-mo-ruwyz"  # letters no link, body or raw-text name starts with, in any case
 _CONDITIONAL = r"<!--\[(?i:if)[^\]]{0,512}\]>"
 _TEXT_RUN = 4096  # characters of text per skipped run,
 _RUNS_PER_MATCH = 256  # and runs per match: one match scans about a megabyte at most (unless one tag is longer)
@@ -61,7 +63,8 @@ _SKIP = "|".join(  # after "<", the common case first: an ordinary start tag, th
         r"<(?:"
         + "|".join(
             [
-                rf"(?!(?i:a|area|body|{'|'.join(_RAW_TEXT)}){_NAME_END}|(?i:v:))[A-Za-z]{_TAG_REST}",
+                rf"[{_PLAIN_TAG_START}]{_TAG_REST}",  # the same as the next, for the tags it can tell at once
+                rf"(?!(?i:a(?:rea)?|body|{_RAW_TEXT_NAMES}){_NAME_END}|(?i:v:))[A-Za-z]{_TAG_REST}",
                 rf"/(?!(?i:body){_NAME_END})[A-Za-z]{_TAG_REST}",
                 rf"!--(?!{_CONDITIONAL[4:]})(?:-?>|(?:[^-]++|-(?!-!?>))*+(?:--!?>|\Z))",
                 r"(?![A-Za-z!/?])",

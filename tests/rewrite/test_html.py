@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable
 from unittest.mock import patch
 
@@ -149,6 +150,22 @@ def test_ineligible_href_is_left_alone(href: str, minter: LinkMinter) -> None:
     doc = f'<a href="{href}">x</a>'
     result = track(doc, minter)
     assert result.text is doc and result.links_tracked == 0
+
+
+@pytest.mark.parametrize("letter", list(string.ascii_letters))
+def test_a_tag_starting_with_any_letter_hides_the_links_in_its_attributes(
+    letter: str, minter: LinkMinter, clicks: Callable[[str], list[Click]]
+) -> None:
+    doc = f"<{letter}x title='<a href=\"http://attr.example/\">'><a href='http://after.example/'>y</a>"
+    assert targets(track(doc, minter), clicks) == ["http://after.example/"]
+
+
+@pytest.mark.parametrize("name", ["script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes"])
+def test_every_raw_text_element_hides_its_content_in_any_case(name: str, minter: LinkMinter) -> None:
+    for spelled in (name, name.upper(), name.capitalize()):
+        doc = f'<{spelled}><a href="http://{name}.example/"></{spelled}>'
+        result = track(doc, minter)
+        assert result.text is doc and result.links_tracked == 0, spelled
 
 
 @pytest.mark.parametrize(
