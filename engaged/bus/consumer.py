@@ -26,7 +26,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from engaged.bus.connection import BusConnection
 from engaged.bus.stream import SUBJECTS
 from engaged.events.ids import timestamp_of
-from engaged.events.model import Event, decode_event
+from engaged.events.model import Event
+from engaged.events.wire import decode_api_json
 from engaged.types import EventSink
 
 log = logging.getLogger("engaged")
@@ -123,9 +124,9 @@ class BusConsumer:
         good: list[Msg] = []
         for message in messages:
             try:
-                events.append(decode_event(message.data))
+                events.append(decode_api_json(message.data))
                 good.append(message)
-            except (msgspec.DecodeError, UnicodeDecodeError) as error:
+            except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as error:  # ValueError: a bad timestamp
                 self.stats.malformed += 1
                 log.warning("bus: dropping a malformed message on %s: %s", message.subject, error)
                 with contextlib.suppress(Exception):

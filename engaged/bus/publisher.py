@@ -22,7 +22,8 @@ from nats.js.api import PubAck
 
 from engaged.bus.connection import BusConnection, BusUnavailable
 from engaged.bus.stream import headers_of, subject_of
-from engaged.events.model import Event, encode_event
+from engaged.events.model import Event
+from engaged.events.wire import api_json
 from engaged.types import AppendSignal, EventLog, EventQuery, StoredEvent
 
 log = logging.getLogger("engaged")
@@ -82,7 +83,7 @@ class BusEventStore:
         try:
             async with asyncio.timeout(self._timeout):
                 for event in events:
-                    futures.append(await js.publish_async(subject_of(event), encode_event(event),
+                    futures.append(await js.publish_async(subject_of(event), api_json(event),
                                                           stream=self._stream, headers=headers_of(event)))
                 return list(await asyncio.gather(*futures))
         except TimeoutError:

@@ -9,11 +9,13 @@ that one value; every other byte is the stored event's JSON.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from engaged.events.model import Event, encode_event
+import msgspec
 
-__all__ = ["api_json", "iso_timestamp", "unix_seconds", "webhook_json"]
+from engaged.events.model import Event, decode_event, encode_event
+
+__all__ = ["api_json", "decode_api_json", "iso_timestamp", "stored_timestamp", "unix_seconds", "webhook_json"]
 
 
 def unix_seconds(timestamp: str) -> int:
@@ -24,6 +26,26 @@ def unix_seconds(timestamp: str) -> int:
 def iso_timestamp(timestamp: str) -> str:
     """A stored timestamp as SparkPost's Events API value: `2017-04-26T21:37:32.000+00:00`."""
     return datetime.fromtimestamp(float(timestamp), UTC).isoformat(timespec="milliseconds")
+
+
+def stored_timestamp(iso: str) -> str:
+    """An Events API timestamp back in the store's form, exactly: `…32.000+00:00` → "1493242652.000"."""
+    moment = datetime.fromisoformat(iso)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    millis = (moment - _EPOCH) // timedelta(milliseconds=1)
+    return f"{millis // 1000}.{millis % 1000:03d}"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def decode_api_json(data: bytes) -> Event:
+    """An event in the Events API's form (or the store's: both are read), as the store keeps it."""
+    event = decode_event(data)
+    if "T" in event.timestamp:
+        return msgspec.structs.replace(event, timestamp=stored_timestamp(event.timestamp))
+    return event
 
 
 def _with_timestamp(event: Event, value: bytes) -> bytes:

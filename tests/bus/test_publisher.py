@@ -14,8 +14,9 @@ from engaged.bus.connection import BusConnection, BusUnavailable
 from engaged.bus.publisher import BusEventStore
 from engaged.bus.stream import MSG_ID, TYPE_HEADER
 from engaged.config import BusConfig
-from engaged.events.model import ClickEvent, OpenEvent, decode_event
+from engaged.events.model import ClickEvent, OpenEvent
 from engaged.events.store_sqlite import SqliteEventStore
+from engaged.events.wire import api_json, decode_api_json
 from tests.bus.cluster import NatsCluster
 
 
@@ -83,7 +84,9 @@ async def test_events_are_published_to_their_type_subject_with_the_event_id_as_m
         assert [m.subject for m in messages] == ["engaged.events.open", "engaged.events.open"]
         assert [m.headers[MSG_ID] for m in messages if m.headers] == [open_event(1).event_id, open_event(2).event_id]
         assert all(m.headers and m.headers[TYPE_HEADER] == "open" for m in messages)
-        assert decode_event(messages[0].data or b"") == open_event(1)
+        assert messages[0].data == api_json(open_event(1))  # SparkPost's JSON, as its Events API answers
+        assert b'"timestamp":"2023-11-14T22:13:21.000+00:00"' in (messages[0].data or b"")
+        assert decode_api_json(messages[0].data or b"") == open_event(1)  # what the consumer stores: exact
         assert store.stats() == {"held": 0, "published": 2, "failures": 0}
     finally:
         await store.close()

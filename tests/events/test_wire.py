@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from engaged.events.model import EVENT_TYPES, envelope_of
+from engaged.events.model import EVENT_TYPES, encode_event, envelope_of
 from engaged.events.samples import sample
-from engaged.events.wire import api_json, iso_timestamp, unix_seconds, webhook_json
+from engaged.events.wire import api_json, decode_api_json, iso_timestamp, stored_timestamp, unix_seconds, webhook_json
 from engaged.sinks.signing import batch_body
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "events"
@@ -99,3 +101,16 @@ def test_whole_seconds_and_milliseconds_survive_the_conversions() -> None:
     assert unix_seconds("1700000000.999") == 1700000000
     assert iso_timestamp("1700000000.250") == "2023-11-14T22:13:20.250+00:00"
     assert iso_timestamp("1700000000") == "2023-11-14T22:13:20.000+00:00"
+
+
+@given(st.integers(min_value=0, max_value=4_102_444_800_000))  # milliseconds from 1970 to 2100
+def test_an_events_api_timestamp_reads_back_as_the_stored_one_exactly(millis: int) -> None:
+    stored = f"{millis // 1000}.{millis % 1000:03d}"
+    assert stored_timestamp(iso_timestamp(stored)) == stored
+
+
+@pytest.mark.parametrize("kind", sorted(EVENT_TYPES))
+def test_every_event_in_the_events_api_form_decodes_to_the_event_as_stored(kind: str) -> None:
+    event = sample(kind)
+    assert decode_api_json(api_json(event)) == event
+    assert decode_api_json(encode_event(event)) == event  # the store's own form is read too
