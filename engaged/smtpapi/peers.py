@@ -35,7 +35,8 @@ __all__ = ["PEERS", "PeerHeaders", "is_peer_field", "merge_peers", "read_peer_he
 PEERS: Final = ("sendgrid", "mailgun", "postmark", "ses")
 MAX_UNIQUE_ARGS_BYTES: Final = 10_000
 MAX_PEER_TAG_CHARS: Final = 128
-_SES_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+_SES_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")  # a message tag's name or value (SES API MessageTag)
+_SES_CONFIGURATION_SET = re.compile(r"[A-Za-z0-9_-]{1,64}")  # SES API ConfigurationSet: 64 characters or fewer
 _FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:", re.MULTILINE)
 
 _EXACT: Final[dict[str, frozenset[bytes]]] = {
@@ -308,8 +309,8 @@ def _ses(fields: list[tuple[str, str]]) -> PeerHeaders | HeaderError:
         if isinstance(text, HeaderError):
             return text
         if name.lower() == "x-ses-configuration-set":
-            if not _SES_TOKEN.fullmatch(text.strip()):
-                return HeaderError("X-SES-CONFIGURATION-SET must be a name of letters, digits, _ and -")
+            if not _SES_CONFIGURATION_SET.fullmatch(text.strip()):
+                return HeaderError("X-SES-CONFIGURATION-SET must be a name of letters, digits, _ and - (at most 64)")
             metadata["ses:configuration-set"] = text.strip()
             continue
         for pair in text.split(","):

@@ -122,6 +122,8 @@ def test_mailgun_specific_switches_override_x_mailgun_track() -> None:
          "X-SMTPAPI header has an undecodable RFC 2047 encoded-word"),
         ("ses", "X-SES-MESSAGE-TAGS: a=b, broken", "X-SES-MESSAGE-TAGS must be name=value pairs"),
         ("ses", "X-SES-CONFIGURATION-SET: two words", "X-SES-CONFIGURATION-SET must be a name of letters"),
+        ("ses", "X-SES-CONFIGURATION-SET: " + "c" * 65, "X-SES-CONFIGURATION-SET must be a name of letters, digits, _ "
+         "and - (at most 64)"),
     ],
 )
 def test_malformed_peer_headers_are_refused_with_a_clear_reason(vendor: str, header: str, reason: str) -> None:
