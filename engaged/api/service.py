@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import uvicorn
 from starlette.middleware import Middleware
 
+from engaged._compat import EmbeddedServer
 from engaged.api.asgi import build_app
 from engaged.config import Config, format_hostport, parse_hostport
 from engaged.errors import ConfigError
@@ -26,24 +26,6 @@ log = logging.getLogger("engaged")
 
 _START_TIMEOUT = 10.0
 _GRACE = 1
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server without its signal handlers (engaged's loop owns SIGTERM and SIGINT), and an event
-    set once it is serving."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.serving = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if not self.should_exit:
-            self.serving.set()
 
 
 class ApiService:
@@ -63,7 +45,7 @@ class ApiService:
         self._app = build_app(store, metrics, keys=config.api.keys, stopping=stopping, networks=networks,
                               webhooks_changed=webhooks_changed, outer=outer, keepalive=keepalive, poll=poll,
                               suppressions=suppressions, clock=clock)
-        self._server: _Server | None = None
+        self._server: EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._address = ""
 
@@ -85,7 +67,7 @@ class ApiService:
         config = uvicorn.Config(self._app, lifespan="off", log_config=None, access_log=False,
                                 timeout_graceful_shutdown=_GRACE, timeout_keep_alive=30, server_header=False,
                                 ssl_certfile=api.tls_cert or None, ssl_keyfile=api.tls_key or None)
-        server = self._server = _Server(config)
+        server = self._server = EmbeddedServer(config)
         task = self._task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         serving = asyncio.ensure_future(server.serving.wait())
         try:
