@@ -216,7 +216,7 @@ def _rset(core: ServerProtocol, arg: str | None) -> Step | None:
 
 
 def _noop(core: ServerProtocol, arg: str | None) -> Step | None:
-    core.reply("250 OK")
+    core.reply(replies.R250_OK)
     return None
 
 
@@ -224,7 +224,7 @@ def _quit(core: ServerProtocol, arg: str | None) -> Step | None:
     if arg:
         core.reply("501 Syntax: QUIT")
         return None
-    core.reply("221 Bye")
+    core.reply(replies.R221_BYE)
     core.close()
     return None
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from engaged.inject import Accepted, Refusal, Rejected
 from engaged.suppression.check import NONE_QUEUED
 
-R221_BYE = "221 2.0.0 Bye"
-R250_OK = "250 2.0.0 OK"
+# Without an enhanced code: a HELO client gets none, and after EHLO reply() adds 2.0.0 (RFC 2034).
+R221_BYE = "221 Bye"
+R250_OK = "250 OK"
 R250_SENDER_OK = "250 2.1.0 Sender OK"
 R250_RECIPIENT_OK = "250 2.1.5 Recipient OK"
 R250_RESET = "250 2.0.0 Reset"
