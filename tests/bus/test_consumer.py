@@ -16,7 +16,7 @@ from engaged.events.model import Event
 from engaged.events.store_sqlite import SqliteEventStore
 from engaged.types import EventQuery
 from tests.bus.cluster import NatsCluster
-from tests.bus.test_publisher import Publisher, open_event, until
+from tests.bus.publishing import Publisher, open_event, until
 
 
 class FlakyStore:

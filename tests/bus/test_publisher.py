@@ -10,53 +10,19 @@ import nats
 import pytest
 from nats.js.api import RawStreamMsg
 
-from engaged.bus.connection import BusConnection, BusUnavailable
-from engaged.bus.publisher import BusEventStore
+from engaged.bus.connection import BusUnavailable
 from engaged.bus.stream import MSG_ID, TYPE_HEADER
 from engaged.config import BusConfig
 from engaged.events.model import ClickEvent, OpenEvent
-from engaged.events.store_sqlite import SqliteEventStore
 from engaged.events.wire import api_json, decode_api_json
 from tests.bus.cluster import NatsCluster
-
-
-def open_event(n: int) -> OpenEvent:
-    return OpenEvent(
-        event_id=str(7_100_000_000_000_000 + n), timestamp=f"{1_700_000_000 + n}.000", message_id=f"m{n}",
-        transmission_id="t", campaign_id="c", customer_id="1", rcpt_to="ann@example.com",
-        raw_rcpt_to="ann@example.com", rcpt_meta={}, rcpt_tags=[],
-    )
-
-
-class Publisher(BusEventStore):
-    """The publishing store over a SQLite store, opening and closing both as a worker does."""
-
-    def __init__(self, path: Path, bus: BusConfig) -> None:
-        self.sqlite = SqliteEventStore(path)
-        self.connection = BusConnection(bus)
-        super().__init__(self.sqlite, self.connection)
-
-    async def open(self) -> None:
-        await self.sqlite.open()
-        self.connection.start()
-
-    async def close(self) -> None:
-        await self.connection.stop()
-        await self.sqlite.close()
+from tests.bus.publishing import Publisher, open_event, until
 
 
 async def publisher(tmp_path: Path, bus: BusConfig) -> Publisher:
     store = Publisher(tmp_path / "events.sqlite3", bus)
     await store.open()
     return store
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.05)
 
 
 async def published(url: str, stream: str = "ENGAGED_EVENTS") -> list[RawStreamMsg]:

@@ -6,7 +6,7 @@ from nats.js.api import RetentionPolicy, StreamConfig
 
 from engaged.bus.stream import headers_of, stream_problems, subject_of
 from engaged.config import BusConfig
-from tests.bus.test_publisher import open_event
+from tests.bus.publishing import open_event
 
 
 def test_the_subject_is_the_sparkpost_type_and_the_msg_id_the_event_id() -> None:
