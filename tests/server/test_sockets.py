@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
 
 import pytest
 
 from engaged.config import Config, EngagementTrackerConfig, SmtpConfig
 from engaged.server.sockets import bind, bind_every, bind_tcp, reserve
-
-_getaddrinfo = socket.getaddrinfo
-
-
-def resolve_dual_to_both_loopbacks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`dual.test` resolves to 127.0.0.1 and ::1 (as `localhost` does where /etc/hosts lists both)."""
-
-    def fake(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host != "dual.test":
-            return _getaddrinfo(host, port, *args, **kwargs)
-        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", int(port))),
-                (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("::1", int(port), 0, 0)),
-                (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", int(port)))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", fake)
+from tests.resolver import resolve_dual_to_both_loopbacks
 
 
 async def test_connections_accepted_on_a_bound_socket_have_tcp_nodelay() -> None:

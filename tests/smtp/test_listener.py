@@ -141,7 +141,7 @@ async def test_a_listen_host_with_two_addresses_is_served_on_both(monkeypatch: p
     from engaged.config import Config, SmtpConfig
     from engaged.inject import Injector
     from engaged.smtp.listener import SmtpListeners
-    from tests.server.test_sockets import resolve_dual_to_both_loopbacks
+    from tests.resolver import resolve_dual_to_both_loopbacks
 
     resolve_dual_to_both_loopbacks(monkeypatch)
     listeners = SmtpListeners(Config(smtp=SmtpConfig(listen=["dual.test:0"])), cast(Injector, None))

@@ -45,7 +45,7 @@ async def test_start_binds_port_zero_and_logs_the_line_the_test_harness_reads(
 
 async def test_a_listen_host_with_two_addresses_is_answered_on_both(
         start_tracker: TrackerFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    from tests.server.test_sockets import resolve_dual_to_both_loopbacks
+    from tests.resolver import resolve_dual_to_both_loopbacks
 
     resolve_dual_to_both_loopbacks(monkeypatch)
     with caplog.at_level(logging.INFO, logger="engaged"):
