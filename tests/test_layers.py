@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,15 @@ def test_the_package_as_it_is_keeps_every_contract(package_copy: Path) -> None:
         ("engaged/api/asgi.py", "import engaged.web.middleware", "Inner rooms never import outer ones"),
         ("engaged/web/feed.py", "import sqlite3", "Only the stores touch SQL"),
         ("engaged/web/queries.py", "import engaged.events.store_sqlite", "only through its protocols"),
+        ("engaged/events/query.py", "import engaged.delivery.queue", "Inner rooms never import outer ones"),
+        ("engaged/bus/stream.py", "import engaged.inject", "Inner rooms never import outer ones"),
+        ("engaged/suppression/check.py", "import engaged.smtp.replies", "Inner rooms never import outer ones"),
+        ("engaged/suppression/rules.py", "import engaged.web.routes", "Inner rooms never import outer ones"),
+        ("engaged/inbound/processor.py", "import engaged.api.asgi", "Inner rooms never import outer ones"),
+        ("engaged/inbound/verp.py", "import engaged.inbound.processor", "Inner rooms never import outer ones"),
+        ("engaged/server/sockets.py", "import engaged.app", "Inner rooms never import outer ones"),
+        ("engaged/app.py", "import engaged.server.supervisor", "Inner rooms never import outer ones"),
+        ("engaged/smtp/handler.py", "import engaged.testing.sink", "Inner rooms never import outer ones"),
     ],
 )
 def test_one_bad_import_breaks_its_contract(package_copy: Path, module: str, bad_import: str, contract: str) -> None:
@@ -53,3 +63,18 @@ def test_one_bad_import_breaks_its_contract(package_copy: Path, module: str, bad
     assert result.returncode != 0
     broken = [line for line in result.stdout.splitlines() if " BROKEN" in line]
     assert any(contract in line for line in broken), result.stdout
+
+
+def test_every_module_of_every_room_sits_in_a_layer() -> None:
+    """A room (a subpackage) split across layers lists each module, so a new one cannot slip in unlisted."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (layers,) = [contract["layers"] for contract in config["tool"]["importlinter"]["contracts"]
+                 if contract["type"] == "layers"]
+    listed = {name.strip() for layer in layers for name in layer.replace(":", "|").split("|")}
+    package = ROOT / "engaged"
+    modules = [".".join(("engaged", *path.relative_to(package).with_suffix("").parts))
+               for path in package.glob("*/*.py") if path.name != "__init__.py"]
+    unlisted = [module for module in modules
+                if not any(module == name or module.startswith(name + ".") for name in listed)]
+    assert modules
+    assert not unlisted, f"add to a layer of [tool.importlinter]: {unlisted}"
