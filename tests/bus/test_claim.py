@@ -18,6 +18,7 @@ from engaged.config import BusConfig
 from engaged.errors import ConfigError
 from engaged.testing.server import ServerProcess, write_config
 from tests.bus.cluster import NatsCluster
+from tests.bus.publishing import until
 from tests.conftest import TEST_SERVER_DEFAULTS
 
 
@@ -38,13 +39,6 @@ class Clashes:
 
     def __call__(self, error: ConfigError) -> None:
         self.seen.append(error)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_node_id_held_by_another_node_is_refused_and_the_same_node_takes_its_own_over(
