@@ -1,9 +1,9 @@
 """What each copy carries so replies come back: List-Unsubscribe (RFC 2369, one-click RFC 8058), the VERP
-return path and X-MSFBL (engaged.inbound.verp signs both), pure."""
+return path and X-MSFBL (engaged.verp signs both), pure."""
 
 from __future__ import annotations
 
-from engaged.inbound import verp
+from engaged import verp
 from engaged.recipient import RecipientIdentity, TrackingPlan
 from engaged.tokens import RecipientLinks, SigningKeys
 from engaged.types import LinkMinter

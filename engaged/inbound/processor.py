@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from engaged import verp
 from engaged.errors import StoreError
 from engaged.events.ids import EventIdGenerator
 from engaged.events.message import format_timestamp
@@ -30,7 +31,6 @@ from engaged.events.model import (
     OutOfBandEvent,
     SpamComplaintEvent,
 )
-from engaged.inbound import verp
 from engaged.inbound.report import Bounce, Complaint, NotAReport, failure, original_header, parse
 from engaged.inbound.spool import InboundItem, InboundSpool
 from engaged.tokens import SigningKeys

@@ -10,11 +10,11 @@ from pathlib import Path
 import dkim
 import msgspec
 
+from engaged import verp
 from engaged.config import DkimConfig
 from engaged.delivery.compose import CopyComposer
 from engaged.delivery.dkim import DkimSigner, generate_key, read_private_key, txt_record
 from engaged.delivery.unsubscribe import ReturnHeaders, add_list_unsubscribe, has_header, list_unsubscribe_url
-from engaged.inbound import verp
 from engaged.keys import Keyring
 from engaged.recipient import TrackingPlan, identify
 from engaged.tokens import CLICK_KINDS, RecipientLinks, TokenKind, decode_token

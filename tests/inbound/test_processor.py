@@ -11,10 +11,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from engaged import verp
 from engaged.events.ids import EventIdGenerator
 from engaged.events.model import OutOfBandEvent, SpamComplaintEvent
 from engaged.events.store_postgres import PostgresEventStore
-from engaged.inbound import verp
 from engaged.inbound.processor import InboundProcessor
 from engaged.inbound.spool import InboundSpool
 from engaged.keys import Keyring

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engaged.inbound.verp import address, match, msfbl, read_msfbl
 from engaged.keys import Keyring
+from engaged.verp import address, match, msfbl, read_msfbl
 
 KEYS = Keyring(current_id=1, keys={1: b"k" * 32})
 ROTATED = Keyring(current_id=2, keys={1: b"k" * 32, 2: b"j" * 32})

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engaged.inbound import verp
+from engaged import verp
 from engaged.keys import load_keyring
 from engaged.testing.server import ServerProcess, wait_until
 from tests.conftest import ServerFactory

@@ -155,8 +155,8 @@ def test_copies_leave_with_a_signed_verp_return_path(engaged_server: ServerFacto
     [received] = sink.received()
     local, _, domain = received.mail_from.partition("@")
     assert domain == "bounces.example.com" and local.startswith("b-") and len(local) <= 64
-    from engaged.inbound.verp import match
     from engaged.keys import load_keyring
+    from engaged.verp import match
 
     found = match(load_keyring(server.config.parent / "data"), received.mail_from, ("bounces.example.com",))
     assert found is not None and found.message_id == message_id and found.names("erin@example.com")
