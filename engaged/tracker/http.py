@@ -11,7 +11,10 @@ whatever its rate), an idle
 keep-alive connection is closed after `idle_timeout`, the request target is at most MAX_URL_BYTES
 (414 beyond it), at most MAX_HEADERS headers and MAX_HEADER_BYTES of them (400), and at most
 `max_connections` connections are open at once (past that a new connection is closed at once).
-Anything that is not HTTP is answered 400 and closed.
+Anything that is not HTTP is answered 400 and closed. A refused connection is closed the way nginx's
+lingering close does it: the answer, then a FIN, then whatever the client still sends is read and
+dropped until it closes too or LINGER_SECONDS pass. Closing at once would make the kernel answer the
+client's next bytes with a reset, and a reset discards the answer the client has not read yet.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ MAX_PIPELINED: Final = 32  # responses waiting on one connection before it stops
 HEADER_TIMEOUT: Final = 10.0
 IDLE_TIMEOUT: Final = 30.0
 MAX_CONNECTIONS: Final = 10_000
+LINGER_SECONDS: Final = 1.0  # how long a refused connection is drained after its answer (see above)
 SWEEP_SECONDS: Final = 0.25  # how often deadlines are checked (timeouts fire up to this much late)
 
 _CLOSE = b"connection: close\r\n"
@@ -121,6 +125,8 @@ class TrackerProtocol(asyncio.Protocol):
         self.deadline = float("inf")
         self._time = asyncio.get_running_loop().time
         self._closing = False
+        self._linger = False  # refused: half-close after the answer, then drain (see the module docstring)
+        self._lingering = False  # the FIN is sent; waiting for the client's
         self._in_request = False
         self._paused = False
 
@@ -160,6 +166,8 @@ class TrackerProtocol(asyncio.Protocol):
             self._refuse(cause.answer if isinstance(cause, _TooLarge) else ANSWER_BAD_REQUEST)
 
     def eof_received(self) -> bool:
+        if self._lingering:
+            return False  # both sides are done: the transport closes itself
         self.close_when_idle()
         return True  # keep the transport open until queued answers are written
 
@@ -246,20 +254,33 @@ class TrackerProtocol(asyncio.Protocol):
             transport.write(response)
         self._resume()
         if self._closing:
-            transport.close()
+            self._finish(transport)
 
     def _refuse(self, answer: Answer) -> None:
         """Answer a request that cannot be parsed or is over a bound, then close."""
         self._tracker.stats.bad_requests += answer is ANSWER_BAD_REQUEST
+        self._in_request = False
+        self._linger = True
         self._send(None, answer.head + self._state.date + _CLOSE + b"\r\n" + answer.body)
         self.close_when_idle()
 
     def close_when_idle(self) -> None:
         """Close once every queued answer has been written."""
+        if self._lingering:
+            return
         self._closing = True
         self._disarm()
         if self._transport is not None and not self._pending:
-            self._transport.close()
+            self._finish(self._transport)
+
+    def _finish(self, transport: asyncio.Transport) -> None:
+        """Every answer is written: close, or for a refused connection send a FIN and drain until LINGER_SECONDS."""
+        if self._linger and not self._lingering and transport.can_write_eof():
+            self._lingering = True
+            transport.write_eof()
+            self._arm(LINGER_SECONDS)
+        elif not self._lingering:
+            transport.close()
 
     def abort(self) -> None:
         """Drop the connection now (shutdown past its grace period)."""
@@ -289,7 +310,9 @@ class TrackerProtocol(asyncio.Protocol):
         self.deadline = float("inf")
         if self._transport is None:
             return
-        if self._in_request:  # a request began and did not arrive in time
+        if self._lingering:  # the client did not close within LINGER_SECONDS
+            self._transport.close()
+        elif self._in_request:  # a request began and did not arrive in time
             self._tracker.stats.timeouts += 1
             self._refuse(ANSWER_TIMEOUT)
         elif not self._pending:

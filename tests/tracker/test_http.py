@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
+from engaged.testing.server import wait_until
 from engaged.tracker.http import MAX_URL_BYTES
 from engaged.tracker.pixel import PIXEL_GIF
 from tests.tracker.conftest import BROWSER_UA, RunningTracker, TrackerFactory
@@ -218,3 +219,18 @@ async def test_a_valid_request_after_garbage_on_the_same_connection_records_noth
     data = await read_until_closed(reader)
     assert data.startswith(b"HTTP/1.1 400 ") and data.count(b"HTTP/1.1") == 1
     assert await tracker.events() == []
+
+
+async def test_a_refused_client_that_goes_on_sending_still_reads_its_answer(tracker: RunningTracker) -> None:
+    # Closed at once, the server's kernel would answer the bytes that follow with a reset, and the reset
+    # discards the 400 the client has not read yet; the lingering close drains them instead.
+    reader, writer = await connect(tracker)
+    writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+    await writer.drain()
+    await asyncio.to_thread(wait_until, lambda: tracker.service.metrics()["requests_bad_requests"] == 1)
+    for _ in range(8):
+        writer.write(b"x" * 8192)
+        await writer.drain()
+    data = await read_until_closed(reader)
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    writer.close()
