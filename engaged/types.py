@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -99,6 +100,20 @@ class AppendSignal:
         finally:
             self._waiters.discard(waiter)
             waiter.cancel()
+
+
+async def wait_for_append(store: EventReader, version: int | None, stopping: asyncio.Event, timeout: float) -> None:
+    """Return after `timeout`, at shutdown, or (given the version last seen) at the next local append."""
+    waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(stopping.wait())}
+    if version is not None:
+        waits.add(asyncio.ensure_future(store.appends.wait(version, timeout)))
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waits:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
 
 
 class WebhookRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import msgspec
 
 from engaged.events.model import event_type
 from engaged.events.wire import api_json
-from engaged.types import EventQuery, EventReader, StoredEvent
+from engaged.types import EventQuery, EventReader, StoredEvent, wait_for_append
 
 _PAGE = 500
 
@@ -49,16 +47,3 @@ async def follow(store: EventReader, query: EventQuery, after: int, stopping: as
             idle = 0.0
         await wait_for_append(store, version, stopping, min(poll, keepalive - idle))
 
-
-async def wait_for_append(store: EventReader, version: int | None, stopping: asyncio.Event, timeout: float) -> None:
-    """Return after `timeout`, at shutdown, or (given the version last seen) at the next local append."""
-    waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(stopping.wait())}
-    if version is not None:
-        waits.add(asyncio.ensure_future(store.appends.wait(version, timeout)))
-    try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waits:
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter

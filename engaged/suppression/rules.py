@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 from engaged.errors import StoreError
 from engaged.events.model import Event, event_type
-from engaged.sinks.stream import wait_for_append
 from engaged.suppression.model import (
     BOUNCE_RULE,
     LINK_UNSUBSCRIBE,
@@ -19,7 +18,7 @@ from engaged.suppression.model import (
     SuppressionEntry,
     SuppressionStore,
 )
-from engaged.types import EventQuery, EventReader
+from engaged.types import EventQuery, EventReader, wait_for_append
 
 log = logging.getLogger("engaged.suppression")
 

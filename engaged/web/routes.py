@@ -19,10 +19,10 @@ from starlette.staticfiles import StaticFiles
 
 from engaged.api.params import BadRequest, event_query
 from engaged.events.model import EVENT_TYPES
-from engaged.sinks.stream import follow, wait_for_append
+from engaged.sinks.stream import follow
 from engaged.suppression.address import normalise
 from engaged.suppression.model import SOURCES, TYPES, SuppressionSearch, SuppressionStore
-from engaged.types import EventQuery, EventReports
+from engaged.types import EventQuery, EventReports, wait_for_append
 from engaged.web.feed import format_time, view_of
 from engaged.web.queries import SORTS, DashboardQueries, sort_rows
 from engaged.web.session import (
