@@ -44,9 +44,10 @@ class CopyComposer:
     def __call__(self, body: bytes, record: SpoolRecord, index: int) -> Copy:
         """The copy for recipient `index`, signed last: nothing may change its bytes after DKIM."""
         copy = self._compose(body, record, index)
-        if not self._dkim:
+        key_name = record.recipients[index].plan.dkim_key
+        if not self._dkim and not key_name:  # no keys, none asked for: nothing to sign or to warn about
             return copy
-        signed = self._dkim.sign(copy.data, record.recipients[index].plan.dkim_key)
+        signed = self._dkim.sign(copy.data, key_name)
         if signed.warnings:
             log.warning("message %s recipient %d: %s", record.message_id, index, "; ".join(signed.warnings))
         return msgspec.structs.replace(copy, data=signed.data, warnings=copy.warnings + signed.warnings)

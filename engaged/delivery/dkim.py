@@ -145,7 +145,7 @@ class DkimSigner:
 
     def sign(self, message: bytes, key_name: str = "") -> Signed:
         """`message` with a DKIM-Signature field first, or as it came with the reason it was not signed."""
-        if not self._by_name:
+        if not self._by_name and not key_name:
             return Signed(message)
         key = self.choose(message, key_name)
         if key is None:

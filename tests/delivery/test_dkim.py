@@ -192,6 +192,10 @@ def test_dkim_key_option_names_the_key_and_an_unknown_name_is_a_warning(
     unknown = composer(message, record(TrackingPlan(dkim_key="nope")), 0)
     assert unknown.data == message
     assert unknown.warnings == ("DKIM: dkim_key 'nope' names no configured key; copy sent unsigned",)
+    keyless = CopyComposer(load_keyring(tmp_path))  # no [[dkim]] at all: the same warning, not silence
+    asked = keyless(message, record(TrackingPlan(dkim_key="brand")), 0)
+    assert asked.data == message
+    assert asked.warnings == ("DKIM: dkim_key 'brand' names no configured key; copy sent unsigned",)
 
 
 @pytest.mark.parametrize(
