@@ -11,7 +11,6 @@ from pathlib import Path
 import msgspec
 
 from engaged.delivery.outcome import Deferred, Delivered, OutboundMessage, Outcome
-from engaged.spool.store import INLINE_IO_BYTES
 from engaged.spool.sync import Durability
 
 
@@ -36,10 +35,7 @@ class CaptureTransport:
     async def deliver(self, message: OutboundMessage) -> Outcome:
         loop = asyncio.get_running_loop()
         try:
-            if len(message.data) <= INLINE_IO_BYTES and not self._durability.fsync_files:
-                self._write(message)
-            else:
-                await loop.run_in_executor(self._executor, self._write, message)
+            await loop.run_in_executor(self._executor, self._write, message)
             await self._durability.commit(self.directory)
         except OSError as error:
             return Deferred(error_code="451", reason=f"4.3.0 capture write failed: {error.strerror}")
