@@ -16,7 +16,7 @@ from engaged.bus.claim import NodeClaim
 from engaged.bus.connection import BusConnection
 from engaged.config import BusConfig
 from engaged.errors import ConfigError
-from engaged.testing.server import ServerProcess, write_config
+from engaged.testing.server import ServerProcess, wait_until, write_config
 from tests.bus.cluster import NatsCluster
 from tests.bus.publishing import until
 from tests.conftest import TEST_SERVER_DEFAULTS
@@ -125,3 +125,21 @@ def test_a_second_serve_with_the_same_node_id_stops_with_the_reason(
         assert str(tmp_path / "a" / "data") in second.stderr, second.stderr
     finally:
         assert first.stop() == 0, "\n".join(first.log[-30:])
+
+
+def test_a_serve_that_finds_its_node_id_taken_while_running_stops_with_exit_2(
+        nats_factory: Callable[[int], NatsCluster], tmp_path: Path) -> None:
+    cluster = nats_factory(1)
+    config = write_config(tmp_path, TEST_SERVER_DEFAULTS + cluster.toml(node_id=9), data_dir=tmp_path / "data")
+    server = ServerProcess(config).start(timeout=120)
+
+    async def take() -> None:  # another node wrote the key while this one could not see the bus
+        async with connected(cluster) as connection:
+            kv = await connection.jetstream().key_value("ENGAGED_EVENTS_NODES")
+            await kv.put("node-9", json.dumps({"holder": "host-b:/d", "pid": 1, "at": 0}).encode())
+
+    asyncio.run(take())
+    assert server.process is not None
+    code = server.process.wait(120)  # the next refresh (every 5 s) finds the clash
+    assert code == 2, "\n".join(server.log)
+    wait_until(lambda: any("node_id 9 is held by host-b:/d" in line for line in server.log), 30)  # log read to EOF
