@@ -15,7 +15,7 @@ from engaged.delivery.outcome import Delivered, OutboundMessage, Outcome
 from engaged.delivery.queue import DeliveryQueue
 from engaged.errors import StoreError
 from engaged.events.message import injection_events
-from engaged.events.model import DeliveryEvent, Event, InjectionEvent
+from engaged.events.model import BounceEvent, DeliveryEvent, Event, InjectionEvent
 from engaged.recipient import TrackingPlan
 from engaged.spool.record import SpoolRecord
 from engaged.spool.store import FileSpool
@@ -174,3 +174,31 @@ async def test_a_failing_pass_logs_a_line_each_time_and_a_bugs_traceback_once(
     lines = [entry for entry in caplog.records if entry.getMessage().startswith(f"delivery of {record.message_id}")]
     assert len(lines) == 3, [entry.getMessage() for entry in lines]  # one per failed pass, with its count
     assert sum(entry.exc_info is not None for entry in lines) == tracebacks
+
+
+async def test_a_message_whose_every_pass_fails_is_bounced_once_past_max_attempt_age(tmp_path: Path) -> None:
+    def broken(body: bytes, record: SpoolRecord, index: int) -> Copy:
+        raise RuntimeError("cannot build this copy")
+
+    spool = FileSpool(tmp_path / "spool")
+    spool.open()
+    sink = Sink()
+    queue = DeliveryQueue(spool, sink, Capture(), broken, workers=1, retry_base=0.01, max_attempt_age=0.3)
+    await queue.start()
+    try:
+        fresh = spool_record((recipient_identity("a@example.com"), TrackingPlan()),
+                             (recipient_identity("b@example.com"), TrackingPlan()), received_at=time.time())
+        record = await spool.store(fresh, b"Subject: x\r\n\r\nbody\r\n")
+        await queue.submit(record, announced=True)
+        deadline = asyncio.get_running_loop().time() + 30
+        while queue.depth() or list(spool.scan()):  # the retries end: an event each, the spool file gone
+            assert asyncio.get_running_loop().time() < deadline, f"still retrying: {sink.events}"
+            await asyncio.sleep(0.02)
+    finally:
+        await queue.stop()
+    bounces = [event for event in sink.events if isinstance(event, BounceEvent)]
+    assert sorted(event.rcpt_to for event in bounces) == ["a@example.com", "b@example.com"], sink.events
+    assert all(event.error_code == "554" and event.raw_reason.startswith("5.3.0 message could not be processed: "
+                                                                         "cannot build this copy")
+               for event in bounces)
+    assert len(sink.events) == 2  # no delivery, no second bounce
