@@ -165,3 +165,31 @@ def test_resets_during_data_log_at_most_one_line_each_and_no_client_bytes(engage
     assert len(lines) <= 50 + 5, "\n".join(lines[:40])
     assert not any("\x00" in line or "\r" in line or "\x1b" in line for line in lines)
     assert not any("Traceback" in line or "never retrieved" in line or "Deprecat" in line for line in lines)
+
+
+def test_an_authenticated_idle_session_is_never_closed_to_make_room(engaged_server: ServerFactory) -> None:
+    user = f'[[smtp.users]]\nname = "app"\npassword_hash = "{hash_password("pw", iterations=1000)}"\n'
+    server = engaged_server("[smtp]\nrelay_networks = []\nmax_idle_per_ip = 2\n" + user)  # loopback untrusted here
+    app = RawSmtp(server.smtp)
+    idle: list[RawSmtp] = []
+    try:
+        app.command("EHLO app")
+        assert app.command(_plain("app", "pw")) == replies.R235_AUTH_OK  # then it idles, as a pooled connection
+        for n in range(4):  # anonymous sessions that idle after EHLO, one more than the cap each time
+            client = RawSmtp(server.smtp)
+            client.command(f"EHLO idle{n}")
+            idle.append(client)
+        # the idle cap of the address closed its oldest anonymous sessions, never the authenticated one
+        closed = [client for client in idle if not _answers_noop(client)]
+        assert closed, "the idle cap closed nothing"
+        assert app.command("NOOP") == "250 2.0.0 OK"
+    finally:
+        for client in [app, *idle]:
+            client.close()
+
+
+def _answers_noop(client: RawSmtp) -> bool:
+    try:
+        return client.command("NOOP").startswith("250")
+    except (OSError, ConnectionError, AssertionError, ValueError):
+        return False
