@@ -84,12 +84,14 @@ class BusConsumer:
                 subscription = await self._subscribe(js)
                 log.info("bus: consuming %s as %s", self._bus.config.stream, self._bus.config.consumer)
                 delay = 0.5
-                await self._follow(js, subscription)
-                with contextlib.suppress(Exception):
-                    await subscription.unsubscribe()
+                try:
+                    await self._follow(js, subscription)
+                finally:  # after a failure too: a forgotten subscription would keep taking redeliveries
+                    with contextlib.suppress(Exception):
+                        await subscription.unsubscribe()
             except Exception as error:
                 if not isinstance(error, nats.errors.TimeoutError):
-                    log.warning("bus: consumer: %s; retrying in %.1f s", error or type(error).__name__, delay)
+                    log.warning("bus: consumer: %s; retrying in %.1f s", str(error) or type(error).__name__, delay)
                 await self._pause(delay)
                 delay = min(delay * 2, _RETRY_MAX)
 
