@@ -6,6 +6,7 @@ Each test counts appends made, appends refused and events stored, and states the
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import Counter
 
 import asyncpg
@@ -39,7 +40,7 @@ def dsn(postgres_dsn: str) -> str:
 
 
 async def test_postgresql_appends_survive_backends_terminated_under_load(dsn: str) -> None:
-    application = "engaged-fault-victim"
+    application = f"engaged-fault-victim-{os.getpid()}"  # its own: another suite may run this test at once
     store = PostgresEventStore(f"{dsn}?application_name={application}")
     await store.open()
     admin = await asyncpg.connect(dsn)

@@ -76,7 +76,8 @@ def test_sigkill_of_a_worker_under_load_loses_no_accepted_message(engaged_server
         wait_until(lambda: len(injector.accepted) >= before + 30 and accepted_count(server, 0) > 0, timeout=120)
         if source.poll() is not None:  # smtp-source gives up on a reset connection: keep the load on
             source = load()
-        wait_until(lambda: len(injector.accepted) >= before + 60, timeout=120)
+        # 90 in all, whatever share smtp-source took meanwhile: the assertion below must not depend on speed
+        wait_until(lambda: len(injector.accepted) >= max(before + 60, 90), timeout=120)
     finally:
         injector.stop.set()
         injector.join(60)
