@@ -34,6 +34,31 @@ async def postgres_admin(*statements: str, dsn: str = POSTGRES_ADMIN_DSN) -> Non
         await connection.close()
 
 
+def cut_statements(name: str) -> tuple[str, str]:
+    """Refuse new connections to database `name` and terminate those it has: an outage, as SQL."""
+    return (f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+
+
+def restore_statement(name: str) -> str:
+    """End the outage of `cut_statements`."""
+    return f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'
+
+
+@pytest.fixture
+def outage_database() -> Iterator[tuple[str, str]]:
+    """A database of this test's own, whose connections it may cut, as (name, dsn); dropped afterwards."""
+    name = f"engaged_outage_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(postgres_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL unreachable: {error}")
+        pytest.skip(f"PostgreSQL unreachable: {error}")
+    yield name, urlunsplit(urlsplit(POSTGRES_ADMIN_DSN)._replace(path="/" + name))
+    asyncio.run(postgres_admin(restore_statement(name), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     """A fresh database for this test session, dropped at the end; skips (fails under CI) if unreachable."""

@@ -10,46 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import pytest
 
 from engaged.testing.server import wait_until
 from engaged.testing.sink import SinkServer
-from tests.conftest import IN_CI, POSTGRES_ADMIN_DSN, ServerFactory, postgres_admin
+from tests.conftest import ServerFactory, cut_statements, postgres_admin, restore_statement
 from tests.helpers import RawSmtp, queued_id
 
 MESSAGES = 60
 RCPTS = 2
 
 
-@pytest.fixture
-def outage_database() -> Iterator[tuple[str, str]]:
-    """A database of its own (its connections are cut), as (name, dsn)."""
-    name = f"engaged_outage_{secrets.token_hex(4)}"
-    try:
-        asyncio.run(postgres_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL unreachable: {error}")
-        pytest.skip(f"PostgreSQL unreachable: {error}")
-    yield name, urlunsplit(urlsplit(POSTGRES_ADMIN_DSN)._replace(path="/" + name))
-    asyncio.run(postgres_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true',
-                               f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 def cut(name: str) -> None:
-    asyncio.run(postgres_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
-                               f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+    asyncio.run(postgres_admin(*cut_statements(name)))
 
 
 def restore(name: str) -> None:
-    asyncio.run(postgres_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+    asyncio.run(postgres_admin(restore_statement(name)))
 
 
 def stored(dsn: str) -> list[tuple[str, str, str]]:

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import asyncpg
-import pytest
 
 from engaged import verp
 from engaged.events.ids import EventIdGenerator
@@ -19,7 +13,7 @@ from engaged.inbound.processor import InboundProcessor
 from engaged.inbound.spool import InboundSpool
 from engaged.keys import Keyring
 from engaged.types import EventQuery, EventStore
-from tests.conftest import IN_CI, POSTGRES_ADMIN_DSN, postgres_admin
+from tests.conftest import cut_statements, postgres_admin, restore_statement
 from tests.sample_events import make_event
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -121,24 +115,9 @@ async def test_a_bounce_that_arrives_before_its_copys_events_waits_for_them(
     assert "no copy of message ffffffffffffffffffff" in reason.read_text()
 
 
-@pytest.fixture
-def outage_dsn() -> Iterator[tuple[str, str]]:
-    """A database of its own, whose connections the test cuts, as (name, dsn)."""
-    name = f"engaged_inbound_{secrets.token_hex(4)}"
-    try:
-        asyncio.run(postgres_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL unreachable: {error}")
-        pytest.skip(f"PostgreSQL unreachable: {error}")
-    yield name, urlunsplit(urlsplit(POSTGRES_ADMIN_DSN)._replace(path="/" + name))
-    asyncio.run(postgres_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true',
-                               f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 async def test_mail_received_while_the_store_is_down_becomes_events_once_it_is_back(
-        outage_dsn: tuple[str, str], tmp_path: Path) -> None:
-    name, dsn_url = outage_dsn
+        outage_database: tuple[str, str], tmp_path: Path) -> None:
+    name, dsn_url = outage_database
     store = PostgresEventStore(dsn_url)
     await store.open()
     try:
@@ -146,8 +125,7 @@ async def test_mail_received_while_the_store_is_down_becomes_events_once_it_is_b
         spool = spooled(tmp_path)
         processor = processor_of(spool, store, retry=0.05)
         await processor.start()
-        await postgres_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
-                             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        await postgres_admin(*cut_statements(name))
         item = spool.store(peer="192.0.2.1", helo="mx", mail_from="", content=dsn(),
                            rcpt_tos=[verp.address(KEYS, "b", MID, RCPT, DOMAIN)])
         processor.submit(item)
@@ -156,7 +134,7 @@ async def test_mail_received_while_the_store_is_down_becomes_events_once_it_is_b
                 break
             await asyncio.sleep(0.05)
         assert processor.retries >= 2 and item.path.exists()  # still on disk, still being retried
-        await postgres_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await postgres_admin(restore_statement(name))
         await asyncio.wait_for(processor.idle(), 60)
         await processor.stop()
         [event] = await events_of(store, "out_of_band")
