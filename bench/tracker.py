@@ -4,6 +4,10 @@ Every answered click was appended and fdatasync'd to its worker's journal before
 loader in its own process stores the events. After each run the workers and then the loader are
 stopped and the store is counted: stored must equal what the workers journaled (0 lost).
 
+The one-worker -c50 case also runs without fdatasync (what the disk costs) and with the loader paused
+while wrk runs (what the store's writes beside the worker cost: its syncs share the disk's flushes
+with the journal's).
+
 Cases: engaged with one worker (CPU 0; wrk and the loader on CPU 1) against nginx `worker_processes 1`
 (CPU 0), and engaged with one worker per CPU against nginx `worker_processes auto` (all unpinned), each
 at wrk -t1 -c50 and -c1000, with SQLite and with PostgreSQL. A few hundred rotating valid click links.
@@ -20,6 +24,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -103,9 +108,13 @@ class Nginx:
 
 
 def engaged_run(root: Path, case: Case, store: str, dsn: str | None, profile: Path | None,
-                durable: bool = True) -> WrkResult:
-    """One case on a fresh tracker; prints the wrk result and the store count check."""
-    directory = root / f"{store}-{case.workers}-{case.connections}-{'durable' if durable else 'nosync'}"
+                durable: bool = True, paused_loader: bool = False) -> WrkResult:
+    """One case on a fresh tracker; prints the wrk result and the store count check.
+
+    `paused_loader` stops the journal loader (SIGSTOP) while wrk runs and lets it go on after: the
+    workers' own figure, without the store's writes and syncs beside them; the count check still runs."""
+    mode = "paused" if paused_loader else "durable" if durable else "nosync"
+    directory = root / f"{store}-{case.workers}-{case.connections}-{mode}"
     keyring = load_keyring(directory)
     tracker = TrackerWorkers(directory, case.workers, dsn, durable)
     spy: subprocess.Popen[bytes] | None = None
@@ -115,7 +124,13 @@ def engaged_run(root: Path, case: Case, store: str, dsn: str | None, profile: Pa
         run_wrk(url, script, WARMUP, case.connections, case.cpu)
         if profile is not None:
             spy = start_profile(profile, tracker.pids[0])
-        result = run_wrk(url, script, SECONDS, case.connections, case.cpu)
+        if paused_loader:
+            tracker.loader.process.send_signal(signal.SIGSTOP)
+        try:
+            result = run_wrk(url, script, SECONDS, case.connections, case.cpu)
+        finally:
+            if paused_loader:
+                tracker.loader.process.send_signal(signal.SIGCONT)
     except BaseException:
         tracker.kill()
         raise
@@ -132,7 +147,8 @@ def engaged_run(root: Path, case: Case, store: str, dsn: str | None, profile: Pa
         stored = count_sqlite(directory / "events.sqlite3")
     journaled = int(workers["journal_appended"])
     lost = journaled - stored + int(workers["journal_failed"])
-    print(line(f"engaged {case.label} {store} -c{case.connections}" + ("" if durable else " NO fdatasync"), result))
+    suffix = " loader paused" if paused_loader else "" if durable else " NO fdatasync"
+    print(line(f"engaged {case.label} {store} -c{case.connections}{suffix}", result))
     print(f"{'':34} {stored:,} stored of {journaled:,} journaled (lost {lost}); "
           f"{journaled / max(1, workers['journal_batches']):.1f} events per write; loader "
           f"{loader['loader_batches']:.0f} batches, answer-to-store lag max "
@@ -194,6 +210,9 @@ def matrix(args: argparse.Namespace) -> None:
                             baseline = nginx.run(case)
                             ratio_line("SQLite, no fdatasync", case,
                                        engaged_run(root, case, "SQLite", None, None, durable=False), baseline)
+                            baseline = nginx.run(case)
+                            ratio_line("SQLite, loader paused", case,
+                                       engaged_run(root, case, "SQLite", None, None, paused_loader=True), baseline)
                 finally:
                     nginx.stop()
         finally:

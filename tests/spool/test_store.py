@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engaged.errors import SpoolError
 from engaged.recipient import TrackingPlan
 from engaged.spool.record import RecipientAttempt, RecipientDone, SpoolRecord
 from engaged.spool.store import FileSpool, finished_recipients
@@ -76,7 +77,6 @@ async def test_leftover_temporary_files_are_removed_at_open(tmp_path: Path) -> N
 async def test_store_fails_loudly_when_the_disk_refuses(tmp_path: Path) -> None:
     import pytest
 
-    from engaged.errors import SpoolError
 
     spool = FileSpool(tmp_path / "spool")
     spool.open()
@@ -140,4 +140,42 @@ async def test_a_large_body_written_a_few_octets_at_a_time_reads_back_exactly(tm
     [entry] = list(spool.scan())
     assert entry.record == stored
     assert await spool.load_body(stored.message_id) == body
+    spool.close()
+
+
+async def test_the_first_pass_takes_the_accepted_body_from_memory_and_later_ones_read_the_file(
+        tmp_path: Path) -> None:
+    spool = FileSpool(tmp_path)
+    spool.open()
+    stored = await spool.store(record("aaaaaaaaaaaaaaaaaaaa"), b"held\r\n")
+    path = tmp_path / f"{stored.message_id}.msg"
+    on_disk = path.read_bytes()
+    path.write_bytes(on_disk.replace(b"held", b"disk"))  # same length, other CRC: shows which one is read
+    assert await spool.load_body(stored.message_id) == b"held\r\n"
+    with pytest.raises(SpoolError):
+        await spool.load_body(stored.message_id)  # a retry reads the file (here: one that no longer matches)
+    path.write_bytes(on_disk)
+    assert await spool.load_body(stored.message_id) == b"held\r\n"
+    reopened = FileSpool(tmp_path)
+    reopened.open()
+    assert await reopened.load_body(stored.message_id) == b"held\r\n"
+    reopened.close()
+    spool.close()
+
+
+async def test_accepted_bodies_held_are_bounded_and_dropped_when_their_message_finishes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("engaged.spool.store.ACCEPTED_BODY_BYTES", 10)
+    spool = FileSpool(tmp_path)
+    spool.open()
+    first = await spool.store(record("aaaaaaaaaaaaaaaaaaaa"), b"12345678\r\n")  # 10 octets: held
+    second = await spool.store(record("bbbbbbbbbbbbbbbbbbbb"), b"x\r\n")  # over the bound: not held
+    assert spool.accepted_bytes == 10
+    await spool.finish(first.message_id)
+    assert spool.accepted_bytes == 0
+    assert await spool.load_body(second.message_id) == b"x\r\n"  # read from its file
+    third = await spool.store(record("cccccccccccccccccccc"), b"y\r\n")
+    assert spool.accepted_bytes == 3
+    assert await spool.load_body(third.message_id) == b"y\r\n"
+    assert spool.accepted_bytes == 0
     spool.close()
