@@ -2,7 +2,7 @@
 
 - httpx: `AsyncHTTPTransport` has no public hook for httpcore's network backend (where the webhook guard
   checks every address it connects to), so `set_connection_pool` replaces the transport's `_pool`, the
-  documented `httpcore.AsyncConnectionPool` it builds in its constructor (httpx 0.27 and 0.28).
+  documented `httpcore.AsyncConnectionPool` it builds in its constructor (httpx 0.27 to 0.29).
 - uvicorn: `Server.serve` installs its own SIGTERM/SIGINT handlers and says nothing when it is ready, so
   `EmbeddedServer` overrides two of its methods, `capture_signals` (a context manager, since uvicorn 0.29)
   and `startup(sockets)`, for the API listener (api/service.py), whose loop owns the signals.

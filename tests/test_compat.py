@@ -21,7 +21,7 @@ from engaged._compat import EmbeddedServer, set_connection_pool
 
 def test_httpx_is_a_version_whose_transport_keeps_an_httpcore_pool() -> None:
     major, minor = (int(part) for part in httpx.__version__.split(".")[:2])
-    assert (major, minor) in {(0, 27), (0, 28)}, f"httpx {httpx.__version__}: check AsyncHTTPTransport._pool"
+    assert (major, minor) in {(0, 27), (0, 28), (0, 29)}, f"httpx {httpx.__version__}: check AsyncHTTPTransport._pool"
     transport = httpx.AsyncHTTPTransport()
     assert isinstance(transport._pool, httpcore.AsyncConnectionPool)
 
