@@ -75,9 +75,6 @@ async def test_leftover_temporary_files_are_removed_at_open(tmp_path: Path) -> N
 
 
 async def test_store_fails_loudly_when_the_disk_refuses(tmp_path: Path) -> None:
-    import pytest
-
-
     spool = FileSpool(tmp_path / "spool")
     spool.open()
     os.rmdir(tmp_path / "spool" / "tmp")
