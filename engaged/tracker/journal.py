@@ -2,15 +2,17 @@
 
 Layout: `<data_dir>/tracker-journal/<worker>/<n>.jsonl`, numbered segments of one SparkPost JSON event
 per line, and a `.lock` that the worker holds while it writes (one writer per directory). Only the
-flusher writes: it takes every line queued since its last write and writes them with one `write` +
-`fdatasync` on the journal's own thread (group commit), then wakes all their requests at once (the
-lines of one batch share one future: one result to set, whatever the batch's size); a request is
-answered only after that. A segment that reaches `segment_bytes` is closed and the next
-batch opens a new one. A failed write is truncated back, so no torn line is left for later lines to
-run into, and the next batch opens a fresh segment.
+flusher writes: it takes every line queued since its last batch, writes them with one `write` (into
+the page cache, on the loop) and has them synced by an engaged.tracker.datasync syncer (Linux AIO, or
+a thread), one batch at a time (group commit); when the sync completes it wakes all their requests at
+once (the lines of one batch share one future: one result to set, whatever the batch's size); a
+request is answered only after that. A segment that reaches `segment_bytes` is closed and the next
+batch opens a new one. A failed write or sync is truncated back, so no torn line is left for later
+lines to run into, and the next batch opens a fresh segment.
 
-Events overwrite zeros written ahead: after a batch the writer keeps `ZEROED_AHEAD` bytes of zeros
-written and synced past the last event, so an event's fdatasync changes no metadata (no size, no
+Events overwrite zeros written ahead: between batches the journal keeps `ZEROED_AHEAD` bytes of zeros
+written and synced past the last event (opening a new segment, which fsyncs the directory, runs on a
+thread meanwhile), so an event's fdatasync changes no metadata (no size, no
 block allocation) and needs no commit of the filesystem's journal, which waits for every other
 writer's data on the filesystem (measured here: append p99 6.7 ms, over zeros 0.2 ms). A segment's
 events end at its first NUL byte (JSON lines never hold one); closing a segment cuts the zeros off.
@@ -23,17 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
-import queue
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from engaged.errors import EngagedError
+from engaged.tracker.datasync import UNSUPPORTED, DataSync, ThreadDataSync, open_datasync
 
 JOURNAL_DIR: Final = "tracker-journal"
 SEGMENT_BYTES: Final = 16 * 1024 * 1024
@@ -83,8 +86,10 @@ def segment_path(directory: Path, number: int) -> Path:
 class Journal:
     """Append-only, group-committed event journal in `directory` (see the module docstring)."""
 
-    def __init__(self, directory: Path, *, segment_bytes: int = SEGMENT_BYTES, sync: bool = True) -> None:
-        """`sync=False` skips fdatasync: for measuring what the disk costs (bench/tracker.py), never for serving."""
+    def __init__(self, directory: Path, *, segment_bytes: int = SEGMENT_BYTES, sync: bool = True,
+                 aio: bool = True) -> None:
+        """`sync=False` skips fdatasync: for measuring what the disk costs (bench/tracker.py), never for serving.
+        `aio=False` syncs on a thread even where Linux AIO is available."""
         self.directory = directory
         self._sync = sync
         self.stats = JournalStats()
@@ -101,16 +106,19 @@ class Journal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
         self._idle.set()
-        self._thread_lock = threading.Lock()
-        self._batches: queue.SimpleQueue[tuple[bytes, int, asyncio.Future[bool]] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._aio = aio
+        self._syncer: DataSync | None = None
+
+    @property
+    def syncer(self) -> DataSync | None:
+        """What syncs the batches (AioDataSync or ThreadDataSync) while the journal is open."""
+        return self._syncer
 
     async def open(self) -> None:
         """Lock the directory and start a fresh segment after whatever an earlier run left."""
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._open)
-        self._thread = threading.Thread(target=self._write_batches, name="journal-writer", daemon=True)
-        self._thread.start()
+        self._syncer = open_datasync(self._loop, self._aio)
 
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -167,57 +175,117 @@ class Journal:
         return waiter
 
     def _flush(self) -> None:
+        """Write the lines queued since the last batch and start their sync (the previous one has completed)."""
         lines, waiter = self._lines, self._waiter
         self._lines, self._waiter = [], None
-        if waiter is not None:
-            self._batches.put((b"".join(lines), len(lines), waiter))
-
-    def _write_batches(self) -> None:
-        """The writer thread: one batch at a time (a plain queue: an executor's submit cost more per batch)."""
-        while (item := self._batches.get()) is not None:
-            self._write_batch(*item)
-
-    def _write_batch(self, data: bytes, count: int, waiter: asyncio.Future[bool]) -> None:
-        """On the writer thread: write and fdatasync one batch, then hand the outcome back to the loop."""
-        ok = True
-        with self._thread_lock:
-            try:
-                if self._broken or self._size >= self._segment_bytes:
-                    self._start_segment(self._number + 1)
-                _write(self._fd, self._size, data, self._sync)
-                self._size += len(data)
-            except OSError as error:
-                self._broken = True
-                ok = False
-                log.error("tracker journal write failed; %d answered event(s) not recorded: %s", count, error)
-        loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(self._written, count, waiter, ok)
-        if ok and self._sync:
-            self._zero_ahead()
-
-    def _zero_ahead(self) -> None:
-        """On the writer thread, after the batch's answers went out: keep zeros written and synced ahead."""
-        if self._zeroed - self._size >= ZEROED_AHEAD // 2 or self._size >= self._segment_bytes:
+        if waiter is None:
+            self._next()
             return
-        with self._thread_lock:
-            start = max(self._zeroed, self._size)
-            try:
-                os.pwrite(self._fd, _ZEROS, start)
-                os.fdatasync(self._fd)
-            except OSError as error:  # events are appended as before; only their fdatasync costs more
-                log.warning("tracker journal: could not write zeros ahead: %s", error)
-                return
-            self._zeroed = start + len(_ZEROS)
+        count = len(lines)
+        try:
+            if self._broken or self._size >= self._segment_bytes:  # only if _rotate could not open one
+                self._start_segment(self._number + 1)
+            start, data = self._size, b"".join(lines)
+            _write(self._fd, start, data)
+        except OSError as error:
+            self._broken = True
+            self._written(count, waiter, error)
+            return
+        self._size += len(data)
+        if not self._sync:
+            self._written(count, waiter, None)
+            return
+        self._sync_then(lambda code: self._synced(start, count, waiter, code))
 
-    def _written(self, count: int, waiter: asyncio.Future[bool], ok: bool) -> None:
+    def _sync_then(self, done: Callable[[int], None]) -> None:
+        """fdatasync the segment through the syncer, then `done(errno or 0)` on the loop."""
+        syncer = self._syncer
+        try:
+            if syncer is None:
+                raise OSError(errno.EBADF, "the journal is closed")
+            syncer.submit(self._fd, lambda code: self._fall_back_or(code, done))
+        except OSError as error:
+            if syncer is None or isinstance(syncer, ThreadDataSync) or error.errno not in UNSUPPORTED:
+                done(error.errno or errno.EIO)
+                return
+            self._fall_back_or(error.errno, done)
+
+    def _fall_back_or(self, code: int, done: Callable[[int], None]) -> None:
+        """`done(code)`, unless AIO cannot sync this file: then the same sync again on a thread, from now on."""
+        syncer = self._syncer
+        if code not in UNSUPPORTED or syncer is None or isinstance(syncer, ThreadDataSync):
+            done(code)
+            return
+        log.warning("tracker journal: AIO cannot sync %s (%s); syncing on a thread", self.directory,
+                    os.strerror(code))
+        syncer.close()
+        self._syncer = ThreadDataSync(self._loop or asyncio.get_running_loop())
+        self._sync_then(done)
+
+    def _synced(self, start: int, count: int, waiter: asyncio.Future[bool], code: int) -> None:
+        if not code:
+            self._written(count, waiter, None)
+            return
+        with contextlib.suppress(OSError):  # no torn or unsynced line left for later lines to run into
+            os.ftruncate(self._fd, start)
+            os.lseek(self._fd, start, os.SEEK_SET)
+        self._size = self._zeroed = start
+        self._broken = True
+        self._written(count, waiter, OSError(code, os.strerror(code)))
+
+    def _written(self, count: int, waiter: asyncio.Future[bool], error: OSError | None) -> None:
         self.stats.batches += 1
-        if ok:
+        if error is None:
             self.stats.appended += count
         else:
             self.stats.failed += count
+            log.error("tracker journal write failed; %d answered event(s) not recorded: %s", count, error)
         if not waiter.done():
-            waiter.set_result(ok)
+            waiter.set_result(error is None)
+        self._between_batches()
+
+    def _between_batches(self) -> None:
+        """Before the next batch: open a new segment if this one is full or broken, keep zeros ahead."""
+        if self._broken or self._size >= self._segment_bytes:
+            loop = self._loop or asyncio.get_running_loop()
+            loop.run_in_executor(None, self._rotate).add_done_callback(self._rotated)
+        elif self._sync and self._zeroed - self._size < ZEROED_AHEAD // 2:
+            self._zero_ahead()
+        else:
+            self._next()
+
+    def _rotate(self) -> None:
+        """On a thread, as opening a segment fsyncs the directory (the loop writes nothing meanwhile)."""
+        try:
+            self._start_segment(self._number + 1)
+        except OSError as error:  # the next batch tries again
+            log.error("tracker journal: cannot open a new segment: %s", error)
+
+    def _rotated(self, _: asyncio.Future[None]) -> None:
+        if self._broken or self._size >= self._segment_bytes or not self._sync:
+            self._next()
+        else:
+            self._zero_ahead()
+
+    def _zero_ahead(self) -> None:
+        """Write ZEROED_AHEAD zeros past the events (into the page cache: ~0.2 ms) and sync them."""
+        start = max(self._zeroed, self._size)
+        try:
+            os.pwrite(self._fd, _ZEROS, start)
+        except OSError as error:
+            self._zeroed_or_not(start, error.errno or errno.EIO)
+            return
+        self._sync_then(lambda code: self._zeroed_or_not(start, code))
+
+    def _zeroed_or_not(self, start: int, code: int) -> None:
+        if code:  # events are appended as before; only their fdatasync costs more
+            log.warning("tracker journal: could not write zeros ahead: %s", os.strerror(code))
+        else:
+            self._zeroed = start + len(_ZEROS)
+        self._next()
+
+    def _next(self) -> None:
+        """The batch (and its zeros) are done: write what queued meanwhile, or become idle."""
         if self._lines:
             self._flush()
         else:
@@ -231,15 +299,13 @@ class Journal:
     async def close(self) -> None:
         """Finish queued writes, close the segment and unlock (the loader removes the files once stored)."""
         await self.settled()
-        if self._thread is not None:
-            self._batches.put(None)
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
-        with self._thread_lock:
-            self._close_segment()
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)
-                self._lock_fd = -1
+        if self._syncer is not None:
+            syncer, self._syncer = self._syncer, None
+            await asyncio.to_thread(syncer.close)
+        self._close_segment()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -250,13 +316,12 @@ def _fsync_directory(directory: Path) -> None:
         os.close(directory_fd)
 
 
-def _write(fd: int, start: int, data: bytes, sync: bool = True) -> None:
+def _write(fd: int, start: int, data: bytes) -> None:
+    """All of `data` at the file position (which is `start`); on failure cut back to `start` and raise."""
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        if sync:
-            os.fdatasync(fd)
     except OSError:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, start)

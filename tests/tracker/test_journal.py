@@ -5,19 +5,45 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import platform
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from engaged.tracker.datasync import AioDataSync, Done, ThreadDataSync
 from engaged.tracker.journal import ZEROED_AHEAD, Journal, JournalError
 from tests.helpers import event_line, journal_bytes, segment_bytes, segments
 
+AIO_MACHINE = platform.system() == "Linux" and platform.machine() in ("x86_64", "aarch64")
 
-@pytest.fixture
-async def journal(tmp_path: Path) -> Journal:
-    opened = Journal(tmp_path / "journal")
+
+@pytest.fixture(params=["aio", "thread"])
+async def journal(tmp_path: Path, request: pytest.FixtureRequest) -> Journal:
+    """A journal syncing through Linux AIO (where this machine has it) and one syncing on a thread."""
+    opened = Journal(tmp_path / "journal", aio=request.param == "aio")
     await opened.open()
+    expected = AioDataSync if request.param == "aio" and AIO_MACHINE else ThreadDataSync
+    assert isinstance(opened.syncer, expected)
     return opened
+
+
+def wrap_submit(journal: Journal, monkeypatch: pytest.MonkeyPatch, outcome: Callable[[int], int]) -> list[bytes]:
+    """Make the journal's syncer report `outcome(code)` instead of its code; returns what was on disk at each."""
+    syncer = journal.syncer
+    assert syncer is not None
+    real = syncer.submit
+    seen: list[bytes] = []
+
+    def submit(fd: int, done: Done) -> None:
+        def finished(code: int) -> None:
+            seen.append(journal_bytes(journal.directory))
+            done(outcome(code))
+
+        real(fd, finished)
+
+    monkeypatch.setattr(syncer, "submit", submit)
+    return seen
 
 
 async def test_concurrent_appends_are_group_committed_into_few_writes(journal: Journal) -> None:
@@ -32,6 +58,18 @@ async def test_concurrent_appends_are_group_committed_into_few_writes(journal: J
 
 async def test_an_append_returns_only_after_its_line_was_written_and_fsynced(
         journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced = wrap_submit(journal, monkeypatch, lambda code: code)
+    for n in range(3):
+        assert await journal.append(event_line(n))
+        assert synced[-1].endswith(event_line(n))
+    assert len(synced) >= 3  # one per append, and one for the zeros written ahead
+    await journal.close()
+
+
+async def test_the_thread_syncer_answers_only_after_os_fdatasync_returned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = Journal(tmp_path / "journal", aio=False)
+    await journal.open()
     synced: list[bytes] = []
     real_fdatasync = os.fdatasync
 
@@ -43,7 +81,6 @@ async def test_an_append_returns_only_after_its_line_was_written_and_fsynced(
     for n in range(3):
         assert await journal.append(event_line(n))
         assert synced[-1].endswith(event_line(n))
-    assert len(synced) >= 3  # one per append, and one for the zeros written ahead
     await journal.close()
 
 
@@ -65,14 +102,40 @@ async def test_a_failed_write_answers_false_leaves_no_torn_line_and_the_next_bat
     await journal.close()
 
 
-async def test_a_failed_fsync_answers_false_and_is_counted(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing(fd: int) -> None:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(os, "fdatasync", failing)
-    assert not await journal.append(event_line(1))
-    assert (journal.stats.failed, journal.stats.appended) == (1, 0)
+async def test_a_failed_fsync_answers_false_is_counted_and_leaves_no_line(
+        journal: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert await journal.append(event_line(1))
+    await journal.settled()
+    wrap_submit(journal, monkeypatch, lambda code: errno.EIO)
+    assert not await journal.append(event_line(2))
+    assert (journal.stats.failed, journal.stats.appended) == (1, 1)
+    monkeypatch.undo()
+    assert await journal.append(event_line(3))  # in a fresh segment
+    assert [segment_bytes(path) for path in segments(journal.directory)] == [event_line(1), event_line(3)]
     await journal.close()
+
+
+@pytest.mark.skipif(not AIO_MACHINE, reason="Linux AIO syscalls are only wired for x86_64 and aarch64 Linux")
+@pytest.mark.parametrize("where", ["completion", "submit"])
+async def test_a_file_system_that_refuses_aio_sync_moves_the_journal_to_a_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    journal = Journal(tmp_path / "journal")
+    await journal.open()
+    syncer = journal.syncer
+    assert isinstance(syncer, AioDataSync)
+
+    def refuse(fd: int, done: Done) -> None:
+        if where == "submit":
+            raise OSError(errno.EINVAL, "Invalid argument")
+        asyncio.get_running_loop().call_soon(done, errno.EINVAL)
+
+    monkeypatch.setattr(syncer, "submit", refuse)
+    assert await journal.append(event_line(1))  # synced again, on the thread
+    assert isinstance(journal.syncer, ThreadDataSync)
+    assert await journal.append(event_line(2))
+    assert journal.stats.failed == 0
+    await journal.close()
+    assert journal_bytes(journal.directory) == event_line(1) + event_line(2)
 
 
 async def test_a_second_journal_on_the_same_directory_is_refused(journal: Journal) -> None:
@@ -106,7 +169,7 @@ async def test_events_overwrite_zeros_written_ahead_and_closing_cuts_them_off(jo
     assert await journal.append(event_line(1))
     await journal.settled()
     [segment] = segments(journal.directory)
-    await asyncio.sleep(0)  # the writer thread zeroes ahead right after answering
+    await asyncio.sleep(0)  # zeros are written and synced right after the answers
     deadline = asyncio.get_running_loop().time() + 10
     while segment.stat().st_size < ZEROED_AHEAD and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.01)
