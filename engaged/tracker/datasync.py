@@ -5,7 +5,11 @@ each sync costs the GIL twice (the thread wakes for the job, then again to hand 
 measured with one tracker worker on one CPU (bench/tracker.py's case, loader paused), 0.64 context
 switches and 22.7 us of CPU per click, a fifth of it in the scheduler. IOCB_CMD_FDSYNC (Linux 4.18)
 runs the same fdatasync on a kernel worker and reports through an eventfd the loop already polls:
-0.16 switches and 16.8 us per click, and 43k clicks/s against 40k.
+0.12 switches and 17-19 us per click. In bench/tracker.py, alternating with the thread (same run):
+-c50 with one worker 27.0-28.7k clicks/s against 26.6-27.3k, with two 24.4k against 22.5-23.3k (p99
+9.6 against 11.6-12.2 ms); -c1000 within noise. The price: that kernel worker runs on the CPU the
+tracker keeps busy, so a sync takes longer to come back (p50 0.45 against 0.2 ms on one pinned CPU;
+with the loader paused, p99 4.3 against 3.0 ms).
 
 Both report the outcome as an errno (0: durable) to a callback on the loop. `open_datasync` picks
 AIO where the kernel has it (x86_64 and aarch64 Linux; it also needs a free slot of fs.aio-max-nr)
