@@ -13,8 +13,9 @@ with the loader paused, p99 4.3 against 3.0 ms).
 
 Both report the outcome as an errno (0: durable) to a callback on the loop. `open_datasync` picks
 AIO where the kernel has it (x86_64 and aarch64 Linux; it also needs a free slot of fs.aio-max-nr)
-and the thread otherwise; a file system that refuses AIO sync makes AioDataSync fail with
-UNSUPPORTED, and the journal then moves to a thread (engaged.tracker.journal).
+and the thread otherwise. When io_submit refuses a sync (a seccomp filter, no resources) or a file
+system refuses AIO sync (UNSUPPORTED at completion), the journal moves to a thread, which does that
+sync again (engaged.tracker.journal).
 """
 
 from __future__ import annotations

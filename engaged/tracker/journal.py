@@ -198,27 +198,34 @@ class Journal:
         self._sync_then(lambda code: self._synced(start, count, waiter, code))
 
     def _sync_then(self, done: Callable[[int], None]) -> None:
-        """fdatasync the segment through the syncer, then `done(errno or 0)` on the loop."""
+        """fdatasync the segment through the syncer, then `done(errno or 0)` on the loop.
+
+        AIO that cannot start the sync (a seccomp filter, no resources: whatever io_submit refuses) or
+        reports UNSUPPORTED for this file hands the journal to a thread, which does the sync itself."""
         syncer = self._syncer
+        if syncer is None:
+            done(errno.EBADF)
+            return
         try:
-            if syncer is None:
-                raise OSError(errno.EBADF, "the journal is closed")
             syncer.submit(self._fd, lambda code: self._fall_back_or(code, done))
         except OSError as error:
-            if syncer is None or isinstance(syncer, ThreadDataSync) or error.errno not in UNSUPPORTED:
+            if isinstance(syncer, ThreadDataSync):
                 done(error.errno or errno.EIO)
                 return
-            self._fall_back_or(error.errno, done)
+            self._fall_back(error.errno or errno.EIO, done)
 
     def _fall_back_or(self, code: int, done: Callable[[int], None]) -> None:
         """`done(code)`, unless AIO cannot sync this file: then the same sync again on a thread, from now on."""
-        syncer = self._syncer
-        if code not in UNSUPPORTED or syncer is None or isinstance(syncer, ThreadDataSync):
+        if code in UNSUPPORTED and not isinstance(self._syncer, ThreadDataSync):
+            self._fall_back(code, done)
+        else:
             done(code)
-            return
+
+    def _fall_back(self, code: int, done: Callable[[int], None]) -> None:
         log.warning("tracker journal: AIO cannot sync %s (%s); syncing on a thread", self.directory,
                     os.strerror(code))
-        syncer.close()
+        if self._syncer is not None:
+            self._syncer.close()
         self._syncer = ThreadDataSync(self._loop or asyncio.get_running_loop())
         self._sync_then(done)
 
