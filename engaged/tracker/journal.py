@@ -141,15 +141,23 @@ class Journal:
         path = segment_path(self.directory, number)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)  # writes go at _size: no O_APPEND
         _fsync_directory(self.directory)  # the name is durable before any answered event depends on it
-        self._close_segment()
+        old = self._fd
+        self._cut_zeros()
+        # This runs on a thread (_rotate) while `append` reads _fd on the loop: it never sees -1 here.
         self._fd, self._number, self._size, self._zeroed, self._broken = fd, number, 0, 0, False
+        if old >= 0:
+            os.close(old)
+
+    def _cut_zeros(self) -> None:
+        """Cut the zeros written ahead off the open segment (the loader stops at the first zero all the same)."""
+        if self._fd >= 0 and self._zeroed > self._size and not self._broken:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
 
     def _close_segment(self) -> None:
         if self._fd < 0:
             return
-        if self._zeroed > self._size and not self._broken:
-            with contextlib.suppress(OSError):  # the loader stops at the first zero all the same
-                os.ftruncate(self._fd, self._size)
+        self._cut_zeros()
         os.close(self._fd)
         self._fd = -1
 
