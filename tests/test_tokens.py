@@ -30,6 +30,8 @@ from engaged.tokens import (
     TokenPayload,
     TokenTooLong,
     UntrackableLink,
+    _deflate,
+    _inflate,
     decode_token,
     is_expired,
     normalise_token,
@@ -183,6 +185,20 @@ def test_a_compressible_payload_is_deflated_and_a_short_one_is_not() -> None:
     assert _raw(long_token)[2] & 0x80
     assert not _raw(short_token)[2] & 0x80
     assert decode_token(short_token, KEYRING, expect=OPEN_KINDS).kind is TokenKind.OPEN
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=70_000) | st.text(alphabet="abc{}\":,0123456789", max_size=70_000).map(str.encode))
+def test_the_fitted_deflate_window_round_trips_and_is_no_longer_than_a_full_window(data: bytes) -> None:
+    packed = _deflate(data)
+    assert zlib.decompress(packed, -15) == data  # what the tracker's inflater (window 2**15) reads
+    assert len(packed) <= len(zlib.compress(data, 9, -15)) + 8
+
+
+@pytest.mark.parametrize("length", [0, 249, 250, 251, 762, 763, 3000, 40_000, 64 * 1024])
+def test_the_fitted_deflate_window_round_trips_at_each_window_boundary(length: int) -> None:
+    data = (b'{"user":"%d",' * length)[:length]
+    assert _inflate(_deflate(data)) == data
 
 
 def test_an_open_payload_with_a_target_is_refused() -> None:
