@@ -112,7 +112,7 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-async def _session(host: str, port: int, body: bytes, count: int, rcpt: str) -> int:
+async def _session(host: str, port: int, body: bytes, count: int, rcpts: list[str], session: int | None) -> int:
     reader, writer = await asyncio.open_connection(host, port)
 
     async def reply() -> bytes:
@@ -129,13 +129,17 @@ async def _session(host: str, port: int, body: bytes, count: int, rcpt: str) -> 
     await reply()
     sent = 0
     payload = body + b".\r\n"
-    for _ in range(count):
+    for number in range(count):
+        if session is not None:
+            payload = body.replace(b"<body>\r\n", b"<body>\r\n<p>Dear reader %d.%d,</p>\r\n" % (session, number), 1)
+            payload += b".\r\n"
         writer.write(b"MAIL FROM:<bench@example.org>\r\n")
         await writer.drain()
         await reply()
-        writer.write(f"RCPT TO:<{rcpt}>\r\n".encode())
-        await writer.drain()
-        await reply()
+        for rcpt in rcpts:
+            writer.write(f"RCPT TO:<{rcpt}>\r\n".encode())
+            await writer.drain()
+            await reply()
         writer.write(b"DATA\r\n")
         await writer.drain()
         await reply()
@@ -150,13 +154,19 @@ async def _session(host: str, port: int, body: bytes, count: int, rcpt: str) -> 
     return sent
 
 
-def measure(host: str, port: int, body: bytes, sessions: int, per_session: int) -> float:
-    """Messages per second accepted by the server at host:port (connection reuse, no pipelining)."""
+def measure(host: str, port: int, body: bytes, sessions: int, per_session: int, *, rcpts: int = 1,
+            personalise: bool = False) -> float:
+    """Messages per second accepted by the server at host:port (connection reuse, no pipelining).
+
+    `rcpts`: recipients per message. `personalise`: every message's HTML differs (a line after `<body>`
+    names its session and number), as a mail merge makes it; otherwise they are all the same.
+    """
+    to = ["bob@example.com"] if rcpts == 1 else [f"bob+{n}@example.com" for n in range(rcpts)]
 
     async def run() -> tuple[int, float]:
         start = time.perf_counter()
-        counts = await asyncio.gather(*(_session(host, port, body, per_session, "bob@example.com")
-                                         for _ in range(sessions)))
+        counts = await asyncio.gather(*(_session(host, port, body, per_session, to, session if personalise else None)
+                                         for session in range(sessions)))
         return sum(counts), time.perf_counter() - start
 
     sent, elapsed = asyncio.run(run())

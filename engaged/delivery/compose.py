@@ -13,6 +13,7 @@ import msgspec
 from engaged.delivery.dkim import DkimSigner
 from engaged.delivery.unsubscribe import ReturnHeaders
 from engaged.headers import HeaderBlock
+from engaged.rewrite.html import HtmlPlans
 from engaged.rewrite.mime import RewriteOptions, rewrite_message
 from engaged.smtpapi.header import FIELD_NAME
 from engaged.smtpapi.peers import strip_peer_headers
@@ -31,7 +32,7 @@ class Copy(msgspec.Struct, frozen=True):
 
 
 class CopyComposer:
-    """Builds recipient copies; holds the link-signing keys and the DKIM signer, nothing else."""
+    """Builds recipient copies; holds the link-signing keys, the DKIM signer and what was read of recent HTML parts."""
 
     def __init__(self, keyring: SigningKeys, returns: ReturnHeaders | None = None, *, dkim: DkimSigner | None = None,
                  peer_headers: Callable[[str], Sequence[str]] = lambda _listener: ()) -> None:
@@ -39,6 +40,7 @@ class CopyComposer:
         self._returns = returns if returns is not None and returns.active else None
         self._dkim = dkim or DkimSigner(())
         self._peer_headers = peer_headers  # listener -> the vendors whose headers it accepts (and so removes)
+        self._plans = HtmlPlans()  # a message's copies (and a template's messages) read its HTML once
         _return_large_blocks()
 
     def __call__(self, body: bytes, record: SpoolRecord, index: int) -> Copy:
@@ -69,7 +71,7 @@ class CopyComposer:
             links = RecipientLinks(self._keyring, recipient.replica_of or recipient.identity, plan)
             options = RewriteOptions(open_tracking=plan.open_tracking, click_tracking=plan.click_tracking,
                                      initial_open=plan.initial_open, inline_css=plan.inline_css)
-            result = rewrite_message(data, links, options, links.amp())
+            result = rewrite_message(data, links, options, links.amp(), plans=self._plans)
             if result.warnings:
                 log.warning("message %s recipient %d: %s", record.message_id, index, "; ".join(result.warnings))
             data, warnings = result.data, result.warnings

@@ -15,6 +15,8 @@ character stays as it was.
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import msgspec
@@ -23,7 +25,7 @@ from engaged.rewrite import links
 from engaged.rewrite.entities import decode_attribute, encode_attribute
 from engaged.types import LinkMinter
 
-__all__ = ["AMP_MAX_BYTES", "AMP_PIXEL", "BOTTOM_PIXEL", "TOP_PIXEL", "HtmlResult", "rewrite_html"]
+__all__ = ["AMP_MAX_BYTES", "AMP_PIXEL", "BOTTOM_PIXEL", "TOP_PIXEL", "HtmlPlans", "HtmlResult", "rewrite_html"]
 
 TOP_PIXEL = (
     '<div style="color:transparent;visibility:hidden;opacity:0;font-size:0;border:0;max-height:1px;'
@@ -136,7 +138,14 @@ class _Attribute(msgspec.Struct, frozen=True):
 
 
 def rewrite_html(
-    html: str, minter: LinkMinter, *, click: bool, open_: bool, initial_open: bool, amp: bool = False
+    html: str,
+    minter: LinkMinter,
+    *,
+    click: bool,
+    open_: bool,
+    initial_open: bool,
+    amp: bool = False,
+    plans: HtmlPlans | None = None,
 ) -> HtmlResult:
     """Track the links of one HTML document (if `click`) and add the open pixels (if `open_`).
 
@@ -148,10 +157,92 @@ def rewrite_html(
     have `<body>` and `</body>`, else it is left untouched with a warning; pixels are AMP_PIXEL and need https
     URLs (else they are left out, with a warning); links are tracked by the same rules as in HTML. A part the
     tracking would take past AMP_MAX_BYTES is left untouched with a warning (it would no longer be valid AMP).
+
+    The work splits in two: reading the document (what to edit: everything but the tokens) and, per
+    recipient, minting and splicing. `plans` keeps what was read of recent documents, so the copies of one
+    message (and messages sent from one template) read each document once.
     """
-    edits: list[tuple[int, int, str]] = []
-    warnings: list[str] = []
-    tracked = 0
+    plan = plans.get(html, click, amp) if plans is not None else None
+    if plan is None:
+        plan = _read(html, click, amp)
+        if plans is not None:
+            plans.put(html, click, amp, plan)
+    return _apply(html, plan, minter, open_=open_, initial_open=initial_open, amp=amp)
+
+
+class HtmlPlans:
+    """The plans of the last few documents read, by document; bounded in entries and in characters held.
+
+    Thread-safe (a copy may be composed on a thread); a document longer than a quarter of the bound is
+    not kept.
+    """
+
+    def __init__(self, entries: int = 16, chars: int = 4 << 20) -> None:
+        self._entries, self._chars = entries, chars
+        self._held = 0
+        self._plans: OrderedDict[tuple[str, bool, bool], HtmlPlan] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, html: str, click: bool, amp: bool) -> HtmlPlan | None:
+        key = (html, click, amp)
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._plans.move_to_end(key)
+            return plan
+
+    def put(self, html: str, click: bool, amp: bool, plan: HtmlPlan) -> None:
+        if len(html) > self._chars // 4:
+            return
+        with self._lock:
+            if (html, click, amp) in self._plans:
+                return
+            self._plans[(html, click, amp)] = plan
+            self._held += len(html)
+            while len(self._plans) > self._entries or self._held > self._chars:
+                (old, _, _), _ = self._plans.popitem(last=False)
+                self._held -= len(old)
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    @property
+    def chars_held(self) -> int:
+        """The characters of the documents whose plans are kept."""
+        return self._held
+
+
+class _Mint(msgspec.Struct, frozen=True):
+    """A link to track: replace html[start:end] (its href value) with the tracked URL, quoted with `quote`."""
+
+    start: int
+    end: int
+    quote: str
+    target: str
+    link_name: str
+    sublink: str | None
+    unsubscribe: bool
+
+
+_Edit = tuple[int, int, str]
+
+
+class HtmlPlan(msgspec.Struct, frozen=True):
+    """What reading one document found, independent of any recipient.
+
+    `steps` in document order: an edit to make (a `data-msys-*` attribute removed), a link to mint, or a
+    warning. `untouched`: the document is to be left as it is, with these warnings (an unusable AMP part).
+    """
+
+    steps: tuple[_Edit | _Mint | str, ...]
+    body_open: int
+    body_close: int
+    untouched: tuple[str, ...] | None = None
+
+
+def _read(html: str, click: bool, amp: bool) -> HtmlPlan:
+    """Find the links, the `<body>` tags and the conditional comments of `html` (one linear pass)."""
+    steps: list[_Edit | _Mint | str] = []
     body_open = body_close = -1
     conditional_end = 0
     comment_end = -2  # memo for _COMMENT_END.search: positions only grow, so each character is scanned once
@@ -169,24 +260,45 @@ def rewrite_html(
             conditional_end = len(html) if comment_end == -1 else comment_end
         elif kind == "link":
             if click and match.start("closed_link") >= 0:
-                tracked += _rewrite_link(html, start, pos, minter, edits, warnings)
+                _read_link(html, start, pos, steps)
         elif start >= conditional_end and match.start(f"closed_{kind}") >= 0:
             if kind == "body" and body_open < 0:
                 body_open = pos
             elif kind == "body_end":
                 body_close = start
     if amp and _UNDECODED.search(html):
-        return HtmlResult(text=html, links_tracked=0, pixels=0,
-                          warnings=("AMP part is not valid UTF-8, as AMP for Email requires; left untouched",))
+        return HtmlPlan((), body_open, body_close,
+                        untouched=("AMP part is not valid UTF-8, as AMP for Email requires; left untouched",))
     if amp and (not _AMP_HTML.search(html) or body_open < 0 or body_close < 0):
         missing = "<html \u26a14email>" if not _AMP_HTML.search(html) else "<body> and </body>"
-        return HtmlResult(text=html, links_tracked=0, pixels=0,
-                          warnings=(f"not an AMP for Email document (no {missing}); left untouched",))
+        return HtmlPlan((), body_open, body_close,
+                        untouched=(f"not an AMP for Email document (no {missing}); left untouched",))
+    return HtmlPlan(tuple(steps), body_open, body_close)
+
+
+def _apply(html: str, plan: HtmlPlan, minter: LinkMinter, *, open_: bool, initial_open: bool,
+           amp: bool) -> HtmlResult:
+    """One recipient's document: `plan`'s links minted by `minter`, its pixels placed, spliced in."""
+    if plan.untouched is not None:
+        return HtmlResult(text=html, links_tracked=0, pixels=0, warnings=plan.untouched)
+    edits: list[_Edit] = []
+    warnings: list[str] = []
+    tracked = 0
+    for step in plan.steps:
+        if isinstance(step, _Mint):
+            url = links.mint_click(minter, step.target, step.link_name, step.sublink, step.unsubscribe, warnings)
+            if url is not None:
+                edits.append((step.start, step.end, step.quote + encode_attribute(url, step.quote) + step.quote))
+                tracked += 1
+        elif isinstance(step, str):
+            warnings.append(step)
+        else:
+            edits.append(step)
     pixels = 0
     if open_ and amp:
-        pixels = _place_amp_pixels(minter, initial_open, body_open, body_close, edits, warnings)
+        pixels = _place_amp_pixels(minter, initial_open, plan.body_open, plan.body_close, edits, warnings)
     elif open_:
-        pixels = _place_pixels(html, minter, initial_open, body_open, body_close, edits, warnings)
+        pixels = _place_pixels(html, minter, initial_open, plan.body_open, plan.body_close, edits, warnings)
     if not edits:
         return HtmlResult(text=html, links_tracked=0, pixels=0, warnings=tuple(dict.fromkeys(warnings)))
     edits.sort(key=lambda edit: edit[0])
@@ -202,62 +314,44 @@ def rewrite_html(
     )
 
 
-def _rewrite_link(
-    html: str,
-    start: int,
-    end: int,
-    minter: LinkMinter,
-    edits: list[tuple[int, int, str]],
-    warnings: list[str],
-) -> int:
-    """Queue the edits for one link start tag; 1 if its href was tracked."""
+def _read_link(html: str, start: int, end: int, steps: list[_Edit | _Mint | str]) -> None:
+    """The steps for one link start tag html[start:end]."""
     lowered = html[start:end].lower()  # (a case-insensitive regex search is ten times slower)
     if "track" not in lowered and "data-msys-" not in lowered:  # in every opt-out name and every data-msys-* one
-        return _rewrite_plain_link(html, start, end, minter, edits, warnings)
+        _read_plain_link(html, start, end, steps)
+        return
     attributes: dict[str, _Attribute] = {}
     for name, attribute in _attributes(html, start, end):
         if name.startswith("data-msys-"):
-            edits.append((attribute.start, attribute.end, ""))
+            steps.append((attribute.start, attribute.end, ""))
         attributes.setdefault(name, attribute)  # HTML5 keeps the first of duplicate attributes
     href = attributes.get("href")
     if href is None or _is_opted_out(attributes):
-        return 0
+        return
     target = links.link_target(href.value)
     refused = links.refusal(target)
     if refused is not None:
         if refused:
-            warnings.append(refused)
-        return 0
+            steps.append(refused)
+        return
     name_attribute = attributes.get("data-msys-linkname")
     link_name = links.truncate_link_name(name_attribute.value) if name_attribute else target
     sublink_attribute = attributes.get("data-msys-sublink")
     sublink = (sublink_attribute.value or None) if sublink_attribute else None
     unsubscribe_attribute = attributes.get("data-msys-unsubscribe")
     unsubscribe = unsubscribe_attribute is not None and unsubscribe_attribute.value.strip() == "1"
-    url = links.mint_click(minter, target, link_name, sublink, unsubscribe, warnings)
-    if url is None:
-        return 0
     quote = href.raw_value[0] if href.raw_value[:1] in ('"', "'") else '"'  # unquoted values get quoted
-    new_value = quote + encode_attribute(url, quote) + quote
-    edits.append((href.value_start, href.end, new_value))
-    return 1
+    steps.append(_Mint(href.value_start, href.end, quote, target, link_name, sublink, unsubscribe))
 
 
-def _rewrite_plain_link(
-    html: str,
-    start: int,
-    end: int,
-    minter: LinkMinter,
-    edits: list[tuple[int, int, str]],
-    warnings: list[str],
-) -> int:
-    """_rewrite_link for the common tag: no data-msys-* attribute and no opt-out, so only its href matters."""
+def _read_plain_link(html: str, start: int, end: int, steps: list[_Edit | _Mint | str]) -> None:
+    """_read_link for the common tag: no data-msys-* attribute and no opt-out, so only its href matters."""
     match = _FIRST_HREF.match(html, start, end)
     if match is None:
-        return 0
+        return
     raw = match.group("value")
     if not raw:
-        return 0
+        return
     quote = raw[0]
     if quote == '"' or quote == "'":
         value = raw[1:-1] if len(raw) > 1 and raw[-1] == quote else raw[1:]
@@ -267,13 +361,9 @@ def _rewrite_plain_link(
     refused = links.refusal(target)
     if refused is not None:
         if refused:
-            warnings.append(refused)
-        return 0
-    url = links.mint_click(minter, target, target, None, False, warnings)
-    if url is None:
-        return 0
-    edits.append((match.start("value"), match.end(), quote + encode_attribute(url, quote) + quote))
-    return 1
+            steps.append(refused)
+        return
+    steps.append(_Mint(match.start("value"), match.end(), quote, target, target, None, False))
 
 
 def _attributes(html: str, start: int, end: int) -> Iterator[tuple[str, _Attribute]]:

@@ -22,7 +22,7 @@ import msgspec
 
 from engaged.rewrite import transfer
 from engaged.rewrite.css import inline_css
-from engaged.rewrite.html import rewrite_html
+from engaged.rewrite.html import HtmlPlans, rewrite_html
 from engaged.rewrite.parts import TextPart, find_top_parts
 from engaged.rewrite.text import rewrite_text
 from engaged.types import LinkMinter
@@ -66,11 +66,17 @@ _Edit = tuple[int, int, bytes]
 
 
 def rewrite_message(
-    raw: bytes, minter: LinkMinter, options: RewriteOptions, amp_minter: LinkMinter | None = None
+    raw: bytes,
+    minter: LinkMinter,
+    options: RewriteOptions,
+    amp_minter: LinkMinter | None = None,
+    *,
+    plans: HtmlPlans | None = None,
 ) -> RewriteResult:
     """Track the links and place the open pixels of `raw` (CRLF line breaks, as read from SMTP DATA).
 
-    The AMP part is tracked only when `amp_minter` is given; otherwise it is left as it is.
+    The AMP part is tracked only when `amp_minter` is given; otherwise it is left as it is. `plans` keeps
+    what was read of recent HTML parts (html.HtmlPlans), for the next copy of the same part.
     """
     if not (options.open_tracking or options.click_tracking or options.inline_css):
         return RewriteResult(data=raw, links_tracked=0, pixels=0, parts_rewritten=0, warnings=())
@@ -79,11 +85,12 @@ def rewrite_message(
     warnings = list(top.warnings)
     done: list[_PartRewrite | None] = []
     if top.html is not None:
-        done.append(_rewrite_part(raw, top.html, partial(_track_html, minter, options), edits, warnings))
+        done.append(_rewrite_part(raw, top.html, partial(_track_html, minter, options, plans=plans), edits, warnings))
     if top.plain is not None and options.click_tracking:
         done.append(_rewrite_part(raw, top.plain, partial(_track_text, minter), edits, warnings))
     if top.amp is not None and amp_minter is not None and (options.open_tracking or options.click_tracking):
-        done.append(_rewrite_part(raw, top.amp, partial(_track_html, amp_minter, options, amp=True), edits, warnings))
+        track_amp = partial(_track_html, amp_minter, options, amp=True, plans=plans)
+        done.append(_rewrite_part(raw, top.amp, track_amp, edits, warnings))
     rewritten = [part for part in done if part is not None]
     return RewriteResult(
         data=_splice(raw, edits) if edits else raw,
@@ -94,7 +101,8 @@ def rewrite_message(
     )
 
 
-def _track_html(minter: LinkMinter, options: RewriteOptions, text: str, amp: bool = False) -> _PartRewrite:
+def _track_html(minter: LinkMinter, options: RewriteOptions, text: str, amp: bool = False,
+                plans: HtmlPlans | None = None) -> _PartRewrite:
     inlined = inline_css(text) if options.inline_css and not amp else None
     if inlined is not None:
         text = inlined.text
@@ -105,6 +113,7 @@ def _track_html(minter: LinkMinter, options: RewriteOptions, text: str, amp: boo
         open_=options.open_tracking,
         initial_open=options.initial_open,
         amp=amp,
+        plans=plans,
     )
     if inlined is not None and (inlined.elements or inlined.warnings):
         return _PartRewrite(result.text, result.links_tracked, result.pixels, inlined.warnings + result.warnings)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from engaged.rewrite import html
 from engaged.rewrite.html import AMP_MAX_BYTES, HtmlResult, rewrite_html
+from engaged.tokens import UntrackableLink
 from engaged.types import LinkMinter
 
 Click = tuple[str, str, str | None, bool]
@@ -696,3 +697,63 @@ def test_a_megabyte_of_text_before_a_link_is_scanned_in_bounded_matches(
     with patch.object(html, "_TOKEN", Counting()):
         assert targets(track(doc, minter), clicks) == ["http://end.example/"]
     assert matches > len(doc) // (html._RUNS_PER_MATCH * html._TEXT_RUN)
+
+
+class _OtherRecipient:
+    """A second recipient's minter: different tokens for the same links, so a plan holding a token would show."""
+
+    def click_url(self, target_url: str, link_name: str, sublink: str | None, unsubscribe: bool) -> str:
+        if "refuse" in target_url:
+            raise UntrackableLink("refused by this recipient's minter")
+        return f"https://other.example/f/{len(target_url)}/{link_name[:3]}-{sublink}-{int(unsubscribe)}"
+
+    def open_url(self, initial: bool) -> str:
+        return f"https://other.example/q/{int(initial)}"
+
+
+_PLAN_SOUP = [*_SOUP, ' href="http://refuse.example/"', " data-msys-sublink=s", " data-msys-unsubscribe=1",
+              ' data-msys-clicktrack="0"', " {{x}}", "<html amp4email>", "<v:roundrect href='https://v.example/'>"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.lists(st.sampled_from(_PLAN_SOUP), max_size=40).map("".join), click=st.booleans(),
+       open_=st.booleans(), initial_open=st.booleans(), amp=st.booleans())
+def test_a_kept_plan_gives_every_recipient_what_reading_the_document_anew_gives(
+    text: str, click: bool, open_: bool, initial_open: bool, amp: bool, minter: LinkMinter
+) -> None:
+    plans = html.HtmlPlans()
+    for each in (minter, _OtherRecipient(), minter):  # the first reads and keeps; the others reuse
+        flags = {"click": click, "open_": open_, "initial_open": initial_open, "amp": amp}
+        assert rewrite_html(text, each, plans=plans, **flags) == rewrite_html(text, each, **flags)
+    assert len(plans) == 1
+
+
+def test_a_kept_plan_is_used_instead_of_reading_the_document_again(minter: LinkMinter) -> None:
+    plans = html.HtmlPlans()
+    doc = '<body><a href="https://a.example/x">x</a></body>'
+    first = rewrite_html(doc, minter, click=True, open_=True, initial_open=True, plans=plans)
+    with patch.object(html, "_read", side_effect=AssertionError("read again")):
+        again = rewrite_html(doc, _OtherRecipient(), click=True, open_=True, initial_open=True, plans=plans)
+        assert rewrite_html(doc, minter, click=True, open_=True, initial_open=True, plans=plans) == first
+    assert again.links_tracked == 1 and "https://other.example/f/" in again.text
+    # What was read with click tracking off has no links to mint: it is kept apart.
+    assert rewrite_html(doc, minter, click=False, open_=True, initial_open=True, plans=plans).links_tracked == 0
+    assert len(plans) == 2
+
+
+def test_kept_plans_are_bounded_in_entries_and_in_characters(minter: LinkMinter) -> None:
+    plans = html.HtmlPlans(entries=3, chars=4_000)
+    docs = [f'<a href="https://a.example/{n}">{"x" * 200}</a>' for n in range(5)]
+    for doc in docs:
+        rewrite_html(doc, minter, click=True, open_=False, initial_open=False, plans=plans)
+    assert len(plans) == 3  # the two least recently used are gone
+    with patch.object(html, "_read", side_effect=AssertionError("read again")):
+        for doc in docs[2:]:
+            rewrite_html(doc, minter, click=True, open_=False, initial_open=False, plans=plans)
+    long_doc = "<p>" + "y" * 1_500 + "</p>"  # over a quarter of the characters: read, never kept
+    rewrite_html(long_doc, minter, click=True, open_=False, initial_open=False, plans=plans)
+    assert len(plans) == 3
+    middle = "<p>" + "z" * 900 + "</p>"
+    for n in range(4):  # 4 x 900 characters with the others: the character bound evicts before the entry bound
+        rewrite_html(middle + str(n), minter, click=True, open_=False, initial_open=False, plans=plans)
+    assert len(plans) <= 3 and plans.chars_held <= 4_000
