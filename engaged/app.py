@@ -31,7 +31,7 @@ from engaged.delivery.unsubscribe import ReturnHeaders
 from engaged.errors import ConfigError
 from engaged.events.ids import EventIdGenerator
 from engaged.events.store_postgres import PostgresEventStore
-from engaged.events.store_sqlite import CommitObserver, SqliteEventStore
+from engaged.events.store_sqlite import WORKER_CACHE_KIB, WRITER_CACHE_KIB, CommitObserver, SqliteEventStore
 from engaged.inbound.service import InboundService
 from engaged.inject import Injector
 from engaged.keys import LiveKeyring
@@ -59,17 +59,20 @@ from engaged.web.middleware import DashboardMiddleware
 log = logging.getLogger("engaged")
 
 
-def build_store(config: Config, metrics: Metrics | None = None, *, count_events: bool = True) -> EventStore:
+def build_store(config: Config, metrics: Metrics | None = None, *, count_events: bool = True,
+                worker: bool = False) -> EventStore:
     """The configured event store (not yet opened): SQLite in data_dir, or a PostgreSQL DSN.
 
-    With `metrics`, every commit is timed, and its events counted unless `count_events` is false.
+    With `metrics`, every commit is timed, and its events counted unless `count_events` is false. A
+    `worker`'s SQLite writer keeps SQLite's default page cache, not the one sized for large batches.
     """
     on_commit: CommitObserver | None = None
     if metrics is not None:
         observe = metrics.observe_store_write
         on_commit = metrics.observe_commit if count_events else lambda events, seconds: observe(seconds)
     if config.events.store == "sqlite":
-        return SqliteEventStore(config.data_path / "events.sqlite3", on_commit=on_commit)
+        cache = WORKER_CACHE_KIB if worker else WRITER_CACHE_KIB
+        return SqliteEventStore(config.data_path / "events.sqlite3", on_commit=on_commit, cache_kib=cache)
     return PostgresEventStore(config.events.store, on_commit=on_commit)
 
 
@@ -132,7 +135,7 @@ class WorkerApp:
         self.ids = ids or EventIdGenerator()
         self.keyring = LiveKeyring(data)
         self.metrics = Metrics()
-        self.store = build_store(config, self.metrics)
+        self.store = build_store(config, self.metrics, worker=True)
         # with a [bus], what the worker would append is published instead (reads stay on the store)
         self.bus = BusConnection(config.bus, name=f"engaged worker {index}") if config.bus.servers else None
         self.publisher = BusEventStore(self.store, self.bus) if self.bus is not None else None

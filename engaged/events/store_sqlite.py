@@ -53,6 +53,10 @@ WRITER_CACHE_KIB = 16 * 1024
 """The writer connection's page cache. SQLite's default (2 MiB) is too small for the pages one batch of a
 few thousand rows touches in the message_id and rcpt_to indexes (inserted at scattered places): 16 MiB
 cut a 5,000-row batch insert from 39-45 to 21 us a row, CPU from 21-23 to 16 us (150k rows, bench under flock)."""
+WORKER_CACHE_KIB = 2 * 1024
+"""The page cache of a worker's writer (SQLite's default). A worker appends a few rows a message, not the
+loader's batches of thousands, and a worker's memory is bounded: with 16 MiB its RSS grew from 84 to 105 MB
+as the store grew past the cache (about 7,000 messages), which passes issue 12's 100 MB for an idle worker."""
 WAL_CHECKPOINT_PAGES = 4000
 """Pages the WAL may hold before a commit checkpoints it (SQLite's default: 1,000, 4 MiB). The journal
 loader commits batches of about 4 MiB, so the default checkpointed, with its syncs of the database
@@ -87,8 +91,10 @@ class SqliteEventStore(StoreQueries, ReportQueries):
     state is written on the same thread, reads run on their own read-only connections.
     """
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", on_commit: CommitObserver | None = None) -> None:
+    def __init__(self, path: Path, *, synchronous: str = "FULL", on_commit: CommitObserver | None = None,
+                 cache_kib: int = WRITER_CACHE_KIB) -> None:
         self._path = path
+        self._cache_kib = cache_kib
         self._synchronous = synchronous
         self._on_commit = on_commit
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
@@ -114,7 +120,7 @@ class SqliteEventStore(StoreQueries, ReportQueries):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+        conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
         if columns and "machine" not in columns:  # a store written before the machine column existed

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engaged.events.store_sqlite import WRITER_CACHE_KIB, SqliteEventStore
+from engaged.app import build_store
+from engaged.config import Config
+from engaged.events.store_sqlite import WORKER_CACHE_KIB, WRITER_CACHE_KIB, SqliteEventStore
 from engaged.types import EventQuery
 from tests.sample_events import make_event
 
@@ -32,3 +34,15 @@ async def test_the_writer_connection_keeps_a_page_cache_large_enough_for_a_loade
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         await store.close()
+
+
+async def test_a_worker_writer_keeps_sqlite_default_cache_and_the_node_one_sized_for_batches(tmp_path: Path) -> None:
+    for worker, expected in ((True, WORKER_CACHE_KIB), (False, WRITER_CACHE_KIB)):
+        store = build_store(Config(data_dir=str(tmp_path / "data")), worker=worker)
+        assert isinstance(store, SqliteEventStore)
+        await store.open()
+        try:
+            assert store._connection().execute("PRAGMA cache_size").fetchone()[0] == -expected
+        finally:
+            await store.close()
+    assert WORKER_CACHE_KIB < WRITER_CACHE_KIB
