@@ -28,6 +28,7 @@ class CaptureTransport:
 
     def __init__(self, directory: Path, *, durability: Durability | None = None) -> None:
         self.directory = directory
+        self._prefix = os.path.join(directory, "")  # the copies' paths as strings: pathlib costs a few us each
         self._durability = durability or Durability("fsync", directory)
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="capture")
         directory.mkdir(parents=True, exist_ok=True)
@@ -49,11 +50,12 @@ class CaptureTransport:
             rcpt_to=message.rcpt_to,
             timestamp=f"{time.time():.3f}",
         )
-        self._atomic_write(self.directory / f"{stem}.json", msgspec.json.encode(sidecar) + b"\n")
-        self._atomic_write(self.directory / f"{stem}.eml", message.data)
+        self._atomic_write(f"{stem}.json", msgspec.json.encode(sidecar) + b"\n")
+        self._atomic_write(f"{stem}.eml", message.data)
 
-    def _atomic_write(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
+    def _atomic_write(self, name: str, data: bytes) -> None:
+        """Write `name` in the directory through a hidden temporary file, renamed in once complete."""
+        path, tmp = self._prefix + name, f"{self._prefix}.{name}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(data)
