@@ -723,8 +723,8 @@ def test_a_kept_plan_gives_every_recipient_what_reading_the_document_anew_gives(
 ) -> None:
     plans = html.HtmlPlans()
     for each in (minter, _OtherRecipient(), minter):  # the first reads and keeps; the others reuse
-        flags = {"click": click, "open_": open_, "initial_open": initial_open, "amp": amp}
-        assert rewrite_html(text, each, plans=plans, **flags) == rewrite_html(text, each, **flags)
+        kept = rewrite_html(text, each, click=click, open_=open_, initial_open=initial_open, amp=amp, plans=plans)
+        assert kept == rewrite_html(text, each, click=click, open_=open_, initial_open=initial_open, amp=amp)
     assert len(plans) == 1
 
 
