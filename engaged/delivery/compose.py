@@ -40,7 +40,7 @@ class CopyComposer:
         self._returns = returns if returns is not None and returns.active else None
         self._dkim = dkim or DkimSigner(())
         self._peer_headers = peer_headers  # listener -> the vendors whose headers it accepts (and so removes)
-        self._plans = HtmlPlans()  # a message's copies (and a template's messages) read its HTML once
+        self._plans = HtmlPlans()  # a message's copies (and messages with the same HTML) read it once
         _return_large_blocks()
 
     def __call__(self, body: bytes, record: SpoolRecord, index: int) -> Copy:

@@ -160,7 +160,7 @@ def rewrite_html(
 
     The work splits in two: reading the document (what to edit: everything but the tokens) and, per
     recipient, minting and splicing. `plans` keeps what was read of recent documents, so the copies of one
-    message (and messages sent from one template) read each document once.
+    message (and messages whose HTML is the same to the character) read each document once.
     """
     plan = plans.get(html, click, amp) if plans is not None else None
     if plan is None:
