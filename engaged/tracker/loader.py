@@ -43,6 +43,9 @@ LOAD_INTERVAL: Final = 0.05  # seconds between passes while idle (a pass that fo
 BATCH_BYTES: Final = 4 * 1024 * 1024  # read per pass and store transaction, across every worker
 CLOSED_CHECK_SECONDS: Final = 1.0  # how often a caught-up directory is checked for a stopped writer
 _RETRY_MAX: Final = 5.0
+_BUSY_BYTES: Final = 64 * 1024  # journaled and not yet loaded past this, a writer's open segment is not checked
+_PEEK_BYTES: Final = 4096  # first read when checking what is left of a closed segment (lines are shorter)
+_PEEK_MAX_BYTES: Final = 1 << 20  # later reads of that check, doubling up to this
 
 
 @runtime_checkable
@@ -217,9 +220,10 @@ class JournalLoader:
         for follower in list(self._followers.values()):
             found = segments(follower.directory)
             for number, path in found[:-1]:  # a newer segment exists: this one is closed
-                if _is_loaded(path, follower.offsets.get(number, 0), self.stats):
-                    _unlink(path)
-                    follower.offsets.pop(number, None)
+                if not _is_loaded(path, follower.offsets.get(number, 0), self.stats):
+                    break  # lines wait here, so none of the newer segments is loaded either (read in order)
+                _unlink(path)
+                follower.offsets.pop(number, None)
             if not found or (now - follower.checked < CLOSED_CHECK_SECONDS and not self._stop.is_set()):
                 continue
             last, path = found[-1]
@@ -228,7 +232,7 @@ class JournalLoader:
             except FileNotFoundError:
                 continue
             offset = follower.offsets.get(last, 0)
-            if size - offset > 64 * 1024 and len(_events(_read(path, offset, size - offset))) > 64 * 1024:
+            if size - offset > _BUSY_BYTES and len(_events(_read(path, offset, _BUSY_BYTES + 1))) > _BUSY_BYTES:
                 continue  # still loading; check once caught up
             follower.checked = now
             self._remove_if_writer_gone(follower, last, path)
@@ -306,20 +310,33 @@ class JournalLoader:
 
 
 def _is_loaded(path: Path, offset: int, stats: LoaderStats) -> bool:
-    """Whether a closed segment holds nothing after `offset` but, at most, a torn last line."""
+    """Whether a closed segment holds nothing after `offset` but, at most, a torn last line.
+
+    Reads from `offset` only as far as it must: to the first line end (lines are waiting: the usual
+    answer while a backlog loads), to the first zero, or to the end of the file. Reading every closed
+    segment's rest at every pass made loading a backlog quadratic (150k events in 12 segments: 36.7 us
+    an event; 600k in 48: 67.3 us)."""
     try:
         size = os.stat(path).st_size
     except FileNotFoundError:
         return False
-    if size <= offset:
-        return True
-    rest = _events(_read(path, offset, size - offset))
-    if b"\n" in rest:
-        return False
-    if not rest:
-        return True
-    stats.corrupt_lines += 1
-    log.warning("tracker journal: skipping %d torn byte(s) at the end of %s", len(rest), path)
+    torn, peek = 0, _PEEK_BYTES
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        while offset + torn < size:
+            piece = handle.read(min(peek, size - offset - torn))
+            if not piece:
+                break
+            events = _events(piece)
+            if b"\n" in events:
+                return False
+            torn += len(events)
+            if len(events) < len(piece):
+                break  # the zeros its writer wrote ahead: nothing follows
+            peek = min(2 * peek, _PEEK_MAX_BYTES)
+    if torn:
+        stats.corrupt_lines += 1
+        log.warning("tracker journal: skipping %d torn byte(s) at the end of %s", torn, path)
     return True
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from engaged.events.model import OpenEvent
+from engaged.tracker import loader as loader_module
 from engaged.tracker.journal import JOURNAL_DIR, Journal, worker_directory
 from engaged.tracker.loader import JournalLoader, LoaderStats, follow, read_metrics
 from engaged.types import EventQuery
@@ -186,4 +191,52 @@ async def test_a_dead_writers_segment_is_read_up_to_the_zeros_written_ahead(tmp_
     assert sorted(store.events) == ["1000001", "1000002", "1000003"]
     assert loader.stats.corrupt_lines == 1
     assert loader.lag_bytes == 0
+    assert segments(directory) == []
+
+
+async def test_a_torn_line_longer_than_one_read_is_skipped_whole_and_counted_once(tmp_path: Path) -> None:
+    directory = worker_directory(tmp_path, 0)
+    directory.mkdir(parents=True)
+    torn = event_line(3)[:-1] + b" " * 20_000  # no line end: 20 KB the dead writer never finished
+    (directory / "000000000001.jsonl").write_bytes(event_line(1) + event_line(2) + torn + bytes(4096))
+    (directory / "000000000002.jsonl").write_bytes(event_line(4) + torn)  # no zeros: torn up to the end
+    store = MemoryStore()
+    loader = JournalLoader(tmp_path, store)
+    await loader.stop()
+    assert sorted(store.events) == ["1000001", "1000002", "1000004"]
+    assert loader.stats.corrupt_lines == 2
+    assert segments(directory) == []
+
+
+async def test_a_backlog_of_closed_segments_is_read_once_not_at_every_pass(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = worker_directory(tmp_path, 0)
+    directory.mkdir(parents=True)
+    lines = [event_line(n) for n in range(1200)]
+    for number in range(6):  # closed segments a stopped writer left: six times the loader's batch below
+        (directory / f"{number + 1:012d}.jsonl").write_bytes(b"".join(lines[200 * number:200 * (number + 1)]))
+    journaled = sum(len(line) for line in lines)
+    read = [0]
+    real_open = open
+
+    class Counted(io.BufferedReader):
+        def read(self, size: int | None = -1) -> bytes:
+            data = super().read(size)
+            read[0] += len(data)
+            return data
+
+    def counting_open(path: Path, mode: str = "r") -> Any:
+        assert mode == "rb"
+        return Counted(real_open(path, "rb", buffering=0))
+
+    monkeypatch.setattr(loader_module, "open", counting_open, raising=False)
+    store = MemoryStore()
+    loader = JournalLoader(tmp_path, store, batch_bytes=journaled // 30)
+    assert await loader.load_available() == 1200
+    assert loader.stats.batches >= 30
+    # Each pass reads its batch and at most a short look at one closed segment's rest; reading every closed
+    # segment's rest at every pass read about 15 times what was journaled here.
+    assert read[0] < 2 * journaled
+    await loader.stop()
+    assert len(store.events) == 1200
     assert segments(directory) == []
