@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -63,6 +66,8 @@ loader commits batches of about 4 MiB, so the default checkpointed, with its syn
 file, after every batch; those syncs share the disk's flushes with the tracker journal's fdatasync
 before every answer. 4,000 pages: 34.1-34.7k clicks/s against 31.4-32.5k (bench/tracker.py's
 one-worker -c50 case, SQLite, three alternating rounds); 8,000 and 16,000 gave no more."""
+WRITE_LOCK_SUFFIX = ".write-lock"
+"""Beside the database: the file whose flock engaged's writers of the store queue on (`_turn`)."""
 _MACHINE_BACKFILL = (
     "UPDATE events SET machine = json_extract(CAST(body AS TEXT), '$.machine_engagement.kind')"
     f" WHERE type IN ({', '.join(repr(name) for name in TRACK_TYPES)})"
@@ -100,6 +105,7 @@ class SqliteEventStore(StoreQueries, ReportQueries):
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sqlite-reader")
         self._write_conn: sqlite3.Connection | None = None
+        self._lock_fd = -1
         self._local = threading.local()
         self._group: GroupCommit[_Append] = GroupCommit(
             self._commit, weight=lambda append: len(append.rows), max_weight=_MAX_BATCH,
@@ -116,6 +122,8 @@ class SqliteEventStore(StoreQueries, ReportQueries):
         await loop.run_in_executor(self._writer, self._open_writer)
 
     def _open_writer(self) -> None:
+        self._lock_fd = os.open(self._path.with_name(self._path.name + WRITE_LOCK_SUFFIX),
+                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
@@ -124,10 +132,11 @@ class SqliteEventStore(StoreQueries, ReportQueries):
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
         if columns and "machine" not in columns:  # a store written before the machine column existed
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ALTER TABLE events ADD COLUMN machine TEXT")
-            conn.execute(_MACHINE_BACKFILL)
-            conn.execute("COMMIT")
+            with self._turn():
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ALTER TABLE events ADD COLUMN machine TEXT")
+                conn.execute(_MACHINE_BACKFILL)
+                conn.execute("COMMIT")
         conn.executescript(_SCHEMA + WEBHOOK_SCHEMA_SQLITE)
         self._write_conn = conn
 
@@ -165,18 +174,34 @@ class SqliteEventStore(StoreQueries, ReportQueries):
         if self._on_commit is not None:
             self._on_commit([event for append in appends for event in append.events], seconds)
 
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """Hold the store's write turn: an flock that every engaged process writing this store takes around its
+        write transaction (on the writer thread; it waits in the kernel and wakes when the turn is free).
+
+        SQLite's own lock stays, and decides: the flock only queues engaged's writers, which otherwise met at
+        BEGIN IMMEDIATE and waited in SQLite's busy handler, sleeping 1, 2, 5, 10 ... ms between tries
+        however soon the lock was free."""
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
     def _write(self, rows: list[Row]) -> None:
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany(f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR): a second ROLLBACK would fail and
-            # hide the reason ("cannot rollback - no transaction is active").
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        with self._turn():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR): a second ROLLBACK would fail and
+                # hide the reason ("cannot rollback - no transaction is active").
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def _connection(self) -> sqlite3.Connection:
         if self._write_conn is None:
@@ -220,21 +245,22 @@ class SqliteEventStore(StoreQueries, ReportQueries):
 
     def _run_steps(self, steps: Sequence[Step]) -> list[int] | None:
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            counts = []
-            for sql, params, required in steps:
-                changed = conn.execute(sql, params).rowcount
-                if required and changed == 0:
+        with self._turn():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                counts = []
+                for sql, params, required in steps:
+                    changed = conn.execute(sql, params).rowcount
+                    if required and changed == 0:
+                        conn.execute("ROLLBACK")
+                        return None
+                    counts.append(changed)
+                conn.execute("COMMIT")
+                return counts
+            except BaseException:
+                if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                    return None
-                counts.append(changed)
-            conn.execute("COMMIT")
-            return counts
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+                raise
 
     async def close(self) -> None:
         await self._group.settled()
@@ -247,3 +273,6 @@ class SqliteEventStore(StoreQueries, ReportQueries):
         if self._write_conn is not None:
             self._write_conn.close()
             self._write_conn = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1

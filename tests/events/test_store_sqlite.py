@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 from pathlib import Path
+
+import pytest
 
 from engaged.app import build_store
 from engaged.config import Config
-from engaged.events.store_sqlite import WORKER_CACHE_KIB, WRITER_CACHE_KIB, SqliteEventStore
+from engaged.events.store_sqlite import WORKER_CACHE_KIB, WRITE_LOCK_SUFFIX, WRITER_CACHE_KIB, SqliteEventStore
 from engaged.types import EventQuery
+from tests.eventstores import eventually
 from tests.sample_events import make_event
 
 
@@ -46,3 +52,37 @@ async def test_a_worker_writer_keeps_sqlite_default_cache_and_the_node_one_sized
         finally:
             await store.close()
     assert WORKER_CACHE_KIB < WRITER_CACHE_KIB
+
+
+def _blocked_on(lock: Path) -> bool:
+    """Whether some process waits for an flock of `lock` (`/proc/locks` shows a waiter as `->`)."""
+    inode = os.stat(lock).st_ino
+    with open("/proc/locks") as locks:
+        return any("->" in line and line.split()[-3].endswith(f":{inode}") for line in locks)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs Linux /proc/locks to see a waiting flock")
+async def test_a_write_waits_its_turn_on_the_stores_write_lock_then_commits(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite3"
+    store = SqliteEventStore(path)
+    await store.open()
+    lock = path.with_name(path.name + WRITE_LOCK_SUFFIX)
+    holder = os.open(lock, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another engaged process is writing
+    try:
+        append = asyncio.create_task(store.append([make_event("delivery", 1)]))
+
+        async def waiting() -> bool | None:
+            return _blocked_on(lock) or None
+
+        assert await eventually(waiting)  # queued in the kernel, not sleeping in SQLite's busy handler
+        assert not append.done()
+    finally:
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        os.close(holder)
+    try:
+        await append
+        assert [stored.event.event_id for stored in await store.query(EventQuery(limit=10))] == [
+            make_event("delivery", 1).event_id]
+    finally:
+        await store.close()
