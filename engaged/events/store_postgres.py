@@ -84,7 +84,10 @@ _POOL_MAX = 8
 _CONNECT_TIMEOUT = 10.0
 _COMMAND_TIMEOUT = 60.0
 _MARK = "\x00"
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, OSError)
+"""What a store operation reports as StoreError (the store is unavailable). InternalClientError is how asyncpg
+reports a connection whose backend died while it waited for a reply (see _CONNECTION_LOST); OSError includes
+TimeoutError, so the command timeout too."""
 # A write that failed on these lost its connection (a terminated backend, a restart, a network cut), not its
 # data; it is repeated on a fresh connection. Inserts skip stored event_ids, so an ambiguous COMMIT is safe
 # to repeat.
@@ -199,7 +202,7 @@ class PostgresEventStore(StoreQueries, ReportQueries):
                 self._dsn, min_size=1, max_size=_POOL_MAX, reset=_keep_session,
                 timeout=_CONNECT_TIMEOUT, command_timeout=_COMMAND_TIMEOUT,
             )
-        except _DB_ERRORS as error:
+        except DB_ERRORS as error:
             raise StoreError(f"cannot connect to the PostgreSQL event store: {error}") from error
         try:
             async with pool.acquire() as connection, connection.transaction():
@@ -209,7 +212,7 @@ class PostgresEventStore(StoreQueries, ReportQueries):
                 await connection.execute(_SCHEMA + WEBHOOK_SCHEMA_POSTGRES)
                 # `append` promises durability: never commit with synchronous_commit=off (reliability §2.1).
                 self._force_sync = await connection.fetchval("SHOW synchronous_commit") == "off"
-        except _DB_ERRORS as error:
+        except DB_ERRORS as error:
             await pool.close()
             raise StoreError(f"cannot create the PostgreSQL event schema: {error}") from error
         self._pool = pool
@@ -266,7 +269,7 @@ class PostgresEventStore(StoreQueries, ReportQueries):
             except Exception as error:
                 if isinstance(error, asyncpg.PostgresError) and not isinstance(error, _CONNECTION_LOST):
                     # The server refused a statement and the session is still there: end the transaction.
-                    with contextlib.suppress(*_DB_ERRORS):
+                    with contextlib.suppress(*DB_ERRORS):
                         await connection.execute("ROLLBACK")
                 else:
                     # Broken, or already handed back to the pool (asyncpg detaches a connection whose backend
@@ -285,7 +288,7 @@ class PostgresEventStore(StoreQueries, ReportQueries):
         try:
             records = await self._pool.fetch(sql, *params, limit)
             return [StoredEvent(record[0], decode_event(record[1])) for record in records]
-        except _DB_ERRORS as error:
+        except DB_ERRORS as error:
             raise StoreError(f"event store read failed: {error}") from error
         except msgspec.DecodeError as error:
             raise StoreError(f"stored event is malformed: {error}") from error
@@ -295,7 +298,7 @@ class PostgresEventStore(StoreQueries, ReportQueries):
             raise StoreError("event store is not open")
         try:
             return [tuple(record) for record in await self._pool.fetch(numbered(sql), *params)]
-        except _DB_ERRORS as error:
+        except DB_ERRORS as error:
             raise StoreError(f"event store read failed: {error}") from error
 
     async def _transact(self, steps: Sequence[Step]) -> list[int] | None:
@@ -312,7 +315,7 @@ class PostgresEventStore(StoreQueries, ReportQueries):
                     counts.append(changed)
         except _RolledBack:
             return None
-        except _DB_ERRORS as error:
+        except DB_ERRORS as error:
             raise StoreError(f"event store write failed: {error}") from error
         return counts
 

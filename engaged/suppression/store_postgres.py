@@ -8,11 +8,10 @@ from typing import Any
 import asyncpg
 
 from engaged.errors import StoreError
-from engaged.events.store_postgres import numbered
+from engaged.events.store_postgres import DB_ERRORS, numbered
 from engaged.suppression import sql
 from engaged.suppression.model import TYPES, SuppressionEntry, SuppressionSearch, SuppressionType
 
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 _DDL_LOCK = 0x656E676167656410  # "engaged" then 0x10: serialises concurrent schema creation
 
 
@@ -28,13 +27,13 @@ class PostgresSuppressionStore:
             return
         try:
             pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4, timeout=10, command_timeout=60)
-        except _DB_ERRORS as error:
+        except DB_ERRORS as error:
             raise StoreError(f"cannot connect to the PostgreSQL suppression list: {error}") from error
         try:
             async with pool.acquire() as connection, connection.transaction():
                 await connection.execute("SELECT pg_advisory_xact_lock($1)", _DDL_LOCK)
                 await connection.execute(sql.SCHEMA.format(real="DOUBLE PRECISION"))
-        except _DB_ERRORS as error:
+        except DB_ERRORS as error:
             await pool.close()
             raise StoreError(f"cannot create the PostgreSQL suppression table: {error}") from error
         self._pool = pool
@@ -59,13 +58,13 @@ class PostgresSuppressionStore:
                     await connection.executemany(numbered(sql.UPSERT), [sql.row_of(entry) for entry in entries])
                 if followed is not None:
                     await connection.execute(numbered(sql.FOLLOW), followed)
-        except _DB_ERRORS as error:
+        except DB_ERRORS as error:
             raise StoreError(f"suppression list write failed: {error}") from error
 
     async def _fetch(self, statement: str, params: Sequence[object]) -> list[Any]:
         try:
             return list(await self._ready().fetch(numbered(statement), *params))
-        except _DB_ERRORS as error:
+        except DB_ERRORS as error:
             raise StoreError(f"suppression list read failed: {error}") from error
 
     async def followed(self) -> int | None:
@@ -87,7 +86,7 @@ class PostgresSuppressionStore:
         try:
             status = await self._ready().execute(
                 "DELETE FROM suppression_list WHERE recipient = $1 AND type = ANY($2::text[])", recipient, list(types))
-        except _DB_ERRORS as error:
+        except DB_ERRORS as error:
             raise StoreError(f"suppression list write failed: {error}") from error
         return int(status.rsplit(" ", 1)[-1])
 

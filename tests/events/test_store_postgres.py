@@ -143,3 +143,27 @@ async def test_appending_before_open_raises_store_error() -> None:
         await store.append([open_event(1)])
     with pytest.raises(StoreError, match="not open"):
         await store.query(EventQuery())
+
+
+async def test_a_read_on_a_connection_whose_backend_died_mid_reply_raises_store_error(dsn: str) -> None:
+    """asyncpg reports such a connection with InternalClientError ("cannot switch to state 11; another operation
+    (2) is in progress"), not InterfaceError. Reads must say the store is unavailable, as for any lost connection:
+    the inbound processor retries on StoreError and parked a bounce until the next start on anything else."""
+
+    class DiedMidReply:
+        async def fetch(self, *args: object, **kwargs: object) -> None:
+            raise asyncpg.exceptions.InternalClientError("cannot switch to state 11; another operation (2) is in "
+                                                         "progress")
+
+    store = PostgresEventStore(dsn)
+    await store.open()
+    pool = store._pool
+    try:
+        store._pool = DiedMidReply()
+        with pytest.raises(StoreError, match="read failed"):
+            await store.query(EventQuery())
+        with pytest.raises(StoreError, match="read failed"):
+            await store._fetch("SELECT 1", [])  # what the metrics, report and webhook reads go through
+    finally:
+        store._pool = pool
+        await store.close()
