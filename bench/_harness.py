@@ -173,6 +173,20 @@ def measure(host: str, port: int, body: bytes, sessions: int, per_session: int, 
     return sent / elapsed
 
 
+def wait_delivered(directory: Path, timeout: float = 600.0) -> float:
+    """Wait until the server whose temporary directory is `directory` has delivered all it accepted (no
+    message left in any spool shard); returns the seconds waited. A server measured right after another
+    would otherwise share the CPU with the other's delivery backlog: accepting outruns delivering, and
+    ten tracked copies a message leave a backlog of seconds."""
+    spool = directory / "data" / "spool"
+    began = time.monotonic()
+    while any(shard.name.isdigit() and any(shard.glob("*.msg")) for shard in spool.iterdir()):
+        if time.monotonic() - began > timeout:
+            raise TimeoutError(f"messages still in {spool} after {timeout:.0f} s")
+        time.sleep(0.1)
+    return time.monotonic() - began
+
+
 def pin_self(cpu: int = 1) -> None:
     """Run the load generator on another core than the servers."""
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:

@@ -16,7 +16,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import free_port, measure, pin_self, rss_kib, server_processes, start_engaged, start_smtp_sink
+from _harness import (
+    free_port,
+    measure,
+    pin_self,
+    rss_kib,
+    server_processes,
+    start_engaged,
+    start_smtp_sink,
+    wait_delivered,
+)
 
 from engaged.testing.server import ServerProcess
 
@@ -121,7 +130,9 @@ def main() -> int:
             theirs = (measure("127.0.0.1", sink_port, body, sessions, count, rcpts=rcpts, personalise=personalise)
                       if sink else float("nan"))
             one = measure(*single.smtp, body, sessions, count, rcpts=rcpts, personalise=personalise)
+            wait_delivered(Path(tmp_single.name))  # its delivery backlog must not run beside the next server
             every = measure(*auto.smtp, body, sessions, count, rcpts=rcpts, personalise=personalise)
+            wait_delivered(Path(tmp_auto.name))
             print(f"{name:36} {theirs:10.0f} {one:10.0f} {one / theirs:6.2f} {every:10.0f} {every / theirs:6.2f}")
         for label, server in (("workers = 1", single), ("workers = auto", auto)):
             print(f"\nmemory, {label} (KiB; PSS counts pages shared by forked processes once)")
@@ -143,7 +154,8 @@ def main() -> int:
     if sink is None:
         print("smtp-sink not installed (Debian package postfix): no baseline measured")
     print("engaged: durable spool on (default [smtp] sync: written, renamed and synced before every 250, one")
-    print("sync shared by concurrent sessions), capture delivery running. Goals (issue 12), 20 KB HTML tracked,")
+    print("sync shared by concurrent sessions), capture delivery running (each server's backlog is delivered")
+    print("before the next server is measured). Goals (issue 12), 20 KB HTML tracked,")
     print("20 sessions: >= 0.5 x smtp-sink with workers = auto, >= 0.3 x with one worker; a worker idle < 100 MB")
     print("RSS; 1,000 idle sessions adding < 30 MB across the workers")
     return 0
