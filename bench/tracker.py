@@ -166,6 +166,15 @@ def start_profile(output: Path, pid: int) -> subprocess.Popen[bytes] | None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def mean_of(before: WrkResult | None, after: WrkResult | None) -> WrkResult | None:
+    """The baseline of the runs between two nginx measurements: their mean rate and latencies."""
+    if before is None or after is None:
+        return before or after
+    return WrkResult((before.requests_per_second + after.requests_per_second) / 2,
+                     (before.p50_ms + after.p50_ms) / 2, (before.p99_ms + after.p99_ms) / 2,
+                     before.requests + after.requests, before.errors or after.errors)
+
+
 def ratio_line(label: str, case: Case, ours: WrkResult, baseline: WrkResult | None) -> None:
     if baseline is None:
         return
@@ -174,7 +183,7 @@ def ratio_line(label: str, case: Case, ours: WrkResult, baseline: WrkResult | No
     if case.workers == 1 and case.connections == CONNECTIONS[0]:
         met = ratio >= GOAL_RATIO and ours.p99_ms < GOAL_P99_MS
         goal = f"   goal >= {GOAL_RATIO}x and p99 < {GOAL_P99_MS:g} ms: {'met' if met else 'NOT met'}"
-    print(f"  ratio {label} {case.label} -c{case.connections}: {ratio:.2f}x nginx "
+    print(f"  ratio {label} {case.label} -c{case.connections}: {ratio:.2f}x nginx (mean of before and after) "
           f"(p99 {ours.p99_ms:.1f} vs {baseline.p99_ms:.1f} ms){goal}")
 
 
@@ -183,7 +192,7 @@ def matrix(args: argparse.Namespace) -> None:
     cases = [Case(1, connections, "1 worker") for connections in CONNECTIONS]
     cases += [Case(cpus, connections, f"{cpus} workers") for connections in CONNECTIONS]
     print(f"tracker bench: wrk -t1 -d{SECONDS}s, {LINKS} rotating click links, journal fdatasync before every answer;"
-          " nginx measured right before each engaged run")
+          " nginx measured before and after the engaged runs it is compared with")
     with tempfile.TemporaryDirectory(prefix="engaged-bench-tracker-") as tmp:
         root = Path(tmp)
         name = f"engaged_bench_{secrets.token_hex(4)}"
@@ -201,18 +210,23 @@ def matrix(args: argparse.Namespace) -> None:
                 try:
                     for case in (case for case in cases if case.workers == workers):
                         first = case.workers == 1 and case.connections == CONNECTIONS[0]
-                        baseline = nginx.run(case)
-                        ratio_line("SQLite", case, engaged_run(root, case, "SQLite", None,
-                                                               args.profile if first else None), baseline)
+                        # nginx is measured before and after the engaged runs it is the baseline of, and the
+                        # ratios use the mean: on this kind of machine two nginx runs a minute apart differed
+                        # by up to 40 % (54k and 78k req/s).
+                        before = nginx.run(case)
+                        runs = [("SQLite", engaged_run(root, case, "SQLite", None, args.profile if first else None))]
                         if dsn is not None:
-                            ratio_line("PostgreSQL", case, engaged_run(root, case, "PostgreSQL", dsn, None), baseline)
+                            runs.append(("PostgreSQL", engaged_run(root, case, "PostgreSQL", dsn, None)))
+                        after = nginx.run(case)
+                        for label, result in runs:
+                            ratio_line(label, case, result, mean_of(before, after))
                         if first:
-                            baseline = nginx.run(case)
-                            ratio_line("SQLite, no fdatasync", case,
-                                       engaged_run(root, case, "SQLite", None, None, durable=False), baseline)
-                            baseline = nginx.run(case)
-                            ratio_line("SQLite, loader paused", case,
-                                       engaged_run(root, case, "SQLite", None, None, paused_loader=True), baseline)
+                            nosync = engaged_run(root, case, "SQLite", None, None, durable=False)
+                            before, after = after, nginx.run(case)
+                            ratio_line("SQLite, no fdatasync", case, nosync, mean_of(before, after))
+                            paused = engaged_run(root, case, "SQLite", None, None, paused_loader=True)
+                            before, after = after, nginx.run(case)
+                            ratio_line("SQLite, loader paused", case, paused, mean_of(before, after))
                 finally:
                     nginx.stop()
         finally:
