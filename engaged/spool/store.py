@@ -60,7 +60,7 @@ class FileSpool:
         self._accept = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-accept")
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spool")
         self._free_dir = directory / "free"
-        # The per-message paths are joined as strings: eight pathlib joins a message were 3 % of a worker's
+        # The per-message paths are joined as strings: six pathlib joins a message were 3 % of a worker's
         # py-spy --gil samples (bench/injection.py, 20 KB tracked).
         self._prefix = f"{directory}{os.sep}"
         self._tmp_prefix = f"{self._tmp}{os.sep}"
