@@ -124,6 +124,14 @@ class SqliteEventStore(StoreQueries, ReportQueries):
     def _open_writer(self) -> None:
         self._lock_fd = os.open(self._path.with_name(self._path.name + WRITE_LOCK_SUFFIX),
                                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self._write_conn = self._connect_writer()
+        except BaseException:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise
+
+    def _connect_writer(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
@@ -138,7 +146,7 @@ class SqliteEventStore(StoreQueries, ReportQueries):
                 conn.execute(_MACHINE_BACKFILL)
                 conn.execute("COMMIT")
         conn.executescript(_SCHEMA + WEBHOOK_SCHEMA_SQLITE)
-        self._write_conn = conn
+        return conn
 
     async def append(self, events: Sequence[Event]) -> None:
         if not events:
