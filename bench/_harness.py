@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,16 @@ async def pg_fetchval(statement: str, dsn: str = PG_ADMIN_DSN) -> Any:
 def pg_database(name: str) -> str:
     """The DSN of database `name` on the benchmark's PostgreSQL server."""
     return urlunsplit(urlsplit(PG_ADMIN_DSN)._replace(path="/" + name))
+
+
+def count_sqlite(path: Path) -> int:
+    """Events stored in the SQLite event store at `path` (read-only)."""
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        count: int = connection.execute("SELECT count(*) FROM events").fetchone()[0]
+        return count
+    finally:
+        connection.close()
 
 
 def free_port() -> int:

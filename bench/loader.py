@@ -21,6 +21,7 @@ import os
 import random
 import resource
 import secrets
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import asyncpg
 import msgspec
 
-from bench._harness import PG_ADMIN_DSN, free_port, pg_database
+from bench._harness import PG_ADMIN_DSN, count_sqlite, free_port, pg_database
 from bench._tracker_harness import run_wrk, start_nginx, write_lua
 from engaged.events.ids import EventIdGenerator
 from engaged.events.model import encode_event
@@ -93,10 +94,10 @@ def prefill_sqlite(path: Path, clicks: Clicks, count: int) -> None:
     asyncio.run(_open_close(SqliteEventStore(path)))
     connection = sqlite3.connect(path, isolation_level=None)
     try:
-        indexes = [row[0] for row in connection.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL")]
-        for name in [row[0] for row in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL")]:
+        indexes = connection.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL"
+        ).fetchall()
+        for name, _ in indexes:
             connection.execute(f"DROP INDEX {name}")
         connection.execute("PRAGMA synchronous=OFF")
         now = time.time() - 2 * 86_400
@@ -106,7 +107,7 @@ def prefill_sqlite(path: Path, clicks: Clicks, count: int) -> None:
             connection.execute("BEGIN")
             connection.executemany(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({placeholders})", rows)
             connection.execute("COMMIT")
-        for statement in indexes:
+        for _, statement in indexes:
             connection.execute(statement)
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
@@ -169,14 +170,6 @@ def report(label: str, size: int, stored: int, seconds: float, cpu: float, goal:
     print(f"{label:<10} {size:>10,} {rate:>12,.0f} {cpu / stored * 1e6:>10.1f}{versus}")
 
 
-def count_sqlite(path: Path) -> int:
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return int(connection.execute("SELECT count(*) FROM events").fetchone()[0])
-    finally:
-        connection.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sizes", default=",".join(str(size) for size in SIZES),
@@ -209,7 +202,7 @@ def main() -> int:
             if stored != args.backlog or total != size + args.backlog:
                 raise SystemExit(f"SQLite: loaded {stored} of {args.backlog}, {total} stored of {size + args.backlog}")
             report("SQLite", size, stored, seconds, cpu, goal)
-            _remove(data)
+            shutil.rmtree(data)
         if not args.no_postgres:
             asyncio.run(_postgres_cases(root, sizes, args.backlog, goal))
     return 0
@@ -245,15 +238,6 @@ async def _postgres_cases(root: Path, sizes: list[int], backlog: int, goal: floa
     finally:
         await admin.close()
     print("PostgreSQL: CPU us/ev is the loader's own; the server's work runs in its processes")
-
-
-def _remove(directory: Path) -> None:
-    for path in sorted(directory.rglob("*"), reverse=True):
-        if path.is_dir():
-            path.rmdir()
-        else:
-            path.unlink()
-    directory.rmdir()
 
 
 if __name__ == "__main__":

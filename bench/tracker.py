@@ -25,7 +25,6 @@ import os
 import secrets
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 
-from bench._harness import PG_ADMIN_DSN, free_port, pg_database, pg_fetchval
+from bench._harness import PG_ADMIN_DSN, count_sqlite, free_port, pg_database, pg_fetchval
 from bench._tracker_harness import (
     Child,
     TrackerWorkers,
@@ -62,15 +61,6 @@ HERE = Path(__file__).resolve().parent
 def line(label: str, result: WrkResult) -> str:
     return (f"{label:<34} {result.requests_per_second:>9,.0f} req/s   p50 {result.p50_ms:6.2f} ms   "
             f"p99 {result.p99_ms:6.2f} ms" + (f"   ({result.errors})" if result.errors else ""))
-
-
-def count_sqlite(path: Path) -> int:
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        count: int = connection.execute("SELECT count(*) FROM events").fetchone()[0]
-        return count
-    finally:
-        connection.close()
 
 
 @dataclass
