@@ -323,22 +323,18 @@ def _is_loaded(path: Path, offset: int, stats: LoaderStats) -> bool:
     if size <= offset:
         return True
     torn, peek = 0, _PEEK_BYTES
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            while offset + torn < size:
-                piece = handle.read(min(peek, size - offset - torn))
-                if not piece:
-                    break
-                events = _events(piece)
-                if b"\n" in events:
-                    return False
-                torn += len(events)
-                if len(events) < len(piece):
-                    break  # the zeros its writer wrote ahead: nothing follows
-                peek = min(2 * peek, _PEEK_MAX_BYTES)
-    except FileNotFoundError:  # removed since the stat (by another loader after a restart)
-        return False
+    while offset + torn < size:
+        try:
+            piece = _read(path, offset + torn, min(peek, size - offset - torn))
+        except FileNotFoundError:  # removed since the stat (by another loader after a restart)
+            return False
+        events = _events(piece)
+        if b"\n" in events:
+            return False
+        torn += len(events)
+        if len(events) < len(piece) or not piece:
+            break  # the zeros its writer wrote ahead (or the end, cut meanwhile): nothing follows
+        peek = min(2 * peek, _PEEK_MAX_BYTES)
     if torn:
         stats.corrupt_lines += 1
         log.warning("tracker journal: skipping %d torn byte(s) at the end of %s", torn, path)
