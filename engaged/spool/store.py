@@ -62,9 +62,9 @@ class FileSpool:
         self._free_dir = directory / "free"
         # The per-message paths are joined as strings: six pathlib joins a message were 3 % of a worker's
         # py-spy --gil samples (bench/injection.py, 20 KB tracked).
-        self._prefix = f"{directory}{os.sep}"
-        self._tmp_prefix = f"{self._tmp}{os.sep}"
-        self._free_prefix = f"{self._free_dir}{os.sep}"
+        self._prefix = os.path.join(directory, "")
+        self._tmp_prefix = os.path.join(self._tmp, "")
+        self._free_prefix = os.path.join(self._free_dir, "")
         self._free: list[str] = []
         self._free_serial = 0
         self._accepted: dict[str, bytes] = {}  # message_id -> body, see ACCEPTED_BODY_BYTES
