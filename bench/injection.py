@@ -4,6 +4,11 @@ Every case runs against smtp-sink, engaged with `[server] workers = 1` (all its 
 CPU 0, like smtp-sink) and engaged with `workers = "auto"` (one worker per CPU, unpinned), one
 after the other in the same run; the load generator runs on CPU 1. Then the memory of each
 process: idle, and with 1,000 idle SMTP sessions open across the workers.
+
+Before it starts, it waits until creating a file is cheap again (_harness.settle_filesystem): on an
+ext4 without a journal, like this machine's, whatever removed thousands of files just before (a test
+suite, another run) makes every new file dear for about a minute, and engaged's capture delivery
+creates two a copy. The cost is probed again before each case and printed beside it.
 """
 
 from __future__ import annotations
@@ -12,16 +17,19 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
+    creation_cost,
     free_port,
     measure,
     pin_self,
     rss_kib,
     server_processes,
+    settle_filesystem,
     start_engaged,
     start_smtp_sink,
     wait_delivered,
@@ -113,6 +121,8 @@ def main() -> int:
     parser.add_argument("--cases", default="", help="only cases whose name contains this")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply messages per session")
     args = parser.parse_args()
+    probes = tempfile.TemporaryDirectory(prefix="engaged-bench-probes-")
+    waited, cost = settle_filesystem(Path(probes.name))
     sink_port = free_port()
     sink = start_smtp_sink(sink_port)
     single, tmp_single = start_engaged(BENCH_CONFIG, workers=1, pin=True)
@@ -121,19 +131,24 @@ def main() -> int:
     workers = sum(1 for name in auto.pids() if name.startswith("worker"))
     print(f"engaged workers = 1 (pinned to CPU 0) and workers = auto ({workers} workers on {os.cpu_count()} CPUs, "
           "unpinned); load generator on CPU 1")
-    print(f"{'case':36} {'smtp-sink':>10} {'workers=1':>10} {'ratio':>6} {'auto':>10} {'ratio':>6}  msg/s")
+    print(f"file creation {cost:.0f} us a file after {waited:.0f} s settling (the create column: probed before "
+          "each case; see _harness.CHEAP_CREATE_US)")
+    print(f"{'case':36} {'smtp-sink':>10} {'workers=1':>10} {'ratio':>6} {'auto':>10} {'ratio':>6} {'create':>7}"
+          "  msg/s")
     try:
         for name, body, sessions, per_session, rcpts, personalise in CASES:
             if args.cases not in name:
                 continue
             count = max(int(per_session * args.scale), 1)
+            create = creation_cost(Path(probes.name))
             theirs = (measure("127.0.0.1", sink_port, body, sessions, count, rcpts=rcpts, personalise=personalise)
                       if sink else float("nan"))
             one = measure(*single.smtp, body, sessions, count, rcpts=rcpts, personalise=personalise)
             wait_delivered(Path(tmp_single.name))  # its delivery backlog must not run beside the next server
             every = measure(*auto.smtp, body, sessions, count, rcpts=rcpts, personalise=personalise)
             wait_delivered(Path(tmp_auto.name))
-            print(f"{name:36} {theirs:10.0f} {one:10.0f} {one / theirs:6.2f} {every:10.0f} {every / theirs:6.2f}")
+            print(f"{name:36} {theirs:10.0f} {one:10.0f} {one / theirs:6.2f} {every:10.0f} {every / theirs:6.2f} "
+                  f"{create:5.0f}us")
         for label, server in (("workers = 1", single), ("workers = auto", auto)):
             print(f"\nmemory, {label} (KiB; PSS counts pages shared by forked processes once)")
             print(f"{'process':12} {'idle RSS':>10} {'idle PSS':>10} {'1k sess RSS':>12} {'1k sess PSS':>12} "
@@ -149,6 +164,7 @@ def main() -> int:
         auto.stop()
         tmp_single.cleanup()
         tmp_auto.cleanup()
+        probes.cleanup()
         if sink is not None:
             sink.kill()
     if sink is None:
