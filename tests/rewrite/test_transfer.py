@@ -91,6 +91,19 @@ def test_long_lines_are_detected_at_999_octets() -> None:
     assert has_long_line(b"x\r\n" + b"a" * 999)
 
 
+@settings(max_examples=300, deadline=None)
+@given(before=st.integers(0, 1500), length=st.integers(990, 1002), after=st.integers(0, 1500),
+       breaks=st.sampled_from([b"\n", b"\r\n", b"\r"]))
+def test_a_line_anywhere_is_long_from_999_octets(before: int, length: int, after: int, breaks: bytes) -> None:
+    # short lines around one line of `length` octets, wherever it falls against the windows looked at first
+    def around(size: int) -> bytes:
+        return (b"y" * 70 + breaks) * (size // 72) + b"z" * (size % 72)
+
+    data = around(before) + breaks + b"a" * length + breaks + around(after)
+    assert has_long_line(data) == (max(map(len, data.splitlines()), default=0) > 998)
+    assert has_long_line(data) == (length > 998)
+
+
 @settings(max_examples=200, deadline=None)
 @given(body=st.binary(max_size=300), encoding=st.sampled_from(["base64", "quoted-printable", "7bit", "x"]))
 def test_decoding_any_bytes_never_raises(body: bytes, encoding: str) -> None:
