@@ -114,3 +114,22 @@ def test_checking_chunk_by_chunk_decides_like_checking_the_whole(wire: bytes, cu
     buffered = b"\r\n" + data  # as the reader holds it: an empty message ends at once
     end = buffered.find(b"\r\n.\r\n")
     assert finished and finished[0][0] == check_data(buffered[2 : end + 2], size)
+
+
+@given(before=st.integers(0, 2500), length=st.integers(993, 1003), after=st.integers(0, 1500),
+       cuts=st.lists(st.integers(0, 5000), max_size=3))
+def test_a_long_line_is_found_wherever_it_falls_and_however_the_chunks_are_cut(
+        before: int, length: int, after: int, cuts: list[int]) -> None:
+    # Short lines are passed over a window at a time; one line of `length` octets among them, at any
+    # offset against those windows and the chunks, is refused from 1,000 octets (999 with a stuffed dot).
+    def short_lines(size: int) -> bytes:
+        return (b"y" * 70 + b"\r\n") * (size // 72) + b"z" * (size % 72) + b"\r\n"
+
+    data = short_lines(before) + b"a" * length + b"\r\n" + short_lines(after) + b".\r\n"
+    reader = DataReader(100_000)
+    reader.start()
+    points = sorted({cut for cut in cuts if cut < len(data)} | {0, len(data)})
+    results = [reader.feed(data[a:b]) for a, b in itertools.pairwise(points)]
+    finished = [read for read, _ in results if read is not None]
+    assert len(finished) == 1
+    assert (finished[0].problem is DataProblem.LINE_TOO_LONG) == (length > 999)
