@@ -14,6 +14,12 @@ from engaged.delivery.outcome import Deferred, Delivered, OutboundMessage, Outco
 from engaged.spool.store import INLINE_IO_BYTES
 from engaged.spool.sync import Durability
 
+INLINE_BUDGET = 0.002
+"""Seconds a copy written on the event loop may take. Two file creations a copy are tens of microseconds,
+but an ext4 without a journal, after many deletions, spent up to 1.2 ms on each (see bench/_harness.py),
+and a network filesystem can take longer: after a slower write, copies go to the threads for THREADED_FOR."""
+THREADED_FOR = 10.0
+
 
 class CaptureSidecar(msgspec.Struct, frozen=True):
     """The JSON written beside each captured copy (interface.md §4)."""
@@ -32,15 +38,20 @@ class CaptureTransport:
         self._prefix = os.path.join(directory, "")  # the copies' paths as strings: pathlib costs a few us each
         self._durability = durability or Durability("fsync", directory)
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="capture")
+        self._inline_from = 0.0  # monotonic time from which small copies are written on the event loop again
         directory.mkdir(parents=True, exist_ok=True)
 
     async def deliver(self, message: OutboundMessage) -> Outcome:
         loop = asyncio.get_running_loop()
         try:
-            if len(message.data) <= INLINE_IO_BYTES and not self._durability.fsync_files:
+            began = time.monotonic()
+            if (len(message.data) <= INLINE_IO_BYTES and not self._durability.fsync_files
+                    and began >= self._inline_from):
                 # Straight to the page cache, as the spool writes: the hand-off to a thread and back cost
                 # 45-60 us of CPU a copy (244-280 against 193-232 us, 20 concurrent 21 KB copies, syncfs).
                 self._write(message)
+                if time.monotonic() - began > INLINE_BUDGET:  # a slow disk: other sessions must not wait on it
+                    self._inline_from = time.monotonic() + THREADED_FOR
             else:
                 await loop.run_in_executor(self._executor, self._write, message)
             await self._durability.commit(self.directory)
