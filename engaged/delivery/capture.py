@@ -14,7 +14,7 @@ from engaged.delivery.outcome import Deferred, Delivered, OutboundMessage, Outco
 from engaged.spool.store import INLINE_IO_BYTES
 from engaged.spool.sync import Durability
 
-INLINE_BUDGET = 0.002
+INLINE_BUDGET = 0.001
 """Seconds a copy written on the event loop may take. Two file creations a copy are tens of microseconds,
 but an ext4 without a journal, after many deletions, spent up to 1.2 ms on each (see bench/_harness.py),
 and a network filesystem can take longer: after a slower write, copies go to the threads for THREADED_FOR."""
