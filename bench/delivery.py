@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import free_port, measure, pin_self, start_engaged, start_smtp_sink
+from _harness import free_port, measure, pin_self, settle_filesystem, start_engaged, start_smtp_sink
 from injection import html_20k, plain_1k
 
 from engaged.config import DkimConfig
@@ -26,6 +26,9 @@ from engaged.recipient import TrackingPlan, identify
 from engaged.spool.record import SpoolRecipient, SpoolRecord
 
 COUNT = 2000
+# Each server's directory is removed at the end of the run, not after the server: on an ext4 without a
+# journal the next server's new spool files would pay for the removed ones (_harness.CHEAP_CREATE_US).
+FINISHED: list[tempfile.TemporaryDirectory[str]] = []
 
 
 def delivered(data_dir: Path) -> int:
@@ -65,7 +68,7 @@ def run_case(body: bytes, sink: subprocess.Popen[bytes], sink_port: int, extra: 
         end_to_end = COUNT / (time.perf_counter() - started)
     finally:
         server.stop()
-        tmp.cleanup()
+        FINISHED.append(tmp)
     # Fill the spool while the sink is frozen (SIGSTOP: attempts hang, none completes), kill the
     # server, thaw the sink, and time a fresh server draining the whole spool.
     server, tmp = start_engaged(relay_to(sink_port, extra))
@@ -84,7 +87,7 @@ def run_case(body: bytes, sink: subprocess.Popen[bytes], sink_port: int, extra: 
         drain = COUNT / (time.perf_counter() - started)
     finally:
         server.stop()
-        tmp.cleanup()
+        FINISHED.append(tmp)
     return drain, end_to_end
 
 
@@ -137,6 +140,7 @@ def main() -> int:
         print("smtp-sink not installed (Debian package postfix): nothing to deliver to")
         return 0
     keys_dir = tempfile.TemporaryDirectory()
+    settle_filesystem(Path(keys_dir.name))
     keys = {algorithm: Path(keys_dir.name) / f"{algorithm}.key" for algorithm in ("rsa", "ed25519")}
     for algorithm, path in keys.items():
         path.write_bytes(generate_key(algorithm))
@@ -152,6 +156,8 @@ def main() -> int:
             print(f"{name:16} {sink_rate:19.0f} {drain:18.0f} {end_to_end:24.0f} {drain / sink_rate:13.2f}")
     finally:
         sink.kill()
+        for finished in FINISHED:
+            finished.cleanup()
     print(f"{COUNT} messages per case, 20 injecting sessions, relay mode with connection reuse to smtp-sink;")
     print("'sink accepts' is the receiver's own rate from our load generator, for reference;")
     print("'+ rsa' / '+ ed25519': every copy DKIM-signed (RSA-2048, Ed25519) after rewriting.")

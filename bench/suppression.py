@@ -9,7 +9,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import free_port, measure, pin_self, start_engaged, start_smtp_sink
+from _harness import free_port, measure, pin_self, settle_filesystem, start_engaged, start_smtp_sink
 from injection import plain_1k
 
 CASES = [("1 KB plain, 1 session", 1, 600), ("1 KB plain, 20 sessions", 20, 60)]
@@ -31,6 +31,7 @@ def main() -> int:
     on, on_tmp = start_engaged()
     off, off_tmp = start_engaged("[suppression]\nenabled = false\n")
     fill(on.address("api"), 100_000)
+    settle_filesystem(Path(off_tmp.name))  # both servers deliver by capture: two new files a copy
     print(f"{'case':26} {'check on':>9} {'check off':>10} {'smtp-sink':>10} {'on/off':>7} {'on/sink':>8}")
     try:
         for name, sessions, per_session in CASES:
