@@ -6,6 +6,8 @@ import enum
 
 import msgspec
 
+from engaged.lines import lines_surely_shorter
+
 _END = b"\r\n.\r\n"
 _MAX_WIRE_LINE = 999  # 998 octets of text plus a transparency dot, CRLF not counted (RFC 5321 4.5.3.1.6)
 
@@ -106,18 +108,12 @@ class DataReader:
         return DataRead(_unstuffed(wire))
 
 
-_WINDOW = (_MAX_WIRE_LINE - 1) // 2
-"""A line longer than _MAX_WIRE_LINE - 2 covers a whole window of this many octets that starts at a multiple of it."""
-
-
 def _long_line(buffer: bytearray, start: int, end: int) -> int:
-    """The longest CRLF-delimited line of buffer[start:end] when one may be longer than _MAX_WIRE_LINE - 2;
-    else 0. The common case, a line feed in every aligned window, costs a memchr a window, not a split."""
-    find = buffer.find
-    for window in range(start, end - _WINDOW + 1, _WINDOW):
-        if find(b"\n", window, window + _WINDOW) < 0:
-            return max(map(len, buffer[start:end].split(b"\r\n")))
-    return 0  # (a bare LF would leave a longer CRLF line, but it refuses the message before any length does)
+    """The longest CRLF-delimited line of buffer[start:end] when one may be longer than _MAX_WIRE_LINE; else 0
+    (the common case, found without splitting the region)."""
+    if lines_surely_shorter(buffer, _MAX_WIRE_LINE + 1, start, end):
+        return 0  # (a bare LF would leave a longer CRLF line, but it refuses the message before any length does)
+    return max(map(len, buffer[start:end].split(b"\r\n")))
 
 
 def check_data(wire: bytes, max_size: int) -> DataRead:
