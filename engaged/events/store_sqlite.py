@@ -67,7 +67,7 @@ file, after every batch; those syncs share the disk's flushes with the tracker j
 before every answer. 4,000 pages: 34.1-34.7k clicks/s against 31.4-32.5k (bench/tracker.py's
 one-worker -c50 case, SQLite, three alternating rounds); 8,000 and 16,000 gave no more."""
 WRITE_LOCK_SUFFIX = ".write-lock"
-"""Beside the database: the file whose flock engaged's writers of the store queue on (`_turn`)."""
+"""Beside the database: the file whose flock engaged's writers of the store queue on (`_transaction`)."""
 _MACHINE_BACKFILL = (
     "UPDATE events SET machine = json_extract(CAST(body AS TEXT), '$.machine_engagement.kind')"
     f" WHERE type IN ({', '.join(repr(name) for name in TRACK_TYPES)})"
@@ -140,11 +140,9 @@ class SqliteEventStore(StoreQueries, ReportQueries):
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
         if columns and "machine" not in columns:  # a store written before the machine column existed
-            with self._turn():
-                conn.execute("BEGIN IMMEDIATE")
+            with self._transaction(conn):
                 conn.execute("ALTER TABLE events ADD COLUMN machine TEXT")
                 conn.execute(_MACHINE_BACKFILL)
-                conn.execute("COMMIT")
         conn.executescript(_SCHEMA + WEBHOOK_SCHEMA_SQLITE)
         return conn
 
@@ -183,33 +181,34 @@ class SqliteEventStore(StoreQueries, ReportQueries):
             self._on_commit([event for append in appends for event in append.events], seconds)
 
     @contextlib.contextmanager
-    def _turn(self) -> Iterator[None]:
-        """Hold the store's write turn: an flock that every engaged process writing this store takes around its
-        write transaction (on the writer thread; it waits in the kernel and wakes when the turn is free).
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """A write transaction in the store's write turn: committed when the block ends (unless the block rolled
+        it back itself), rolled back when it raises.
 
-        SQLite's own lock stays, and decides: the flock only queues engaged's writers, which otherwise met at
-        BEGIN IMMEDIATE and waited in SQLite's busy handler, sleeping 1, 2, 5, 10 ... ms between tries
-        however soon the lock was free."""
+        The turn is an flock that every engaged process writing this store takes around its write transaction
+        (on the writer thread; it waits in the kernel and wakes when the turn is free). SQLite's own lock stays,
+        and decides: the flock only queues engaged's writers, which otherwise met at BEGIN IMMEDIATE and waited
+        in SQLite's busy handler, sleeping 1, 2, 5, 10 ... ms between tries however soon the lock was free."""
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    def _write(self, rows: list[Row]) -> None:
-        conn = self._connection()
-        with self._turn():
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                 rows)
-                conn.execute("COMMIT")
+                yield
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
             except BaseException:
                 # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR): a second ROLLBACK would fail and
                 # hide the reason ("cannot rollback - no transaction is active").
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _write(self, rows: list[Row]) -> None:
+        conn = self._connection()
+        with self._transaction(conn):
+            conn.executemany(f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _connection(self) -> sqlite3.Connection:
         if self._write_conn is None:
@@ -253,22 +252,15 @@ class SqliteEventStore(StoreQueries, ReportQueries):
 
     def _run_steps(self, steps: Sequence[Step]) -> list[int] | None:
         conn = self._connection()
-        with self._turn():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                counts = []
-                for sql, params, required in steps:
-                    changed = conn.execute(sql, params).rowcount
-                    if required and changed == 0:
-                        conn.execute("ROLLBACK")
-                        return None
-                    counts.append(changed)
-                conn.execute("COMMIT")
-                return counts
-            except BaseException:
-                if conn.in_transaction:
+        counts = []
+        with self._transaction(conn):
+            for sql, params, required in steps:
+                changed = conn.execute(sql, params).rowcount
+                if required and changed == 0:
                     conn.execute("ROLLBACK")
-                raise
+                    return None
+                counts.append(changed)
+        return counts
 
     async def close(self) -> None:
         await self._group.settled()
