@@ -234,8 +234,7 @@ async def _loader(data_dir: Path, dsn: str | None) -> None:
     from engaged.events.store_sqlite import SqliteEventStore
     from engaged.tracker.loader import JournalLoader, follow
 
-    # as engaged serve's node and `engaged tracker-loader`: the SQLite writer thread in the background
-    store = PostgresEventStore(dsn) if dsn else SqliteEventStore(data_dir / "events.sqlite3", background=True)
+    store = PostgresEventStore(dsn) if dsn else SqliteEventStore(data_dir / "events.sqlite3")
     await store.open()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

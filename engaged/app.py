@@ -64,8 +64,7 @@ def build_store(config: Config, metrics: Metrics | None = None, *, count_events:
     """The configured event store (not yet opened): SQLite in data_dir, or a PostgreSQL DSN.
 
     With `metrics`, every commit is timed, and its events counted unless `count_events` is false. A
-    `worker`'s SQLite writer keeps SQLite's default page cache, not the one sized for large batches; any
-    other's (the node's: the journal loader's batches) writes in the background (a nicer thread).
+    `worker`'s SQLite writer keeps SQLite's default page cache, not the one sized for large batches.
     """
     on_commit: CommitObserver | None = None
     if metrics is not None:
@@ -73,8 +72,7 @@ def build_store(config: Config, metrics: Metrics | None = None, *, count_events:
         on_commit = metrics.observe_commit if count_events else lambda events, seconds: observe(seconds)
     if config.events.store == "sqlite":
         cache = WORKER_CACHE_KIB if worker else WRITER_CACHE_KIB
-        return SqliteEventStore(config.data_path / "events.sqlite3", on_commit=on_commit, cache_kib=cache,
-                                background=not worker)
+        return SqliteEventStore(config.data_path / "events.sqlite3", on_commit=on_commit, cache_kib=cache)
     return PostgresEventStore(config.events.store, on_commit=on_commit)
 
 

@@ -56,22 +56,6 @@ WRITER_CACHE_KIB = 16 * 1024
 """The writer connection's page cache. SQLite's default (2 MiB) is too small for the pages one batch of a
 few thousand rows touches in the message_id and rcpt_to indexes (inserted at scattered places): 16 MiB
 cut a 5,000-row batch insert from 39-45 to 21 us a row, CPU from 21-23 to 16 us (150k rows, bench under flock)."""
-BACKGROUND_NICE = 10
-"""How much nicer than its process a background store's writer thread runs (Linux nice values are per
-thread). The journal loader's inserts (about 15 us of CPU a click, in SQLite) beside wrk on one CPU
-slowed one tracker worker from ~42k to ~31k clicks/s at -c50 (bench/tracker.py): the worker waits on
-every client's next request, and a client that shares a CPU with a busy writer of equal priority sends
-it late. A 60 %-busy loop in the loader's place cost the same; at nice 10, 36-37k. The loader still gets
-every CPU cycle the listeners leave, and its lag stays a gauge (engaged_tracker_loader_lag_seconds)."""
-
-
-def lower_priority() -> None:
-    """Run the calling thread BACKGROUND_NICE steps nicer (never fails: a thread may always lower itself)."""
-    with contextlib.suppress(OSError):
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE)
-
-
 WORKER_CACHE_KIB = 2 * 1024
 """The page cache of a worker's writer (SQLite's default). A worker appends a few rows a message, not the
 loader's batches of thousands, and a worker's memory is bounded: with 16 MiB its RSS grew from 84 to 105 MB
@@ -113,15 +97,12 @@ class SqliteEventStore(StoreQueries, ReportQueries):
     """
 
     def __init__(self, path: Path, *, synchronous: str = "FULL", on_commit: CommitObserver | None = None,
-                 cache_kib: int = WRITER_CACHE_KIB, background: bool = False) -> None:
-        """`background`: the writer thread runs at BACKGROUND_NICE, for a process whose writes are large batches
-        that can wait (the node's journal loader), beside listeners that answer clients."""
+                 cache_kib: int = WRITER_CACHE_KIB) -> None:
         self._path = path
         self._cache_kib = cache_kib
         self._synchronous = synchronous
         self._on_commit = on_commit
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer",
-                                          initializer=lower_priority if background else None)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sqlite-reader")
         self._write_conn: sqlite3.Connection | None = None
         self._lock_fd = -1

@@ -458,7 +458,7 @@ async def run_process(config: Config) -> None:
     data = config.data_path
     store: EventSink
     if config.events.store == "sqlite":
-        sqlite = SqliteEventStore(data / "events.sqlite3", background=True)
+        sqlite = SqliteEventStore(data / "events.sqlite3")
         await sqlite.open()
         store, close = sqlite, sqlite.close
     else:

@@ -11,13 +11,7 @@ import pytest
 
 from engaged.app import build_store
 from engaged.config import Config
-from engaged.events.store_sqlite import (
-    BACKGROUND_NICE,
-    WORKER_CACHE_KIB,
-    WRITE_LOCK_SUFFIX,
-    WRITER_CACHE_KIB,
-    SqliteEventStore,
-)
+from engaged.events.store_sqlite import WORKER_CACHE_KIB, WRITE_LOCK_SUFFIX, WRITER_CACHE_KIB, SqliteEventStore
 from engaged.types import EventQuery
 from tests.eventstores import eventually
 from tests.sample_events import make_event
@@ -58,28 +52,6 @@ async def test_a_worker_writer_keeps_sqlite_default_cache_and_the_node_one_sized
         finally:
             await store.close()
     assert WORKER_CACHE_KIB < WRITER_CACHE_KIB
-
-
-def _writer_nice(store: SqliteEventStore) -> tuple[int, int]:
-    """(the writer thread's nice value, this thread's), read on the writer thread and here."""
-    writer = store._writer.submit(lambda: os.getpriority(os.PRIO_PROCESS, 0)).result(10)
-    return writer, os.getpriority(os.PRIO_PROCESS, 0)
-
-
-async def test_the_node_store_writes_on_a_nicer_thread_and_a_worker_store_at_the_process_priority(
-        tmp_path: Path) -> None:
-    for worker in (True, False):
-        store = build_store(Config(data_dir=str(tmp_path / "data")), worker=worker)
-        assert isinstance(store, SqliteEventStore)
-        await store.open()
-        try:
-            await store.append([make_event("click", int(worker))])
-            writer, here = _writer_nice(store)
-            # nice values stop at 19: a process already near it cannot go further
-            assert writer == (here if worker else min(here + BACKGROUND_NICE, 19))
-            assert len(await store.query(EventQuery(limit=10))) == 1 + (not worker)
-        finally:
-            await store.close()
 
 
 def _blocked_on(lock: Path) -> bool:
