@@ -5,13 +5,21 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from engaged.app import build_store
 from engaged.config import Config
-from engaged.events.store_sqlite import WORKER_CACHE_KIB, WRITE_LOCK_SUFFIX, WRITER_CACHE_KIB, SqliteEventStore
+from engaged.events.store_sqlite import (
+    PAGE_SIZE,
+    WAL_CHECKPOINT_BYTES,
+    WORKER_CACHE_KIB,
+    WRITE_LOCK_SUFFIX,
+    WRITER_CACHE_KIB,
+    SqliteEventStore,
+)
 from engaged.types import EventQuery
 from tests.eventstores import eventually
 from tests.sample_events import make_event
@@ -40,6 +48,24 @@ async def test_the_writer_connection_keeps_a_page_cache_large_enough_for_a_loade
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         await store.close()
+
+
+async def test_a_new_store_has_large_pages_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
+    older = sqlite3.connect(tmp_path / "older.sqlite3")
+    older.execute("PRAGMA page_size=4096")
+    older.execute("CREATE TABLE kept (x)")
+    older.close()
+    for name, page_size in (("events.sqlite3", PAGE_SIZE), ("older.sqlite3", 4096)):
+        store = SqliteEventStore(tmp_path / name)
+        await store.open()
+        try:
+            await store.append([make_event("delivery", 1)])
+            connection = store._connection()
+            assert connection.execute("PRAGMA page_size").fetchone()[0] == page_size
+            assert connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_CHECKPOINT_BYTES // page_size
+            assert len(await store.query(EventQuery(limit=10))) == 1
+        finally:
+            await store.close()
 
 
 async def test_a_worker_writer_keeps_sqlite_default_cache_and_the_node_one_sized_for_batches(tmp_path: Path) -> None:
